@@ -1,0 +1,135 @@
+//! Map key and value layouts.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::maps::{ECMP_BUCKETS, TBL8_GROUP_SIZE};
+
+/// Asserts the size of a shared layout at compile time. `Pod` already
+/// rules out padding; the size pins the layout so neither side drifts.
+macro_rules! assert_size {
+    ($ty:ty, $size:expr) => {
+        const _: () = assert!(core::mem::size_of::<$ty>() == $size);
+    };
+}
+
+/// One element of `V4_TBL24`: two adjacent /24 blocks' route actions.
+pub type Tbl24Element = [u32; 2];
+assert_size!(Tbl24Element, 8);
+
+/// One element of `V4_TBL8`: the route actions of the 256 addresses of a /24.
+pub type Tbl8Group = [u32; TBL8_GROUP_SIZE];
+assert_size!(Tbl8Group, 1024);
+
+/// Key of `V6_ROUTES` (the LPM trie key: prefix length, then the address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct V6Key {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+assert_size!(V6Key, 20);
+
+/// Nexthop flag: the neighbour is resolved and `dmac` is valid.
+pub const NH_F_RESOLVED: u16 = 1 << 0;
+/// Nexthop flag: the gateway is IPv6 (RFC 5549 for IPv4 routes).
+pub const NH_F_GATEWAY_V6: u16 = 1 << 1;
+
+/// A nexthop slot in `NEXTHOPS`: everything `finalize` needs to send a
+/// packet out of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Nexthop {
+    /// Devmap key of the physical port to transmit on.
+    pub tx_ifindex: u32,
+    /// Largest L3 packet the egress takes.
+    pub mtu: u16,
+    /// VLAN id to tag egress frames with (0: untagged).
+    pub vlan_id: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// TPID for the egress tag, host order (0x8100 or 0x88a8).
+    pub vlan_proto: u16,
+    /// `NH_F_*` bits.
+    pub flags: u16,
+}
+assert_size!(Nexthop, 24);
+
+impl Nexthop {
+    pub const fn is_resolved(&self) -> bool {
+        self.flags & NH_F_RESOLVED != 0
+    }
+}
+
+/// An ECMP group slot in `GROUPS`: a weighted bucket table of nexthop ids.
+/// A flow picks `buckets[bucket_of(hash, bucket_count)]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct EcmpGroup {
+    /// Buckets in use, 1..=ECMP_BUCKETS (0: the group is empty).
+    pub bucket_count: u32,
+    /// Distinct legs, for status output only.
+    pub leg_count: u32,
+    pub buckets: [u32; ECMP_BUCKETS],
+}
+assert_size!(EcmpGroup, 8 + 4 * ECMP_BUCKETS);
+
+impl Default for EcmpGroup {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// Port flag: the ifindex is a VLAN upper of `tx_ifindex`.
+pub const PORT_F_VLAN: u32 = 1 << 0;
+
+/// Egress facts for an ifindex returned by `bpf_fib_lookup`. A VLAN device
+/// cannot be a devmap target, so the frame goes out of its parent with a tag.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Port {
+    pub tx_ifindex: u32,
+    pub vlan_id: u16,
+    /// TPID, host order.
+    pub vlan_proto: u16,
+    /// `PORT_F_*` bits.
+    pub flags: u32,
+}
+assert_size!(Port, 12);
+
+/// Where a packet came from when `finalize` sends it.
+pub const XMIT_FROM_CACHE: u8 = 0;
+pub const XMIT_FROM_FIB: u8 = 1;
+
+/// Per-CPU hand-over from `fast_path` to `finalize`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Xmit {
+    pub tx_ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// Egress VLAN id (0: untagged).
+    pub vlan_id: u16,
+    /// Egress TPID, host order.
+    pub vlan_proto: u16,
+    /// Offset of the IP header in the frame as it arrived.
+    pub l3_offset: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// `XMIT_FROM_*`.
+    pub source: u8,
+}
+assert_size!(Xmit, 24);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    use crate::config::Config;
+
+    // SAFETY: every type here is repr(C), Pod (no padding, any bit pattern valid).
+    unsafe impl aya::Pod for V6Key {}
+    unsafe impl aya::Pod for Nexthop {}
+    unsafe impl aya::Pod for EcmpGroup {}
+    unsafe impl aya::Pod for Port {}
+    unsafe impl aya::Pod for Xmit {}
+    unsafe impl aya::Pod for Config {}
+}

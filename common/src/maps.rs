@@ -1,0 +1,66 @@
+//! Map names as they appear in the object file and under the pin directory.
+//!
+//! The kernel keeps 15 characters of a map name, so every name fits in that.
+
+/// IPv4 DIR-24-8 first level: 2^24 route actions, two per array element.
+pub const V4_TBL24: &str = "V4_TBL24";
+/// IPv4 DIR-24-8 second level: groups of 256 route actions for prefixes longer than /24.
+pub const V4_TBL8: &str = "V4_TBL8";
+/// IPv6 longest-prefix-match trie of route actions.
+pub const V6_ROUTES: &str = "V6_ROUTES";
+/// Nexthop id to the slot in [`NEXTHOPS`] that currently holds it.
+pub const NH_PTR: &str = "NH_PTR";
+/// Nexthop slots (resolved egress, MACs, VLAN, MTU).
+pub const NEXTHOPS: &str = "NEXTHOPS";
+/// ECMP group id to the slot in [`GROUPS`] that currently holds it.
+pub const GRP_PTR: &str = "GRP_PTR";
+/// ECMP group slots (weighted bucket tables).
+pub const GROUPS: &str = "GROUPS";
+/// Per-ifindex egress facts for the `bpf_fib_lookup` path (VLAN uppers).
+pub const PORTS: &str = "PORTS";
+/// Devmap (hash) of egress ports the datapath may redirect to.
+pub const TX_PORTS: &str = "TX_PORTS";
+/// Program array: slot [`FINALIZE_SLOT`] holds `finalize`.
+pub const JUMP: &str = "JUMP";
+/// Single-element datapath configuration.
+pub const CONFIG: &str = "CONFIG";
+/// Per-CPU counters, indexed by [`crate::Counter`].
+pub const COUNTERS: &str = "COUNTERS";
+/// Per-CPU hand-over from `fast_path` to `finalize`.
+pub const XMIT: &str = "XMIT";
+
+/// Every map the object defines, in a fixed order (used for pinning and checks).
+pub const ALL: [&str; 13] = [
+    V4_TBL24, V4_TBL8, V6_ROUTES, NH_PTR, NEXTHOPS, GRP_PTR, GROUPS, PORTS, TX_PORTS, JUMP, CONFIG,
+    COUNTERS, XMIT,
+];
+
+/// Program names (the `#[xdp]` function names).
+pub const PROG_FAST_PATH: &str = "fast_path";
+pub const PROG_FINALIZE: &str = "finalize";
+/// Returns `XDP_PASS`; the benchmark floor and a helper for veth peers.
+pub const PROG_PASS: &str = "xdp_pass";
+/// Slot of `finalize` in [`JUMP`].
+pub const FINALIZE_SLOT: u32 = 0;
+
+/// Number of /24 blocks covered by the first level.
+pub const TBL24_BLOCKS: u32 = 1 << 24;
+/// Route actions packed into one [`V4_TBL24`] element. Array elements are
+/// stored on an 8-byte stride, so packing two `u32`s avoids wasting half of a
+/// 64 MiB map.
+pub const TBL24_PER_ELEMENT: u32 = 2;
+/// Elements in [`V4_TBL24`].
+pub const TBL24_ELEMENTS: u32 = TBL24_BLOCKS / TBL24_PER_ELEMENT;
+/// Entries in one second-level group.
+pub const TBL8_GROUP_SIZE: usize = 256;
+/// Buckets in one ECMP group's table.
+pub const ECMP_BUCKETS: usize = 256;
+/// Most legs an ECMP group may have.
+pub const ECMP_MAX_LEGS: usize = 64;
+
+/// Default capacities; the sidecar overrides them from its configuration.
+pub const DEFAULT_TBL8_GROUPS: u32 = 4096;
+pub const DEFAULT_V6_ROUTES: u32 = 300_000;
+pub const DEFAULT_NEXTHOPS: u32 = 16_384;
+pub const DEFAULT_GROUPS: u32 = 2048;
+pub const DEFAULT_PORTS: u32 = 1024;

@@ -1,0 +1,123 @@
+//! `attach` and `detach`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use aya::programs::{links::FdLink, XdpMode};
+use pf_common::{config::CFG_F_DRY_RUN, maps as names, Config, Mode};
+
+use super::{ifindex, link_pin};
+use crate::datapath::{Capacities, Datapath};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+pub struct AttachOptions<'a> {
+    pub interfaces: &'a [String],
+    pub attach_mode: AttachMode,
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub pin_dir: &'a Path,
+    pub capacities: Capacities,
+}
+
+/// Loads (or adopts) the pinned datapath, attaches `fast_path` to each
+/// interface with a pinned link, and makes each a redirect target. Returns
+/// the mode each interface got.
+pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'static str)>> {
+    for ifname in options.interfaces {
+        if link_pin(options.pin_dir, ifname).exists() {
+            bail!(
+                "{ifname} is already attached (pinned link in {}); detach it first",
+                options.pin_dir.display()
+            );
+        }
+    }
+    let mut datapath =
+        Datapath::load_pinned(&options.capacities, options.pin_dir).with_context(|| {
+            format!(
+                "loading the datapath pinned in {}",
+                options.pin_dir.display()
+            )
+        })?;
+    datapath.maps.set_config(&Config {
+        mode: options.mode as u32,
+        flags: if options.dry_run { CFG_F_DRY_RUN } else { 0 },
+        ..Default::default()
+    })?;
+    let mut attached = Vec::new();
+    for ifname in options.interfaces {
+        let index = ifindex(ifname)?;
+        let program = datapath.fast_path()?;
+        let tries: &[(XdpMode, &str)] = match options.attach_mode {
+            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        };
+        let mut result = None;
+        let mut errors = Vec::new();
+        for (mode, label) in tries {
+            match program.attach(ifname, *mode) {
+                Ok(link_id) => {
+                    result = Some((link_id, *label));
+                    break;
+                }
+                Err(err) => errors.push(format!("{label}: {err}")),
+            }
+        }
+        let Some((link_id, label)) = result else {
+            bail!("attaching to {ifname} failed: {}", errors.join("; "));
+        };
+        let link = program.take_link(link_id)?;
+        let fd_link = FdLink::try_from(link).with_context(|| {
+            format!("{ifname}: this kernel attached without a bpf_link, which cannot be pinned")
+        })?;
+        fd_link
+            .pin(link_pin(options.pin_dir, ifname))
+            .with_context(|| format!("pinning the link of {ifname}"))?;
+        datapath.maps.add_tx_port(index)?;
+        attached.push((ifname.clone(), label));
+    }
+    Ok(attached)
+}
+
+/// Detaches the named interfaces (their pinned links), or with `all`, every
+/// link and then every pin, which unloads the datapath.
+pub fn detach(pin_dir: &Path, interfaces: &[String], all: bool) -> anyhow::Result<Vec<String>> {
+    let mut detached = Vec::new();
+    let targets: Vec<String> = if all {
+        match std::fs::read_dir(pin_dir) {
+            Ok(entries) => entries
+                .filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_prefix("link_")
+                        .map(str::to_owned)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    } else {
+        interfaces.to_vec()
+    };
+    for ifname in targets {
+        let path = link_pin(pin_dir, &ifname);
+        std::fs::remove_file(&path)
+            .with_context(|| format!("{ifname} is not attached ({} missing)", path.display()))?;
+        detached.push(ifname);
+    }
+    if all && pin_dir.exists() {
+        for name in names::ALL {
+            let _ = std::fs::remove_file(pin_dir.join(name));
+        }
+        std::fs::remove_dir_all(pin_dir)
+            .with_context(|| format!("removing {}", pin_dir.display()))?;
+    }
+    Ok(detached)
+}

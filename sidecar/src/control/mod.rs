@@ -1,0 +1,2 @@
+//! Control plane: sources (kernel rtnetlink, FRR FPM), decoding, and the
+//! desired forwarding state.

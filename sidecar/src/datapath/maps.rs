@@ -1,0 +1,222 @@
+//! Typed handles on every map of the datapath.
+
+use std::os::fd::AsFd;
+
+use aya::{
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, ProgramArray,
+    },
+    Ebpf,
+};
+use pf_common::{
+    counters::COUNTER_COUNT,
+    layout::{Tbl24Element, Tbl8Group},
+    maps as names, Config, Counter, EcmpGroup, Nexthop, Port,
+};
+
+use super::{
+    dir24::Dir24,
+    mmap::{MmapDir24Store, MmapRegion},
+    DatapathError,
+};
+
+pub struct DatapathMaps {
+    /// `V4_TBL24` and `V4_TBL8`, written through shared memory.
+    pub v4: Dir24<MmapDir24Store>,
+    pub v6_routes: LpmTrie<MapData, [u8; 16], u32>,
+    pub nh_ptr: Array<MapData, u32>,
+    pub nexthops: Array<MapData, Nexthop>,
+    pub grp_ptr: Array<MapData, u32>,
+    pub groups: Array<MapData, EcmpGroup>,
+    pub ports: HashMap<MapData, u32, Port>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub config: Array<MapData, Config>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub jump: ProgramArray<MapData>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, DatapathError> {
+    ebpf.take_map(name).ok_or(DatapathError::Missing(name))
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:expr) => {
+        take($ebpf, $name)?
+            .try_into()
+            .map_err(|source| DatapathError::Map {
+                name: $name,
+                source,
+            })?
+    };
+}
+
+fn mmap_array(map: Map, name: &'static str, bytes: usize) -> Result<MmapRegion, DatapathError> {
+    let data = match map {
+        Map::Array(data) => data,
+        _ => {
+            return Err(DatapathError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName {
+                    name: name.to_string(),
+                },
+            })
+        }
+    };
+    MmapRegion::map(data.fd().as_fd(), bytes, true)
+        .map_err(|source| DatapathError::Io { name, source })
+}
+
+impl DatapathMaps {
+    pub(super) fn take(
+        ebpf: &mut Ebpf,
+        jump: ProgramArray<MapData>,
+    ) -> Result<Self, DatapathError> {
+        let tbl24 = mmap_array(
+            take(ebpf, names::V4_TBL24)?,
+            names::V4_TBL24,
+            names::TBL24_ELEMENTS as usize * std::mem::size_of::<Tbl24Element>(),
+        )?;
+        let tbl8_map = take(ebpf, names::V4_TBL8)?;
+        let tbl8_groups = match &tbl8_map {
+            Map::Array(data) => data.info().map(|i| i.max_entries()).unwrap_or(0),
+            _ => 0,
+        };
+        let tbl8 = mmap_array(
+            tbl8_map,
+            names::V4_TBL8,
+            tbl8_groups as usize * std::mem::size_of::<Tbl8Group>(),
+        )?;
+        Ok(Self {
+            v4: Dir24::new(MmapDir24Store {
+                tbl24,
+                tbl8,
+                groups: tbl8_groups,
+            }),
+            v6_routes: typed!(ebpf, names::V6_ROUTES),
+            nh_ptr: typed!(ebpf, names::NH_PTR),
+            nexthops: typed!(ebpf, names::NEXTHOPS),
+            grp_ptr: typed!(ebpf, names::GRP_PTR),
+            groups: typed!(ebpf, names::GROUPS),
+            ports: typed!(ebpf, names::PORTS),
+            tx_ports: typed!(ebpf, names::TX_PORTS),
+            config: typed!(ebpf, names::CONFIG),
+            counters: typed!(ebpf, names::COUNTERS),
+            jump,
+        })
+    }
+
+    pub fn set_config(&mut self, config: &Config) -> Result<(), DatapathError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::CONFIG,
+                source,
+            })
+    }
+
+    /// Sums a counter over all CPUs.
+    pub fn counter(&self, counter: Counter) -> Result<u64, DatapathError> {
+        let per_cpu =
+            self.counters
+                .get(&(counter as u32), 0)
+                .map_err(|source| DatapathError::Map {
+                    name: names::COUNTERS,
+                    source,
+                })?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Every counter, summed over CPUs, in `Counter::ALL` order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DatapathError> {
+        debug_assert_eq!(Counter::ALL.len() as u32, COUNTER_COUNT);
+        Counter::ALL
+            .iter()
+            .map(|&c| Ok((c, self.counter(c)?)))
+            .collect()
+    }
+
+    /// Lets the datapath redirect to `ifindex`.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|source| DatapathError::XdpMap {
+                name: names::TX_PORTS,
+                source,
+            })
+    }
+
+    pub fn set_port(&mut self, ifindex: u32, port: &Port) -> Result<(), DatapathError> {
+        self.ports
+            .insert(ifindex, port, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::PORTS,
+                source,
+            })
+    }
+
+    /// Writes a nexthop into `slot` and points `id` at it.
+    pub fn write_nexthop(
+        &mut self,
+        id: u32,
+        slot: u32,
+        nexthop: &Nexthop,
+    ) -> Result<(), DatapathError> {
+        self.nexthops
+            .set(slot, nexthop, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::NEXTHOPS,
+                source,
+            })?;
+        self.nh_ptr
+            .set(id, slot, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::NH_PTR,
+                source,
+            })
+    }
+
+    /// Writes an ECMP group into `slot` and points `id` at it.
+    pub fn write_group(
+        &mut self,
+        id: u32,
+        slot: u32,
+        group: &EcmpGroup,
+    ) -> Result<(), DatapathError> {
+        self.groups
+            .set(slot, group, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::GROUPS,
+                source,
+            })?;
+        self.grp_ptr
+            .set(id, slot, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::GRP_PTR,
+                source,
+            })
+    }
+
+    pub fn set_v6_route(
+        &mut self,
+        addr: [u8; 16],
+        prefix_len: u8,
+        action: u32,
+    ) -> Result<(), DatapathError> {
+        self.v6_routes
+            .insert(&Key::new(prefix_len as u32, addr), action, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::V6_ROUTES,
+                source,
+            })
+    }
+
+    pub fn remove_v6_route(&mut self, addr: [u8; 16], prefix_len: u8) -> Result<(), DatapathError> {
+        self.v6_routes
+            .remove(&Key::new(prefix_len as u32, addr))
+            .map_err(|source| DatapathError::Map {
+                name: names::V6_ROUTES,
+                source,
+            })
+    }
+}

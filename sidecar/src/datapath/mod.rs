@@ -1,0 +1,213 @@
+//! Loading the XDP programs and owning their maps.
+
+pub mod dir24;
+pub mod maps;
+pub mod mmap;
+pub mod test_run;
+
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    path::Path,
+};
+
+use aya::{
+    maps::ProgramArray,
+    programs::{ProgramError, Xdp},
+    Ebpf, EbpfLoader,
+};
+use pf_common::maps as names;
+
+pub use maps::DatapathMaps;
+
+/// Sizes of the maps whose capacity the operator chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Capacities {
+    /// Second-level IPv4 groups: one per /24 that holds longer prefixes.
+    pub tbl8_groups: u32,
+    pub v6_routes: u32,
+    pub nexthops: u32,
+    pub ecmp_groups: u32,
+    pub ports: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Self {
+            tbl8_groups: names::DEFAULT_TBL8_GROUPS,
+            v6_routes: names::DEFAULT_V6_ROUTES,
+            nexthops: names::DEFAULT_NEXTHOPS,
+            ecmp_groups: names::DEFAULT_GROUPS,
+            ports: names::DEFAULT_PORTS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {name}: {source}")]
+    XdpMap {
+        name: &'static str,
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
+    #[error("pinning {name}: {source}")]
+    Pin {
+        name: &'static str,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("the object has no {0}")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Io {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The loaded programs (`fast_path` tail-calls `finalize`) and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub maps: DatapathMaps,
+}
+
+impl Datapath {
+    /// Loads both programs through the verifier, fills the tail-call slot
+    /// and takes ownership of the maps. Nothing is attached.
+    pub fn load(capacities: &Capacities) -> Result<Self, DatapathError> {
+        Self::load_with_pins(capacities, None)
+    }
+
+    /// Like [`Datapath::load`], and keeps maps and programs in `pin_dir`:
+    /// maps already pinned there are adopted (their contents stay), the rest
+    /// are created and pinned, and the programs' pins are replaced.
+    pub fn load_pinned(capacities: &Capacities, pin_dir: &Path) -> Result<Self, DatapathError> {
+        Self::load_with_pins(capacities, Some(pin_dir))
+    }
+
+    fn load_with_pins(
+        capacities: &Capacities,
+        pin_dir: Option<&Path>,
+    ) -> Result<Self, DatapathError> {
+        let mut loader = EbpfLoader::new();
+        let mut adopted = Vec::new();
+        if let Some(dir) = pin_dir {
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::Io {
+                name: "pin directory",
+                source,
+            })?;
+            for name in names::ALL {
+                let path = dir.join(name);
+                if path.exists() {
+                    loader.map_pin_path(name, path);
+                    adopted.push(name);
+                }
+            }
+        }
+        loader
+            .map_max_entries(names::V4_TBL8, capacities.tbl8_groups)
+            .map_max_entries(names::V6_ROUTES, capacities.v6_routes)
+            .map_max_entries(names::NH_PTR, capacities.nexthops)
+            .map_max_entries(names::NEXTHOPS, 2 * capacities.nexthops)
+            .map_max_entries(names::GRP_PTR, capacities.ecmp_groups)
+            .map_max_entries(names::GROUPS, 2 * capacities.ecmp_groups)
+            .map_max_entries(names::PORTS, capacities.ports)
+            .map_max_entries(names::TX_PORTS, capacities.ports);
+        let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
+        for name in [
+            names::PROG_FINALIZE,
+            names::PROG_FAST_PATH,
+            names::PROG_PASS,
+        ] {
+            xdp_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        if let Some(dir) = pin_dir {
+            for name in names::ALL.iter().filter(|n| !adopted.contains(n)) {
+                let map = ebpf.map(name).ok_or(DatapathError::Missing(name))?;
+                map.pin(dir.join(name))
+                    .map_err(|source| DatapathError::Pin { name, source })?;
+            }
+            for name in [names::PROG_FINALIZE, names::PROG_FAST_PATH] {
+                let path = dir.join(format!("prog_{name}"));
+                let _ = std::fs::remove_file(&path);
+                xdp_mut(&mut ebpf, name)?
+                    .pin(&path)
+                    .map_err(|source| DatapathError::Pin { name, source })?;
+            }
+        }
+        let finalize_fd = xdp_mut(&mut ebpf, names::PROG_FINALIZE)?
+            .fd()
+            .map_err(|source| DatapathError::Program {
+                name: names::PROG_FINALIZE,
+                source,
+            })?
+            .try_clone()
+            .map_err(|source| DatapathError::Io {
+                name: names::JUMP,
+                source,
+            })?;
+        let mut jump = ProgramArray::try_from(
+            ebpf.take_map(names::JUMP)
+                .ok_or(DatapathError::Missing(names::JUMP))?,
+        )
+        .map_err(|source| DatapathError::Map {
+            name: names::JUMP,
+            source,
+        })?;
+        jump.set(names::FINALIZE_SLOT, &finalize_fd, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::JUMP,
+                source,
+            })?;
+        let maps = DatapathMaps::take(&mut ebpf, jump)?;
+        Ok(Self { ebpf, maps })
+    }
+
+    /// The entry program, for attaching or test runs.
+    pub fn fast_path(&mut self) -> Result<&mut Xdp, DatapathError> {
+        xdp_mut(&mut self.ebpf, names::PROG_FAST_PATH)
+    }
+
+    /// A program by name (`fast_path`, `finalize`, `xdp_pass`).
+    pub fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        xdp_mut(&mut self.ebpf, name)
+    }
+
+    /// A program's fd, for `BPF_PROG_TEST_RUN`.
+    pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DatapathError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or(DatapathError::Missing(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        Ok(program
+            .fd()
+            .map_err(|source| DatapathError::Program { name, source })?
+            .as_fd())
+    }
+}
+
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Missing(name))?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}

@@ -1,0 +1,15 @@
+//! pf-sidecar: follows a router's forwarding state and mirrors it into the
+//! XDP fast path's maps.
+//!
+//! The path a reader can follow: a source ([`control`]: kernel rtnetlink or
+//! FRR's FPM stream) is decoded into events, applied to the desired state
+//! (the RIB), diffed against what is programmed, and written by the
+//! [`datapath`] map programmer into the maps `fast_path` reads.
+
+pub mod cli;
+pub mod control;
+pub mod datapath;
+pub mod elf_scan;
+
+/// The XDP object built from `ebpf/` by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pf-ebpf.o"));

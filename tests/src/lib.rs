@@ -1,0 +1,27 @@
+//! Helpers shared by the integration tests: throwaway network namespaces,
+//! commands run inside them, and a guard that skips root-only tests with a
+//! loud message when not root.
+
+pub mod netns;
+
+/// True when the process may load BPF programs and create namespaces.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Root-only tests call this first. `make test` runs as root, so a skip
+/// there would hide a regression: with `PF_REQUIRE_ROOT=1` (set by the
+/// Makefile) a non-root run fails instead of skipping.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            if std::env::var_os("PF_REQUIRE_ROOT").is_some() {
+                panic!("this test needs root (CAP_BPF, CAP_NET_ADMIN)");
+            }
+            eprintln!("skipping: needs root");
+            return;
+        }
+    };
+}

@@ -2,6 +2,8 @@
 //! commands run inside them, and a guard that skips root-only tests with a
 //! loud message when not root.
 
+pub mod fixture;
+pub mod frames;
 pub mod netns;
 
 /// True when the process may load BPF programs and create namespaces.

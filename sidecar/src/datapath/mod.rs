@@ -1,6 +1,7 @@
 //! Loading the XDP programs and owning their maps.
 
 pub mod dir24;
+pub mod ecmp;
 pub mod maps;
 pub mod mmap;
 pub mod test_run;

@@ -1,0 +1,795 @@
+//! fast_path + finalize on hand-built frames through BPF_PROG_TEST_RUN:
+//! the action, the output bytes and the counters.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use integration_tests::{
+    fixture::{resolved, Fixture, LOOPBACK, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    frames::{self, Tagging},
+    netns::{veth_pair, NetNs},
+    require_root,
+};
+use pf_common::{
+    config::CFG_F_DRY_RUN,
+    hash::{bucket_of, flow_hash_v4, TEST_VECTORS},
+    layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED},
+    Config, Counter, Mode, Nexthop, RouteAction, RouteKind,
+};
+use pf_sidecar::datapath::ecmp::{build_group, Leg};
+
+const NH_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x01];
+const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const DST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 10);
+const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 20);
+
+fn nh(id: u32) -> RouteAction {
+    RouteAction::new(RouteKind::Nexthop, id)
+}
+
+/// Runs `body` with a fresh datapath inside a fresh namespace.
+fn with_datapath(tag: &str, body: impl FnOnce(&mut Fixture) + Send) {
+    let ns = NetNs::new(tag);
+    ns.enter(|| body(&mut Fixture::new()));
+}
+
+/// A frame forwarded by the cache: MACs rewritten, TTL one lower, the
+/// IPv4 checksum valid, everything after the IP header untouched.
+fn assert_forwarded_v4(
+    input: &[u8],
+    output: &[u8],
+    in_l3: usize,
+    out_l3: usize,
+    nexthop: &Nexthop,
+) {
+    assert_eq!(&output[0..6], &nexthop.dmac, "destination MAC");
+    assert_eq!(&output[6..12], &nexthop.smac, "source MAC");
+    assert_eq!(&output[out_l3 - 2..out_l3], &[0x08, 0x00], "ethertype");
+    assert_eq!(output[out_l3 + 8], input[in_l3 + 8] - 1, "TTL decremented");
+    assert_eq!(
+        frames::ones_complement_sum(&output[out_l3..out_l3 + 20]),
+        0xffff,
+        "IPv4 checksum"
+    );
+    assert_eq!(
+        &output[out_l3 + 20..],
+        &input[in_l3 + 20..],
+        "payload unchanged"
+    );
+    let mut header_in = input[in_l3..in_l3 + 20].to_vec();
+    let mut header_out = output[out_l3..out_l3 + 20].to_vec();
+    for h in [&mut header_in, &mut header_out] {
+        h[8] = 0;
+        h[10] = 0;
+        h[11] = 0;
+    }
+    assert_eq!(
+        header_in, header_out,
+        "only TTL and checksum change in the IP header"
+    );
+}
+
+#[test]
+fn an_ipv4_cache_hit_is_redirected_with_new_macs_and_a_lower_ttl() {
+    require_root!();
+    with_datapath("dp-v4hit", |fx| {
+        let nexthop = resolved(LOOPBACK, NH_MAC);
+        fx.nexthop(1, nexthop);
+        fx.route4("198.51.100.0/24", nh(1));
+        let input = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1000, 53);
+        let out = fx.run(&input);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!(out.frame.len(), input.len());
+        assert_forwarded_v4(&input, &out.frame, 14, 14, &nexthop);
+        assert_eq!(fx.counter(Counter::RedirectCache), 1);
+        assert_eq!(fx.counter(Counter::CacheHit), 1);
+    });
+}
+
+#[test]
+fn the_checksum_update_matches_a_full_recomputation_at_the_wrap_around() {
+    require_root!();
+    with_datapath("dp-csum", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("198.51.100.0/24", nh(1));
+        // Choose identification values that put the checksum on the edges of
+        // the incremental update: 0xfeff becomes 0xffff before folding, the
+        // form a from-scratch checksum never takes.
+        let base = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1000, 53);
+        for target in [0xfeffu16, 0xfefe, 0xff00, 0xfffe, 0x0000, 0x00ff, 0x1234] {
+            let input = (0..=u16::MAX)
+                .map(|id| {
+                    let mut frame = base.clone();
+                    frame[18..20].copy_from_slice(&id.to_be_bytes());
+                    frames::fix_ipv4_checksum(&mut frame, 14);
+                    frame
+                })
+                .find(|frame| u16::from_be_bytes([frame[24], frame[25]]) == target);
+            let Some(input) = input else { continue };
+            let out = fx.run(&input);
+            assert_eq!(out.action, XDP_REDIRECT);
+            let mut expected = out.frame.clone();
+            frames::fix_ipv4_checksum(&mut expected, 14);
+            assert_eq!(
+                &out.frame[24..26],
+                &expected[24..26],
+                "checksum {target:#06x} before the decrement"
+            );
+        }
+    });
+}
+
+#[test]
+fn an_ipv6_cache_hit_is_redirected_with_a_lower_hop_limit() {
+    require_root!();
+    with_datapath("dp-v6hit", |fx| {
+        let nexthop = resolved(LOOPBACK, NH_MAC);
+        fx.nexthop(2, nexthop);
+        fx.route6("2001:db8:2::/48", nh(2));
+        let input = frames::udp6(Tagging::Untagged, SRC6, DST6, 64, 1000, 53);
+        let out = fx.run(&input);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!(&out.frame[0..6], &NH_MAC);
+        assert_eq!(&out.frame[12..14], &[0x86, 0xdd]);
+        assert_eq!(out.frame[14 + 7], 63);
+        assert_eq!(
+            &out.frame[14 + 8..],
+            &input[14 + 8..],
+            "addresses and payload unchanged"
+        );
+        assert_eq!(fx.counter(Counter::RedirectCache), 1);
+    });
+}
+
+#[test]
+fn an_ipv4_route_over_an_ipv6_nexthop_is_forwarded() {
+    require_root!();
+    with_datapath("dp-5549", |fx| {
+        let nexthop = Nexthop {
+            flags: NH_F_RESOLVED | NH_F_GATEWAY_V6,
+            ..resolved(LOOPBACK, NH_MAC)
+        };
+        fx.nexthop(3, nexthop);
+        fx.route4("198.51.100.0/24", nh(3));
+        let input = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1000, 53);
+        let out = fx.run(&input);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_forwarded_v4(&input, &out.frame, 14, 14, &nexthop);
+    });
+}
+
+#[test]
+fn the_longest_prefix_wins() {
+    require_root!();
+    with_datapath("dp-lpm", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, [2, 0, 0, 0, 0, 1]));
+        fx.nexthop(2, resolved(LOOPBACK, [2, 0, 0, 0, 0, 2]));
+        fx.nexthop(3, resolved(LOOPBACK, [2, 0, 0, 0, 0, 3]));
+        fx.route4("198.51.0.0/16", nh(1));
+        fx.route4("198.51.100.0/24", nh(2));
+        fx.route4("198.51.100.20/32", nh(3));
+        for (dst, mac_tail) in [
+            ([198, 51, 7, 1], 1),
+            ([198, 51, 100, 21], 2),
+            ([198, 51, 100, 20], 3),
+        ] {
+            let out = fx.run(&frames::udp4(Tagging::Untagged, SRC, dst.into(), 64, 1, 2));
+            assert_eq!(out.action, XDP_REDIRECT);
+            assert_eq!(out.frame[5], mac_tail, "destination {dst:?}");
+        }
+    });
+}
+
+#[test]
+fn blackhole_routes_drop_and_unreachable_prohibit_and_local_routes_pass() {
+    require_root!();
+    with_datapath("dp-kinds", |fx| {
+        fx.route4("198.51.100.0/26", RouteAction::simple(RouteKind::Blackhole));
+        fx.route4(
+            "198.51.100.64/26",
+            RouteAction::simple(RouteKind::Unreachable),
+        );
+        fx.route4(
+            "198.51.100.128/26",
+            RouteAction::simple(RouteKind::Prohibit),
+        );
+        fx.route4("198.51.100.192/26", RouteAction::simple(RouteKind::Local));
+        let cases = [
+            (1, XDP_DROP, Counter::DropBlackhole),
+            (65, XDP_PASS, Counter::PassUnreachable),
+            (129, XDP_PASS, Counter::PassProhibit),
+            (193, XDP_PASS, Counter::PassLocal),
+        ];
+        for (last, action, counter) in cases {
+            let input = frames::udp4(
+                Tagging::Untagged,
+                SRC,
+                Ipv4Addr::new(198, 51, 100, last),
+                64,
+                1,
+                2,
+            );
+            let out = fx.run(&input);
+            assert_eq!(out.action, action, "{counter:?}");
+            if action == XDP_PASS {
+                assert_eq!(out.frame, input, "{counter:?} passes the frame unchanged");
+            }
+            assert_eq!(fx.counter(counter), 1, "{counter:?}");
+        }
+    });
+}
+
+#[test]
+fn frames_the_kernel_must_see_pass_unchanged_each_with_its_reason() {
+    require_root!();
+    with_datapath("dp-pass", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("0.0.0.0/0", nh(1));
+        fx.route6("::/0", nh(1));
+        let udp = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2);
+        let udp6 = frames::udp6(Tagging::Untagged, SRC6, DST6, 64, 1, 2);
+
+        let ttl_one = frames::udp4(Tagging::Untagged, SRC, DST, 1, 1, 2);
+        let hop_limit_one = frames::udp6(Tagging::Untagged, SRC6, DST6, 1, 1, 2);
+        let mut fragment = udp.clone();
+        fragment[20] = 0x20; // more fragments
+        frames::fix_ipv4_checksum(&mut fragment, 14);
+        let mut later_fragment = udp.clone();
+        later_fragment[21] = 0x10; // offset 16 * 8
+        frames::fix_ipv4_checksum(&mut later_fragment, 14);
+        let options = frames::with_ipv4_options(&udp, 14);
+        let extension = frames::with_ipv6_hop_by_hop(&udp6, 14);
+        let mut broadcast = udp.clone();
+        broadcast[0..6].copy_from_slice(&[0xff; 6]);
+        let multicast_dst = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(224, 0, 0, 5),
+            64,
+            1,
+            2,
+        );
+        let mut arp = udp.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut lldp = udp.clone();
+        lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
+        let mut ndp = Vec::new();
+        etherparse::PacketBuilder::ethernet2(frames::CLIENT_MAC, frames::ROUTER_MAC)
+            .ipv6(SRC6.octets(), DST6.octets(), 255)
+            .icmpv6(etherparse::Icmpv6Type::Unknown {
+                type_u8: 135,
+                code_u8: 0,
+                bytes5to8: [0; 4],
+            })
+            .write(&mut ndp, &[0; 16])
+            .unwrap();
+        let link_local = frames::udp6(
+            Tagging::Untagged,
+            SRC6,
+            "fe80::1".parse().unwrap(),
+            64,
+            1,
+            2,
+        );
+
+        let cases: [(&str, &[u8], Counter); 12] = [
+            ("TTL 1", &ttl_one, Counter::PassTtlExpired),
+            ("hop limit 1", &hop_limit_one, Counter::PassTtlExpired),
+            ("first fragment", &fragment, Counter::PassFragment),
+            ("later fragment", &later_fragment, Counter::PassFragment),
+            ("IPv4 options", &options, Counter::PassIpv4Options),
+            ("IPv6 hop-by-hop", &extension, Counter::PassIpv6ExtHeader),
+            ("broadcast MAC", &broadcast, Counter::PassL2Multicast),
+            (
+                "multicast address",
+                &multicast_dst,
+                Counter::PassL3Multicast,
+            ),
+            ("ARP", &arp, Counter::PassArp),
+            ("LLDP", &lldp, Counter::PassNonIp),
+            ("neighbour solicitation", &ndp, Counter::PassNdp),
+            (
+                "link-local destination",
+                &link_local,
+                Counter::PassSpecialAddress,
+            ),
+        ];
+        for (what, frame, counter) in cases {
+            let before = fx.counter(counter);
+            let out = fx.run(frame);
+            assert_eq!(out.action, XDP_PASS, "{what}");
+            assert_eq!(out.frame, frame, "{what} passes unchanged");
+            assert_eq!(fx.counter(counter), before + 1, "{what} counts {counter:?}");
+        }
+        assert_eq!(fx.counter(Counter::RedirectCache), 0);
+    });
+}
+
+#[test]
+fn a_frame_truncated_at_any_byte_passes_unchanged() {
+    require_root!();
+    with_datapath("dp-trunc", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("0.0.0.0/0", nh(1));
+        fx.route6("::/0", nh(1));
+        let full_frames = [
+            frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2),
+            frames::udp4(Tagging::QinQ(100, 200), SRC, DST, 64, 1, 2),
+            frames::udp6(Tagging::Dot1q(7), SRC6, DST6, 64, 1, 2),
+            frames::tcp4(SRC, DST, 40000, 443),
+        ];
+        for full in &full_frames {
+            // The kernel refuses test runs shorter than an Ethernet header.
+            for len in 14..full.len() {
+                let cut = &full[..len];
+                let out = fx.run(cut);
+                assert_eq!(out.action, XDP_PASS, "length {len} of {}", full.len());
+                assert_eq!(out.frame, cut, "length {len} unchanged");
+            }
+            assert_eq!(
+                fx.run(full).action,
+                XDP_REDIRECT,
+                "the whole frame is forwarded"
+            );
+        }
+        assert!(fx.counter(Counter::PassTruncated) > 0);
+        assert_eq!(fx.counter(Counter::RedirectCache), full_frames.len() as u64);
+    });
+}
+
+#[test]
+fn vlan_tags_are_pushed_popped_and_rewritten_to_match_the_egress() {
+    require_root!();
+    with_datapath("dp-vlan", |fx| {
+        let untagged_nh = resolved(LOOPBACK, NH_MAC);
+        let tagged_nh = Nexthop {
+            vlan_id: 200,
+            vlan_proto: 0x8100,
+            ..untagged_nh
+        };
+        let ad_nh = Nexthop {
+            vlan_id: 300,
+            vlan_proto: 0x88a8,
+            ..untagged_nh
+        };
+        fx.nexthop(1, untagged_nh);
+        fx.nexthop(2, tagged_nh);
+        fx.nexthop(3, ad_nh);
+        fx.route4("198.51.100.0/24", nh(1));
+        fx.route4("203.0.113.0/24", nh(2));
+        fx.route4("192.0.2.128/25", nh(3));
+        let to_untagged = DST;
+        let to_tagged = Ipv4Addr::new(203, 0, 113, 5);
+        let to_ad = Ipv4Addr::new(192, 0, 2, 200);
+        let cases = [
+            ("push", Tagging::Untagged, to_tagged, Some((0x8100, 200))),
+            ("pop", Tagging::Dot1q(10), to_untagged, None),
+            (
+                "rewrite",
+                Tagging::Dot1q(10),
+                to_tagged,
+                Some((0x8100, 200)),
+            ),
+            (
+                "802.1ad in, untagged out",
+                Tagging::QinQ(100, 10),
+                to_untagged,
+                None,
+            ),
+            (
+                "802.1ad in, tagged out",
+                Tagging::QinQ(100, 10),
+                to_tagged,
+                Some((0x8100, 200)),
+            ),
+            ("802.1ad out", Tagging::Untagged, to_ad, Some((0x88a8, 300))),
+        ];
+        for (what, tagging, dst, expected_tag) in cases {
+            let input = frames::udp4(tagging, SRC, dst, 64, 1, 2);
+            let out = fx.run(&input);
+            assert_eq!(out.action, XDP_REDIRECT, "{what}");
+            assert_eq!(frames::egress_tag(&out.frame), expected_tag, "{what}");
+            let in_l3 = frames::l3_offset(tagging);
+            let out_l3 = if expected_tag.is_some() { 18 } else { 14 };
+            assert_eq!(
+                out.frame.len() as isize - input.len() as isize,
+                out_l3 as isize - in_l3 as isize,
+                "{what}"
+            );
+            let used = if dst == to_tagged {
+                tagged_nh
+            } else if dst == to_ad {
+                ad_nh
+            } else {
+                untagged_nh
+            };
+            assert_forwarded_v4(&input, &out.frame, in_l3, out_l3, &used);
+        }
+    });
+}
+
+#[test]
+fn a_packet_larger_than_the_egress_mtu_passes() {
+    require_root!();
+    with_datapath("dp-mtu", |fx| {
+        fx.nexthop(
+            1,
+            Nexthop {
+                mtu: 48,
+                ..resolved(LOOPBACK, NH_MAC)
+            },
+        );
+        fx.route4("198.51.100.0/24", nh(1));
+        let input = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2);
+        assert!(input.len() - 14 > 48);
+        let out = fx.run(&input);
+        assert_eq!(out.action, XDP_PASS);
+        assert_eq!(out.frame, input);
+        assert_eq!(fx.counter(Counter::PassMtu), 1);
+    });
+}
+
+#[test]
+fn an_egress_missing_from_the_devmap_leaves_the_packet_byte_identical() {
+    require_root!();
+    with_datapath("dp-devmap", |fx| {
+        fx.nexthop(
+            1,
+            Nexthop {
+                vlan_id: 5,
+                vlan_proto: 0x8100,
+                ..resolved(4242, NH_MAC)
+            },
+        );
+        fx.route4("198.51.100.0/24", nh(1));
+        for tagging in [Tagging::Untagged, Tagging::Dot1q(9), Tagging::QinQ(1, 2)] {
+            let input = frames::udp4(tagging, SRC, DST, 64, 1, 2);
+            let out = fx.run(&input);
+            assert_eq!(out.action, XDP_PASS);
+            assert_eq!(out.frame, input, "{tagging:?}");
+        }
+        assert_eq!(fx.counter(Counter::PassDevmapMiss), 3);
+    });
+}
+
+#[test]
+fn dry_run_counts_what_would_happen_and_passes_everything() {
+    require_root!();
+    with_datapath("dp-dry", |fx| {
+        fx.config(Config {
+            flags: CFG_F_DRY_RUN,
+            ..Default::default()
+        });
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("198.51.100.0/24", nh(1));
+        fx.route4("203.0.113.0/24", RouteAction::simple(RouteKind::Blackhole));
+        let forward = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2);
+        let drop = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 1),
+            64,
+            1,
+            2,
+        );
+        for input in [&forward, &drop] {
+            let out = fx.run(input);
+            assert_eq!(out.action, XDP_PASS);
+            assert_eq!(&out.frame, input);
+        }
+        assert_eq!(fx.counter(Counter::WouldRedirect), 1);
+        assert_eq!(fx.counter(Counter::WouldDrop), 1);
+        assert_eq!(fx.counter(Counter::PassDryRun), 2);
+        assert_eq!(fx.counter(Counter::RedirectCache), 0);
+        assert_eq!(fx.counter(Counter::DropBlackhole), 0);
+    });
+}
+
+#[test]
+fn cache_only_mode_passes_a_miss_and_fib_only_mode_skips_the_cache() {
+    require_root!();
+    with_datapath("dp-modes", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("198.51.100.0/24", nh(1));
+        let miss = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 1),
+            64,
+            1,
+            2,
+        );
+        let hit = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2);
+
+        fx.config(Config {
+            mode: Mode::CacheOnly as u32,
+            ..Default::default()
+        });
+        assert_eq!(fx.run(&miss).action, XDP_PASS);
+        assert_eq!(fx.counter(Counter::PassCacheOnlyMiss), 1);
+        assert_eq!(fx.counter(Counter::FibLookups), 0);
+
+        fx.config(Config {
+            mode: Mode::FibOnly as u32,
+            ..Default::default()
+        });
+        // This namespace's kernel has no route: the fib lookup declines.
+        assert_eq!(fx.run(&hit).action, XDP_PASS);
+        assert_eq!(fx.counter(Counter::FibLookups), 1);
+        assert_eq!(fx.counter(Counter::CacheHit), 0);
+    });
+}
+
+#[test]
+fn a_stale_heartbeat_skips_the_cache() {
+    require_root!();
+    with_datapath("dp-failsafe", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("198.51.100.0/24", nh(1));
+        fx.config(Config {
+            heartbeat_ns: 0,
+            stale_after_ns: 1,
+            ..Default::default()
+        });
+        let out = fx.run(&frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2));
+        assert_eq!(out.action, XDP_PASS, "no kernel route in this namespace");
+        assert_eq!(fx.counter(Counter::FailSafe), 1);
+        assert_eq!(fx.counter(Counter::FibLookups), 1);
+        assert_eq!(fx.counter(Counter::CacheHit), 0);
+    });
+}
+
+#[test]
+fn an_unresolved_nexthop_falls_back_to_the_kernel() {
+    require_root!();
+    with_datapath("dp-unres", |fx| {
+        fx.nexthop(
+            1,
+            Nexthop {
+                flags: 0,
+                ..resolved(LOOPBACK, NH_MAC)
+            },
+        );
+        fx.route4("198.51.100.0/24", nh(1));
+        assert_eq!(
+            fx.run(&frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2))
+                .action,
+            XDP_PASS
+        );
+        assert_eq!(fx.counter(Counter::NexthopUnresolved), 1);
+        assert_eq!(fx.counter(Counter::FibLookups), 1);
+    });
+}
+
+#[test]
+fn a_failed_tail_call_passes_the_packet_and_is_counted() {
+    require_root!();
+    with_datapath("dp-tail", |fx| {
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("198.51.100.0/24", nh(1));
+        fx.datapath
+            .maps
+            .jump
+            .clear_index(&pf_common::maps::FINALIZE_SLOT)
+            .unwrap();
+        let input = frames::udp4(Tagging::Untagged, SRC, DST, 64, 1, 2);
+        let out = fx.run(&input);
+        assert_eq!(out.action, XDP_PASS);
+        assert_eq!(out.frame, input);
+        assert_eq!(fx.counter(Counter::PassTailCallFailed), 1);
+    });
+}
+
+fn ecmp_fixture(fx: &mut Fixture, weights: &[u32]) {
+    let mut legs = Vec::new();
+    for (i, &weight) in weights.iter().enumerate() {
+        let id = i as u32 + 1;
+        fx.nexthop(id, resolved(LOOPBACK, [2, 0, 0, 0, 0, id as u8]));
+        legs.push(Leg {
+            nexthop_id: id,
+            weight,
+        });
+    }
+    let group = build_group(&legs).unwrap();
+    fx.datapath.maps.write_group(1, 1, &group).unwrap();
+    fx.route4("198.51.100.0/24", RouteAction::new(RouteKind::Group, 1));
+}
+
+fn leg_of(fx: &Fixture, frame: &[u8]) -> u8 {
+    let out = fx.run(frame);
+    assert_eq!(out.action, XDP_REDIRECT);
+    out.frame[5]
+}
+
+#[test]
+fn ecmp_spreads_flows_evenly_over_equal_legs_within_ten_percent() {
+    require_root!();
+    with_datapath("dp-ecmp", |fx| {
+        ecmp_fixture(fx, &[1, 1, 1, 1]);
+        let flows = 4000;
+        let mut per_leg = [0u32; 5];
+        for i in 0..flows {
+            let frame = frames::udp4(Tagging::Untagged, SRC, DST, 64, 10_000 + i as u16, 53);
+            per_leg[leg_of(fx, &frame) as usize] += 1;
+        }
+        for (leg, &count) in per_leg.iter().enumerate().skip(1) {
+            let share = count as f64 / flows as f64;
+            assert!(
+                (share - 0.25).abs() < 0.025,
+                "leg {leg} got {count} of {flows} flows"
+            );
+        }
+    });
+}
+
+#[test]
+fn ecmp_weights_set_each_legs_share_of_flows() {
+    require_root!();
+    with_datapath("dp-ecmpw", |fx| {
+        ecmp_fixture(fx, &[3, 1]);
+        let flows = 4000;
+        let heavy = (0..flows)
+            .filter(|i| {
+                leg_of(
+                    fx,
+                    &frames::udp4(Tagging::Untagged, SRC, DST, 64, 20_000 + *i as u16, 53),
+                ) == 1
+            })
+            .count();
+        let share = heavy as f64 / flows as f64;
+        assert!(
+            (share - 0.75).abs() < 0.03,
+            "the weight-3 leg got {share:.3} of flows"
+        );
+    });
+}
+
+#[test]
+fn a_flow_always_takes_the_same_leg_and_the_leg_is_the_one_the_shared_hash_predicts() {
+    require_root!();
+    with_datapath("dp-sticky", |fx| {
+        ecmp_fixture(fx, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let group = *fx.datapath.maps.groups.get(&1, 0).as_ref().unwrap();
+        for v in &TEST_VECTORS {
+            fx.config(Config {
+                hash_seed: v.seed,
+                ..Default::default()
+            });
+            let dst = Ipv4Addr::new(198, 51, 100, v.daddr[3]);
+            let frame = match v.proto {
+                6 => frames::tcp4(v.saddr.into(), dst, v.sport, v.dport),
+                17 => frames::udp4(Tagging::Untagged, v.saddr.into(), dst, 64, v.sport, v.dport),
+                _ => frames::icmp4(v.saddr.into(), dst),
+            };
+            let hash = flow_hash_v4(
+                v.seed,
+                u32::from_be_bytes(v.saddr),
+                u32::from(dst),
+                v.proto,
+                v.sport,
+                v.dport,
+            );
+            let predicted = group.buckets[bucket_of(hash, group.bucket_count) as usize];
+            let first = leg_of(fx, &frame);
+            assert_eq!(
+                first as u32, predicted,
+                "datapath and sidecar disagree on {:?}",
+                v.saddr
+            );
+            for _ in 0..20 {
+                assert_eq!(leg_of(fx, &frame), first, "the flow moved");
+            }
+        }
+    });
+}
+
+/// A router namespace with a kernel route to 203.0.113.0/24 via
+/// 198.51.100.2 on `r1`, entered by `body` with the ifindexes of r0 and r1.
+fn with_kernel_route(
+    tag: &str,
+    resolve_neighbour: bool,
+    body: impl FnOnce(&mut Fixture, u32, u32) + Send,
+) {
+    let router = NetNs::new(tag);
+    let peer_in = NetNs::new(&format!("{tag}-in"));
+    let peer_out = NetNs::new(&format!("{tag}-out"));
+    veth_pair(&router, "r0", &peer_in, "c0");
+    veth_pair(&router, "r1", &peer_out, "s0");
+    router.ip(&["addr", "add", "192.0.2.1/24", "dev", "r0"]);
+    router.ip(&["addr", "add", "198.51.100.1/24", "dev", "r1"]);
+    router.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "198.51.100.2",
+        "dev",
+        "r1",
+    ]);
+    router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    if resolve_neighbour {
+        router.ip(&[
+            "neigh",
+            "add",
+            "198.51.100.2",
+            "lladdr",
+            "02:bb:00:00:00:02",
+            "dev",
+            "r1",
+            "nud",
+            "permanent",
+        ]);
+    }
+    let (r0, r1) = (router.ifindex("r0"), router.ifindex("r1"));
+    router.enter(|| {
+        let mut fx = Fixture::new();
+        fx.datapath.maps.add_tx_port(r1).unwrap();
+        body(&mut fx, r0, r1)
+    });
+}
+
+#[test]
+fn a_cache_miss_is_forwarded_with_the_kernels_fib_answer() {
+    require_root!();
+    with_kernel_route("dp-fib", true, |fx, r0, _r1| {
+        let input = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 9),
+            64,
+            1,
+            2,
+        );
+        let out = fx.run_on(&input, r0);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!(
+            &out.frame[0..6],
+            &[0x02, 0xbb, 0, 0, 0, 0x02],
+            "the kernel neighbour's MAC"
+        );
+        assert_eq!(out.frame[14 + 8], 63);
+        assert_eq!(frames::ones_complement_sum(&out.frame[14..34]), 0xffff);
+        assert_eq!(fx.counter(Counter::RedirectFib), 1);
+        assert_eq!(fx.counter(Counter::CacheMiss), 1);
+    });
+}
+
+#[test]
+fn a_cache_miss_with_an_unresolved_kernel_neighbour_passes() {
+    require_root!();
+    with_kernel_route("dp-noneigh", false, |fx, r0, _r1| {
+        let input = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 9),
+            64,
+            1,
+            2,
+        );
+        let out = fx.run_on(&input, r0);
+        assert_eq!(out.action, XDP_PASS);
+        assert_eq!(out.frame, input);
+        assert_eq!(fx.counter(Counter::PassFibNoNeigh), 1);
+    });
+}
+
+#[test]
+fn a_fib_answer_larger_than_the_egress_mtu_passes() {
+    require_root!();
+    with_kernel_route("dp-fibmtu", true, |fx, r0, _r1| {
+        let mut input = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 9),
+            64,
+            1,
+            2,
+        );
+        input.resize(14 + 1600, 0);
+        input[16..18].copy_from_slice(&1600u16.to_be_bytes());
+        frames::fix_ipv4_checksum(&mut input, 14);
+        let out = fx.run_on(&input, r0);
+        assert_eq!(out.action, XDP_PASS);
+        assert_eq!(fx.counter(Counter::PassFibFragNeeded), 1);
+    });
+}

@@ -220,3 +220,53 @@ impl DatapathMaps {
             })
     }
 }
+
+impl crate::programmer::MapWriter for DatapathMaps {
+    type Error = DatapathError;
+
+    fn write_nexthop(
+        &mut self,
+        id: u32,
+        slot: u32,
+        nexthop: &Nexthop,
+    ) -> Result<(), DatapathError> {
+        DatapathMaps::write_nexthop(self, id, slot, nexthop)
+    }
+
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), DatapathError> {
+        DatapathMaps::write_group(self, id, slot, group)
+    }
+
+    fn insert_v4(
+        &mut self,
+        prefix: ipnet::Ipv4Net,
+        action: pf_common::RouteAction,
+    ) -> Result<(), super::dir24::Dir24Error> {
+        self.v4.insert(prefix, action)
+    }
+
+    fn remove_v4(
+        &mut self,
+        prefix: ipnet::Ipv4Net,
+        covering: super::dir24::Covering,
+        last_in_block: bool,
+    ) {
+        self.v4.remove(prefix, covering, last_in_block)
+    }
+
+    fn insert_v6(
+        &mut self,
+        prefix: ipnet::Ipv6Net,
+        action: pf_common::RouteAction,
+    ) -> Result<(), DatapathError> {
+        self.set_v6_route(prefix.network().octets(), prefix.prefix_len(), action.0)
+    }
+
+    fn remove_v6(&mut self, prefix: ipnet::Ipv6Net) -> Result<(), DatapathError> {
+        self.remove_v6_route(prefix.network().octets(), prefix.prefix_len())
+    }
+
+    fn reclaim(&mut self) {
+        self.v4.reclaim()
+    }
+}

@@ -1,0 +1,794 @@
+//! The map programmer: turns the desired forwarding state into map writes.
+//!
+//! Input is FIB-level (a prefix and what to do with it), plus the links and
+//! neighbours that resolve gateways into MAC addresses. The programmer keeps
+//! what it has programmed, so it writes only differences, and it orders every
+//! change so the datapath never sees a half-written answer:
+//!
+//! 1. a route's new nexthop or group is written (into a fresh slot) first,
+//! 2. then the route's action is switched,
+//! 3. then the old nexthop or group is released; its slot is reused only
+//!    after [`Programmer::reclaim`], once readers of the old value are done.
+//!
+//! A neighbour or link change rewrites the affected nexthop entries alone;
+//! routes keep pointing at the same nexthop ids.
+//!
+//! When a table is full the prefix gets no entry rather than a wrong one:
+//! it is counted, left to `bpf_fib_lookup`, and its covering prefix is made
+//! to defer to the kernel too, so it never answers for the longer prefix.
+
+pub mod slots;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pf_common::{
+    layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED},
+    maps::ECMP_MAX_LEGS,
+    EcmpGroup, Nexthop, RouteAction, RouteKind,
+};
+use prefix_trie::PrefixMap;
+use slots::{Acquired, Interner, Pool};
+
+use crate::datapath::{
+    dir24::{Covering, Dir24Error},
+    ecmp::{build_group, Leg as EcmpLeg},
+};
+
+/// One path of a route: out of `ifindex`, via `gateway` (none: the
+/// destination is on the link).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Leg {
+    pub ifindex: u32,
+    pub gateway: Option<IpAddr>,
+    pub weight: u32,
+}
+
+/// What a prefix should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Forward(Vec<Leg>),
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    Local,
+    /// Leave it to `bpf_fib_lookup` (what the datapath does without an entry,
+    /// but an explicit entry stops a covering prefix from answering).
+    Kernel,
+}
+
+/// What the programmer needs to know about an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub up: bool,
+    /// For a VLAN device: (VLAN id, TPID, parent ifindex).
+    pub vlan: Option<(u16, u16, u32)>,
+}
+
+/// A gateway on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NexthopKey {
+    pub ifindex: u32,
+    pub gateway: IpAddr,
+}
+
+type GroupKey = Vec<(NexthopKey, u32)>;
+
+/// Map writes, so the programmer runs against real maps or a test double.
+pub trait MapWriter {
+    type Error: std::fmt::Display;
+    /// Writes the nexthop into `slot`, then points `id` at it.
+    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error>;
+    /// Writes the group into `slot`, then points `id` at it.
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error>;
+    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error>;
+    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool);
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error>;
+    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error>;
+    /// Lets quarantined second-level IPv4 groups be reused.
+    fn reclaim(&mut self);
+}
+
+impl<W: MapWriter> MapWriter for &mut W {
+    type Error = W::Error;
+    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error> {
+        (**self).write_nexthop(id, slot, nexthop)
+    }
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error> {
+        (**self).write_group(id, slot, group)
+    }
+    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
+        (**self).insert_v4(prefix, action)
+    }
+    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
+        (**self).remove_v4(prefix, covering, last_in_block)
+    }
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
+        (**self).insert_v6(prefix, action)
+    }
+    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
+        (**self).remove_v6(prefix)
+    }
+    fn reclaim(&mut self) {
+        (**self).reclaim()
+    }
+}
+
+/// Table sizes the programmer must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub nexthops: u32,
+    pub ecmp_groups: u32,
+    pub v6_routes: u32,
+}
+
+/// Counters a reader of `status` and the metrics cares about.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProgrammerStats {
+    pub routes_v4: u64,
+    pub routes_v6: u64,
+    /// Prefixes left to the kernel because a table was full.
+    pub deferred_v4: u64,
+    pub deferred_v6: u64,
+    pub overflow_nexthops: u64,
+    pub overflow_groups: u64,
+    pub overflow_v4_groups: u64,
+    pub overflow_v6_routes: u64,
+    /// Routes with more legs than a group holds, or an on-link leg in a multipath.
+    pub unsupported_routes: u64,
+    pub nexthop_writes: u64,
+    pub group_writes: u64,
+    pub write_errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    None,
+    Nexthop(NexthopKey),
+    Group(GroupKey),
+}
+
+#[derive(Debug, Clone)]
+struct Programmed {
+    target: Target,
+    held: Held,
+    action: RouteAction,
+    /// The route has no entry (its table was full).
+    deferred: bool,
+}
+
+struct NexthopState {
+    slot: u32,
+    value: Nexthop,
+}
+
+pub struct Programmer<W: MapWriter> {
+    writer: W,
+    limits: Limits,
+    links: HashMap<u32, LinkInfo>,
+    neighbours: HashMap<NexthopKey, [u8; 6]>,
+    nexthop_ids: Interner<NexthopKey>,
+    nexthops: HashMap<u32, NexthopState>,
+    nexthop_slots: Pool,
+    group_ids: Interner<GroupKey>,
+    group_slots: HashMap<u32, u32>,
+    group_slot_pool: Pool,
+    routes: HashMap<IpNet, Programmed>,
+    /// Installed IPv4 actions, for the covering prefix of a removal.
+    v4_installed: PrefixMap<Ipv4Net, RouteAction>,
+    /// IPv4 prefixes longer than /24 that are deferred.
+    v4_deferred: PrefixMap<Ipv4Net, ()>,
+    v6_installed: PrefixMap<Ipv6Net, RouteAction>,
+    v6_deferred: PrefixMap<Ipv6Net, Option<Ipv6Net>>,
+    /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
+    v6_shadowed: HashMap<Ipv6Net, u32>,
+    v6_count: u32,
+    pub stats: ProgrammerStats,
+}
+
+impl<W: MapWriter> Programmer<W> {
+    pub fn new(writer: W, limits: Limits) -> Self {
+        Self {
+            writer,
+            limits,
+            links: HashMap::new(),
+            neighbours: HashMap::new(),
+            nexthop_ids: Interner::new(1, limits.nexthops),
+            nexthops: HashMap::new(),
+            nexthop_slots: Pool::new(1, 2 * limits.nexthops),
+            group_ids: Interner::new(1, limits.ecmp_groups),
+            group_slots: HashMap::new(),
+            group_slot_pool: Pool::new(1, 2 * limits.ecmp_groups),
+            routes: HashMap::new(),
+            v4_installed: PrefixMap::new(),
+            v4_deferred: PrefixMap::new(),
+            v6_installed: PrefixMap::new(),
+            v6_deferred: PrefixMap::new(),
+            v6_shadowed: HashMap::new(),
+            v6_count: 0,
+            stats: ProgrammerStats::default(),
+        }
+    }
+
+    pub fn writer(&self) -> &W {
+        &self.writer
+    }
+
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+
+    /// Reuse of freed ids and slots; call when no datapath reader can still
+    /// hold them (the caller waits a grace period after the last change).
+    pub fn reclaim(&mut self) {
+        self.nexthop_ids.reclaim();
+        self.nexthop_slots.reclaim();
+        self.group_ids.reclaim();
+        self.group_slot_pool.reclaim();
+        self.writer.reclaim();
+    }
+
+    /// What is programmed for `prefix` (for `diff` and tests).
+    pub fn programmed(&self, prefix: &IpNet) -> Option<(RouteAction, bool)> {
+        self.routes.get(prefix).map(|p| (p.action, p.deferred))
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn nexthop_id(&self, key: &NexthopKey) -> Option<u32> {
+        self.nexthop_ids.get(key)
+    }
+
+    pub fn nexthop_value(&self, id: u32) -> Option<Nexthop> {
+        self.nexthops.get(&id).map(|s| s.value)
+    }
+
+    pub fn nexthops_in_use(&self) -> usize {
+        self.nexthop_ids.len()
+    }
+
+    pub fn groups_in_use(&self) -> usize {
+        self.group_ids.len()
+    }
+
+    /// Every programmed prefix with its action and whether it is deferred.
+    pub fn routes(&self) -> impl Iterator<Item = (&IpNet, RouteAction, bool)> {
+        self.routes.iter().map(|(p, r)| (p, r.action, r.deferred))
+    }
+
+    // ----- links and neighbours -------------------------------------------
+
+    pub fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
+        match link {
+            Some(link) => {
+                if self.links.insert(ifindex, link) == Some(link) {
+                    return;
+                }
+            }
+            None => {
+                if self.links.remove(&ifindex).is_none() {
+                    return;
+                }
+            }
+        }
+        let affected: Vec<u32> = self
+            .nexthop_ids
+            .iter()
+            .filter(|(k, _)| k.ifindex == ifindex)
+            .map(|(_, id)| id)
+            .collect();
+        for id in affected {
+            self.refresh_nexthop(id);
+        }
+    }
+
+    /// A neighbour's MAC, or `None` when it is unusable (failed, incomplete, gone).
+    pub fn set_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Option<[u8; 6]>) {
+        let key = NexthopKey {
+            ifindex,
+            gateway: ip,
+        };
+        let changed = match mac {
+            Some(mac) => self.neighbours.insert(key, mac) != Some(mac),
+            None => self.neighbours.remove(&key).is_some(),
+        };
+        if changed {
+            if let Some(id) = self.nexthop_ids.get(&key) {
+                self.refresh_nexthop(id);
+            }
+        }
+    }
+
+    fn resolve(&self, key: &NexthopKey) -> Nexthop {
+        let mut nexthop = Nexthop {
+            tx_ifindex: key.ifindex,
+            ..Default::default()
+        };
+        if key.gateway.is_ipv6() {
+            nexthop.flags |= NH_F_GATEWAY_V6;
+        }
+        let Some(link) = self.links.get(&key.ifindex) else {
+            return nexthop;
+        };
+        nexthop.smac = link.mac;
+        nexthop.mtu = link.mtu.min(u16::MAX as u32) as u16;
+        if let Some((vlan_id, tpid, parent)) = link.vlan {
+            nexthop.tx_ifindex = parent;
+            nexthop.vlan_id = vlan_id;
+            nexthop.vlan_proto = tpid;
+        }
+        if let (true, Some(mac)) = (link.up, self.neighbours.get(key)) {
+            nexthop.dmac = *mac;
+            nexthop.flags |= NH_F_RESOLVED;
+        }
+        nexthop
+    }
+
+    /// Rewrites nexthop `id` into a fresh slot if its value changed.
+    fn refresh_nexthop(&mut self, id: u32) {
+        let Some(key) = self
+            .nexthop_ids
+            .iter()
+            .find(|(_, i)| *i == id)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let value = self.resolve(&key);
+        let Some(state) = self.nexthops.get(&id) else {
+            return;
+        };
+        if state.value == value {
+            return;
+        }
+        let old_slot = state.slot;
+        let Some(slot) = self.nexthop_slots.take() else {
+            // Both slots of every id are taken only if reclaim never ran;
+            // rewrite in place rather than leave a stale MAC.
+            self.write_nexthop_slot(id, old_slot, value);
+            return;
+        };
+        if self.write_nexthop_slot(id, slot, value) {
+            self.nexthop_slots.release(old_slot);
+        } else {
+            self.nexthop_slots.release(slot);
+        }
+    }
+
+    fn write_nexthop_slot(&mut self, id: u32, slot: u32, value: Nexthop) -> bool {
+        self.stats.nexthop_writes += 1;
+        match self.writer.write_nexthop(id, slot, &value) {
+            Ok(()) => {
+                self.nexthops.insert(id, NexthopState { slot, value });
+                true
+            }
+            Err(err) => {
+                self.stats.write_errors += 1;
+                tracing::error!(id, slot, %err, "writing a nexthop failed");
+                false
+            }
+        }
+    }
+
+    fn acquire_nexthop(&mut self, key: &NexthopKey) -> Option<u32> {
+        match self.nexthop_ids.acquire(key) {
+            Some(Acquired::Existing(id)) => Some(id),
+            Some(Acquired::New(id)) => {
+                let value = self.resolve(key);
+                let written = match self.nexthop_slots.take() {
+                    Some(slot) => {
+                        let ok = self.write_nexthop_slot(id, slot, value);
+                        if !ok {
+                            self.nexthop_slots.release(slot);
+                        }
+                        ok
+                    }
+                    None => false,
+                };
+                if !written {
+                    self.nexthop_ids.release(key);
+                    self.stats.overflow_nexthops += 1;
+                    return None;
+                }
+                Some(id)
+            }
+            None => {
+                self.stats.overflow_nexthops += 1;
+                None
+            }
+        }
+    }
+
+    fn release_nexthop(&mut self, key: &NexthopKey) {
+        if let Some(id) = self.nexthop_ids.release(key) {
+            if let Some(state) = self.nexthops.remove(&id) {
+                self.nexthop_slots.release(state.slot);
+            }
+        }
+    }
+
+    fn acquire_group(&mut self, key: &GroupKey) -> Option<u32> {
+        // Legs first, so the group never names a nexthop id that is not written.
+        let mut legs = Vec::with_capacity(key.len());
+        for (i, (leg, weight)) in key.iter().enumerate() {
+            match self.acquire_nexthop(leg) {
+                Some(id) => legs.push(EcmpLeg {
+                    nexthop_id: id,
+                    weight: *weight,
+                }),
+                None => {
+                    for (leg, _) in &key[..i] {
+                        self.release_nexthop(leg);
+                    }
+                    return None;
+                }
+            }
+        }
+        let release_legs = |this: &mut Self| {
+            for (leg, _) in key {
+                this.release_nexthop(leg);
+            }
+        };
+        match self.group_ids.acquire(key) {
+            Some(Acquired::Existing(id)) => {
+                // The group already holds references to its legs.
+                release_legs(self);
+                Some(id)
+            }
+            Some(Acquired::New(id)) => {
+                let written = build_group(&legs).ok().and_then(|group| {
+                    let slot = self.group_slot_pool.take()?;
+                    self.stats.group_writes += 1;
+                    match self.writer.write_group(id, slot, &group) {
+                        Ok(()) => Some(slot),
+                        Err(err) => {
+                            self.stats.write_errors += 1;
+                            tracing::error!(id, slot, %err, "writing an ECMP group failed");
+                            self.group_slot_pool.release(slot);
+                            None
+                        }
+                    }
+                });
+                match written {
+                    Some(slot) => {
+                        self.group_slots.insert(id, slot);
+                        Some(id)
+                    }
+                    None => {
+                        self.group_ids.release(key);
+                        release_legs(self);
+                        self.stats.overflow_groups += 1;
+                        None
+                    }
+                }
+            }
+            None => {
+                release_legs(self);
+                self.stats.overflow_groups += 1;
+                None
+            }
+        }
+    }
+
+    fn release_group(&mut self, key: &GroupKey) {
+        if let Some(id) = self.group_ids.release(key) {
+            if let Some(slot) = self.group_slots.remove(&id) {
+                self.group_slot_pool.release(slot);
+            }
+            for (leg, _) in key {
+                self.release_nexthop(leg);
+            }
+        }
+    }
+
+    fn release(&mut self, held: &Held) {
+        match held {
+            Held::None => {}
+            Held::Nexthop(key) => self.release_nexthop(key),
+            Held::Group(key) => self.release_group(key),
+        }
+    }
+
+    /// Acquires what `target` needs and returns the action that names it.
+    fn realise(&mut self, target: &Target) -> (Held, RouteAction) {
+        let simple = |kind| (Held::None, RouteAction::simple(kind));
+        match target {
+            Target::Blackhole => simple(RouteKind::Blackhole),
+            Target::Unreachable => simple(RouteKind::Unreachable),
+            Target::Prohibit => simple(RouteKind::Prohibit),
+            Target::Local => simple(RouteKind::Local),
+            Target::Kernel => simple(RouteKind::Fib),
+            Target::Forward(legs) => {
+                let on_link = legs.iter().any(|l| l.gateway.is_none());
+                if legs.is_empty() || on_link || legs.len() > ECMP_MAX_LEGS {
+                    // On-link destinations each have their own neighbour;
+                    // the kernel's lookup resolves them.
+                    if !on_link {
+                        self.stats.unsupported_routes += 1;
+                    }
+                    return simple(RouteKind::Fib);
+                }
+                if let [leg] = legs.as_slice() {
+                    let key = NexthopKey {
+                        ifindex: leg.ifindex,
+                        gateway: leg.gateway.expect("checked"),
+                    };
+                    return match self.acquire_nexthop(&key) {
+                        Some(id) => (Held::Nexthop(key), RouteAction::new(RouteKind::Nexthop, id)),
+                        None => simple(RouteKind::Fib),
+                    };
+                }
+                let mut key: GroupKey = legs
+                    .iter()
+                    .map(|l| {
+                        (
+                            NexthopKey {
+                                ifindex: l.ifindex,
+                                gateway: l.gateway.expect("checked"),
+                            },
+                            l.weight.max(1),
+                        )
+                    })
+                    .collect();
+                key.sort();
+                match self.acquire_group(&key) {
+                    Some(id) => (Held::Group(key), RouteAction::new(RouteKind::Group, id)),
+                    None => simple(RouteKind::Fib),
+                }
+            }
+        }
+    }
+
+    // ----- routes ----------------------------------------------------------
+
+    /// Installs or changes a route.
+    pub fn upsert(&mut self, prefix: IpNet, target: Target) {
+        let prefix = prefix.trunc();
+        if let Some(existing) = self.routes.get(&prefix) {
+            if existing.target == target {
+                return;
+            }
+        }
+        let (held, action) = self.realise(&target);
+        let old = self.routes.remove(&prefix);
+        let deferred = match prefix {
+            IpNet::V4(p) => self.write_v4(p, action, old.as_ref().is_some_and(|o| o.deferred)),
+            IpNet::V6(p) => self.write_v6(p, action),
+        };
+        if let Some(old) = &old {
+            self.release(&old.held);
+        } else {
+            match prefix {
+                IpNet::V4(_) => self.stats.routes_v4 += 1,
+                IpNet::V6(_) => self.stats.routes_v6 += 1,
+            }
+        }
+        self.routes.insert(
+            prefix,
+            Programmed {
+                target,
+                held,
+                action,
+                deferred,
+            },
+        );
+    }
+
+    /// Removes a route.
+    pub fn remove(&mut self, prefix: IpNet) {
+        let prefix = prefix.trunc();
+        let Some(old) = self.routes.remove(&prefix) else {
+            return;
+        };
+        match prefix {
+            IpNet::V4(p) => {
+                self.stats.routes_v4 -= 1;
+                self.remove_v4(p, old.deferred);
+            }
+            IpNet::V6(p) => {
+                self.stats.routes_v6 -= 1;
+                self.remove_v6(p, old.deferred);
+            }
+        }
+        self.release(&old.held);
+    }
+
+    fn write_v4(&mut self, prefix: Ipv4Net, action: RouteAction, was_deferred: bool) -> bool {
+        if was_deferred {
+            // The block still defers; only the bookkeeping changes.
+            return true;
+        }
+        match self.writer.insert_v4(prefix, action) {
+            Ok(()) => {
+                self.v4_installed.insert(prefix, action);
+                false
+            }
+            Err(err) => {
+                tracing::warn!(%err, "IPv4 prefix deferred to the kernel");
+                self.stats.overflow_v4_groups += 1;
+                self.stats.deferred_v4 += 1;
+                self.v4_installed.remove(&prefix);
+                self.v4_deferred.insert(prefix, ());
+                true
+            }
+        }
+    }
+
+    fn remove_v4(&mut self, prefix: Ipv4Net, deferred: bool) {
+        if deferred {
+            self.v4_deferred.remove(&prefix);
+            self.stats.deferred_v4 -= 1;
+        } else {
+            self.v4_installed.remove(&prefix);
+        }
+        let covering = self
+            .v4_installed
+            .get_lpm(&prefix)
+            .map(|(p, a)| (p.prefix_len(), *a));
+        let last_in_block = prefix.prefix_len() <= 24 || {
+            let block = Ipv4Net::new(prefix.network(), 24)
+                .expect("24 is valid")
+                .trunc();
+            !self
+                .v4_installed
+                .children(&block)
+                .any(|(p, _)| p.prefix_len() > 24)
+                && !self
+                    .v4_deferred
+                    .children(&block)
+                    .any(|(p, _)| p.prefix_len() > 24)
+        };
+        self.writer.remove_v4(prefix, covering, last_in_block);
+    }
+
+    /// Returns whether the prefix ended up deferred.
+    fn write_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> bool {
+        let installed = self.v6_installed.contains_key(&prefix);
+        if !installed && self.v6_count >= self.limits.v6_routes {
+            self.stats.overflow_v6_routes += 1;
+            if !self.v6_deferred.contains_key(&prefix) {
+                self.stats.deferred_v6 += 1;
+                self.v6_deferred.insert(prefix, None);
+            }
+            self.reshadow_v6_under(prefix);
+            return true;
+        }
+        let shown = if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
+            RouteAction::simple(RouteKind::Fib)
+        } else {
+            action
+        };
+        if let Err(err) = self.writer.insert_v6(prefix, shown) {
+            self.stats.write_errors += 1;
+            tracing::error!(%prefix, %err, "writing an IPv6 route failed; left to the kernel");
+            if !self.v6_deferred.contains_key(&prefix) {
+                self.stats.deferred_v6 += 1;
+                self.v6_deferred.insert(prefix, None);
+            }
+            self.reshadow_v6_under(prefix);
+            return true;
+        }
+        if !installed {
+            self.v6_count += 1;
+        }
+        self.v6_installed.insert(prefix, action);
+        if let Some(cover) = self.v6_deferred.remove(&prefix) {
+            self.stats.deferred_v6 -= 1;
+            if let Some(cover) = cover {
+                self.unshadow_v6(cover);
+            }
+        }
+        self.reshadow_v6_under(prefix);
+        false
+    }
+
+    fn remove_v6(&mut self, prefix: Ipv6Net, deferred: bool) {
+        if deferred {
+            if let Some(cover) = self.v6_deferred.remove(&prefix) {
+                self.stats.deferred_v6 -= 1;
+                if let Some(cover) = cover {
+                    self.unshadow_v6(cover);
+                }
+            }
+            return;
+        }
+        self.v6_installed.remove(&prefix);
+        self.v6_shadowed.remove(&prefix);
+        self.v6_count -= 1;
+        if let Err(err) = self.writer.remove_v6(prefix) {
+            self.stats.write_errors += 1;
+            tracing::error!(%prefix, %err, "removing an IPv6 route failed");
+        }
+        self.reshadow_v6_under(prefix);
+        self.retry_deferred_v6();
+    }
+
+    /// Installs deferred IPv6 prefixes while there is room.
+    fn retry_deferred_v6(&mut self) {
+        while self.v6_count < self.limits.v6_routes {
+            let Some(prefix) = self.v6_deferred.keys().next() else {
+                return;
+            };
+            let Some(action) = self.routes.get(&IpNet::V6(prefix)).map(|r| r.action) else {
+                self.v6_deferred.remove(&prefix);
+                continue;
+            };
+            let deferred = self.write_v6(prefix, action);
+            if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
+                route.deferred = deferred;
+            }
+            if deferred {
+                return;
+            }
+        }
+    }
+
+    /// Re-points every deferred IPv6 prefix under `root` at its current
+    /// covering installed prefix, which must answer `Fib` while it covers one.
+    fn reshadow_v6_under(&mut self, root: Ipv6Net) {
+        let deferred: Vec<(Ipv6Net, Option<Ipv6Net>)> = self
+            .v6_deferred
+            .children(&root)
+            .map(|(p, c)| (p, *c))
+            .collect();
+        for (prefix, old_cover) in deferred {
+            let new_cover = self
+                .v6_installed
+                .get_lpm(&prefix)
+                .map(|(p, _)| p)
+                .filter(|p| *p != prefix);
+            if new_cover == old_cover {
+                continue;
+            }
+            if let Some(cover) = new_cover {
+                let count = self.v6_shadowed.entry(cover).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    self.write_v6_raw(cover, RouteAction::simple(RouteKind::Fib));
+                }
+            }
+            if let Some(cover) = old_cover {
+                self.unshadow_v6(cover);
+            }
+            if let Some(slot) = self.v6_deferred.get_mut(&prefix) {
+                *slot = new_cover;
+            }
+        }
+    }
+
+    fn unshadow_v6(&mut self, cover: Ipv6Net) {
+        let Some(count) = self.v6_shadowed.get_mut(&cover) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.v6_shadowed.remove(&cover);
+            if let Some(action) = self.v6_installed.get(&cover).copied() {
+                self.write_v6_raw(cover, action);
+            }
+        }
+    }
+
+    fn write_v6_raw(&mut self, prefix: Ipv6Net, action: RouteAction) {
+        if let Err(err) = self.writer.insert_v6(prefix, action) {
+            self.stats.write_errors += 1;
+            tracing::error!(%prefix, %err, "rewriting an IPv6 route failed");
+        }
+    }
+
+    /// Prefixes whose entry currently answers `Fib` because of a deferred
+    /// longer prefix (for status and tests).
+    pub fn shadowed_v6(&self) -> HashSet<Ipv6Net> {
+        self.v6_shadowed.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

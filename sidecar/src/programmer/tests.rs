@@ -1,0 +1,457 @@
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use super::*;
+use crate::datapath::dir24::{Dir24, VecStore};
+
+/// Maps in memory, with a log of writes in order.
+struct FakeMaps {
+    v4: Dir24<VecStore>,
+    v6: HashMap<Ipv6Net, RouteAction>,
+    nh_ptr: HashMap<u32, u32>,
+    nexthops: HashMap<u32, Nexthop>,
+    grp_ptr: HashMap<u32, u32>,
+    groups: HashMap<u32, EcmpGroup>,
+    log: Vec<String>,
+}
+
+impl FakeMaps {
+    fn new() -> Self {
+        Self {
+            v4: Dir24::new(VecStore::new(4)),
+            v6: HashMap::new(),
+            nh_ptr: HashMap::new(),
+            nexthops: HashMap::new(),
+            grp_ptr: HashMap::new(),
+            groups: HashMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// What the datapath would see for an IPv4 address: the action and,
+    /// for a nexthop, its value.
+    fn lookup_v4(&self, addr: Ipv4Addr) -> (RouteAction, Option<Nexthop>) {
+        let action = self.v4.lookup(u32::from(addr));
+        (action, self.nexthop_of(action))
+    }
+
+    fn lookup_v6(&self, addr: Ipv6Addr) -> RouteAction {
+        self.v6
+            .iter()
+            .filter(|(p, _)| p.contains(&addr))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .map(|(_, a)| *a)
+            .unwrap_or(RouteAction::MISS)
+    }
+
+    fn nexthop_of(&self, action: RouteAction) -> Option<Nexthop> {
+        if action.kind() != Some(RouteKind::Nexthop) {
+            return None;
+        }
+        let slot = self.nh_ptr.get(&action.index())?;
+        self.nexthops.get(slot).copied()
+    }
+}
+
+impl MapWriter for FakeMaps {
+    type Error = String;
+    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), String> {
+        self.log.push(format!("nexthop {id} slot {slot}"));
+        self.nexthops.insert(slot, *nexthop);
+        self.nh_ptr.insert(id, slot);
+        Ok(())
+    }
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), String> {
+        self.log.push(format!("group {id} slot {slot}"));
+        self.groups.insert(slot, *group);
+        self.grp_ptr.insert(id, slot);
+        Ok(())
+    }
+    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
+        self.log.push(format!("route {prefix}"));
+        self.v4.insert(prefix, action)
+    }
+    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
+        self.log.push(format!("unroute {prefix}"));
+        self.v4.remove(prefix, covering, last_in_block)
+    }
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
+        self.log.push(format!("route {prefix}"));
+        self.v6.insert(prefix, action);
+        Ok(())
+    }
+    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+        self.log.push(format!("unroute {prefix}"));
+        self.v6.remove(&prefix);
+        Ok(())
+    }
+    fn reclaim(&mut self) {
+        self.v4.reclaim();
+    }
+}
+
+const ETH0: u32 = 2;
+const ETH1: u32 = 3;
+const GW_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+const GW_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+fn programmer(nexthops: u32, v6_routes: u32) -> Programmer<FakeMaps> {
+    let mut p = Programmer::new(
+        FakeMaps::new(),
+        Limits {
+            nexthops,
+            ecmp_groups: 8,
+            v6_routes,
+        },
+    );
+    for ifindex in [ETH0, ETH1] {
+        p.set_link(
+            ifindex,
+            Some(LinkInfo {
+                mac: [2, 0, 0, 0, 1, ifindex as u8],
+                mtu: 1500,
+                up: true,
+                vlan: None,
+            }),
+        );
+    }
+    p
+}
+
+fn via(gateway: IpAddr) -> Target {
+    Target::Forward(vec![Leg {
+        ifindex: ETH0,
+        gateway: Some(gateway),
+        weight: 1,
+    }])
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_route_via_a_resolved_gateway_forwards_with_the_neighbours_mac() {
+    let mut p = programmer(16, 16);
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    let (action, nexthop) = p.writer().lookup_v4(v4("198.51.100.7"));
+    assert_eq!(action.kind(), Some(RouteKind::Nexthop));
+    let nexthop = nexthop.unwrap();
+    assert!(nexthop.is_resolved());
+    assert_eq!(nexthop.dmac, MAC_A);
+    assert_eq!(nexthop.smac, [2, 0, 0, 0, 1, ETH0 as u8]);
+    assert_eq!((nexthop.tx_ifindex, nexthop.mtu), (ETH0, 1500));
+}
+
+#[test]
+fn a_gateway_without_a_neighbour_is_programmed_unresolved_and_resolves_later() {
+    let mut p = programmer(16, 16);
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    assert!(!p
+        .writer()
+        .lookup_v4(v4("198.51.100.7"))
+        .1
+        .unwrap()
+        .is_resolved());
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.7")).1.unwrap().dmac,
+        MAC_A
+    );
+}
+
+#[test]
+fn routes_sharing_a_gateway_share_one_nexthop_entry() {
+    let mut p = programmer(16, 16);
+    for i in 0..200u32 {
+        let prefix = Ipv4Net::new(Ipv4Addr::from(0xcb00_0000 | (i << 8)), 24).unwrap();
+        p.upsert(IpNet::V4(prefix), via(GW_A));
+    }
+    assert_eq!(p.nexthops_in_use(), 1);
+    assert_eq!(
+        p.writer()
+            .log
+            .iter()
+            .filter(|l| l.starts_with("nexthop"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_neighbour_change_rewrites_the_nexthop_alone_and_touches_no_route() {
+    let mut p = programmer(16, 16);
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("203.0.113.0/24"), via(GW_A));
+    p.writer_mut().log.clear();
+    p.set_neighbour(ETH0, GW_A, Some(MAC_B));
+    assert_eq!(p.writer().log.len(), 1, "{:?}", p.writer().log);
+    assert!(p.writer().log[0].starts_with("nexthop"));
+    assert_eq!(
+        p.writer().lookup_v4(v4("203.0.113.1")).1.unwrap().dmac,
+        MAC_B
+    );
+    p.set_neighbour(ETH0, GW_A, None);
+    assert!(!p
+        .writer()
+        .lookup_v4(v4("203.0.113.1"))
+        .1
+        .unwrap()
+        .is_resolved());
+}
+
+#[test]
+fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_reclaim() {
+    let mut p = programmer(2, 16); // one usable id, so two slots
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    let first_slot = p.writer().nh_ptr[&1];
+    p.set_neighbour(ETH0, GW_A, Some(MAC_B));
+    let second_slot = p.writer().nh_ptr[&1];
+    assert_ne!(
+        first_slot, second_slot,
+        "the old slot is still readable while the pointer flips"
+    );
+    assert_eq!(
+        p.writer().nexthops[&first_slot].dmac,
+        MAC_A,
+        "the old slot is left as it was"
+    );
+    p.reclaim();
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    assert_eq!(p.writer().nh_ptr[&1], first_slot, "reused after reclaim");
+}
+
+#[test]
+fn a_route_change_writes_the_new_nexthop_before_the_route_points_at_it() {
+    let mut p = programmer(16, 16);
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.writer_mut().log.clear();
+    p.upsert(net("198.51.100.0/24"), via(GW_B));
+    assert_eq!(
+        p.writer().log,
+        vec![
+            "nexthop 2 slot 2".to_string(),
+            "route 198.51.100.0/24".to_string()
+        ]
+    );
+    assert_eq!(p.nexthops_in_use(), 1, "the old gateway is released");
+}
+
+#[test]
+fn multipath_routes_become_weighted_groups_and_equal_leg_sets_share_a_group() {
+    let mut p = programmer(16, 16);
+    let legs = Target::Forward(vec![
+        Leg {
+            ifindex: ETH0,
+            gateway: Some(GW_A),
+            weight: 3,
+        },
+        Leg {
+            ifindex: ETH1,
+            gateway: Some(GW_B),
+            weight: 1,
+        },
+    ]);
+    p.upsert(net("198.51.100.0/24"), legs.clone());
+    p.upsert(net("203.0.113.0/24"), legs);
+    assert_eq!(p.groups_in_use(), 1);
+    assert_eq!(p.nexthops_in_use(), 2);
+    let action = p.writer().lookup_v4(v4("203.0.113.1")).0;
+    assert_eq!(action.kind(), Some(RouteKind::Group));
+    let slot = p.writer().grp_ptr[&action.index()];
+    let group = p.writer().groups[&slot];
+    let heavy = p
+        .nexthop_id(&NexthopKey {
+            ifindex: ETH0,
+            gateway: GW_A,
+        })
+        .unwrap();
+    assert_eq!(group.buckets.iter().filter(|&&b| b == heavy).count(), 192);
+    p.remove(net("198.51.100.0/24"));
+    p.remove(net("203.0.113.0/24"));
+    assert_eq!((p.groups_in_use(), p.nexthops_in_use()), (0, 0));
+}
+
+#[test]
+fn when_nexthop_ids_run_out_the_route_defers_to_the_kernel_and_is_counted() {
+    let mut p = programmer(2, 16); // ids 1..2: one nexthop
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("203.0.113.0/24"), via(GW_B));
+    assert_eq!(
+        p.writer().lookup_v4(v4("203.0.113.1")).0.kind(),
+        Some(RouteKind::Fib)
+    );
+    assert_eq!(p.stats.overflow_nexthops, 1);
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.1")).0.kind(),
+        Some(RouteKind::Nexthop)
+    );
+}
+
+#[test]
+fn an_on_link_route_is_left_to_the_kernels_neighbour_lookup() {
+    let mut p = programmer(16, 16);
+    p.upsert(
+        net("198.51.100.0/24"),
+        Target::Forward(vec![Leg {
+            ifindex: ETH0,
+            gateway: None,
+            weight: 1,
+        }]),
+    );
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.9")).0.kind(),
+        Some(RouteKind::Fib)
+    );
+    assert_eq!(p.nexthops_in_use(), 0);
+}
+
+#[test]
+fn removing_a_route_hands_its_addresses_back_to_the_covering_route() {
+    let mut p = programmer(16, 16);
+    p.upsert(net("198.51.0.0/16"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), Target::Blackhole);
+    p.upsert(net("198.51.100.128/25"), Target::Unreachable);
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.200")).0.kind(),
+        Some(RouteKind::Unreachable)
+    );
+    p.remove(net("198.51.100.128/25"));
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.200")).0.kind(),
+        Some(RouteKind::Blackhole)
+    );
+    p.remove(net("198.51.100.0/24"));
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.200")).0.kind(),
+        Some(RouteKind::Nexthop)
+    );
+    p.remove(net("198.51.0.0/16"));
+    assert_eq!(
+        p.writer().lookup_v4(v4("198.51.100.200")),
+        (RouteAction::MISS, None)
+    );
+    assert_eq!(p.nexthops_in_use(), 0);
+}
+
+#[test]
+fn a_vlan_egress_sends_out_of_the_parent_with_the_tag() {
+    let mut p = programmer(16, 16);
+    p.set_link(
+        10,
+        Some(LinkInfo {
+            mac: [2, 0, 0, 0, 0, 10],
+            mtu: 1496,
+            up: true,
+            vlan: Some((100, 0x8100, ETH0)),
+        }),
+    );
+    p.set_neighbour(10, GW_A, Some(MAC_A));
+    p.upsert(
+        net("198.51.100.0/24"),
+        Target::Forward(vec![Leg {
+            ifindex: 10,
+            gateway: Some(GW_A),
+            weight: 1,
+        }]),
+    );
+    let nexthop = p.writer().lookup_v4(v4("198.51.100.1")).1.unwrap();
+    assert_eq!(
+        (
+            nexthop.tx_ifindex,
+            nexthop.vlan_id,
+            nexthop.vlan_proto,
+            nexthop.mtu
+        ),
+        (ETH0, 100, 0x8100, 1496)
+    );
+}
+
+#[test]
+fn a_link_going_down_unresolves_its_nexthops() {
+    let mut p = programmer(16, 16);
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.set_link(
+        ETH0,
+        Some(LinkInfo {
+            mac: [2, 0, 0, 0, 1, ETH0 as u8],
+            mtu: 1500,
+            up: false,
+            vlan: None,
+        }),
+    );
+    assert!(!p
+        .writer()
+        .lookup_v4(v4("198.51.100.1"))
+        .1
+        .unwrap()
+        .is_resolved());
+}
+
+#[test]
+fn when_the_ipv6_table_is_full_the_covering_prefix_defers_until_the_longer_one_goes() {
+    let mut p = programmer(16, 2);
+    let gw6 = Target::Forward(vec![Leg {
+        ifindex: ETH0,
+        gateway: Some("2001:db8::1".parse().unwrap()),
+        weight: 1,
+    }]);
+    p.upsert(net("2001:db8::/32"), gw6.clone());
+    p.upsert(net("2001:db8:1::/48"), Target::Blackhole);
+    p.upsert(net("2001:db8:2::/48"), Target::Unreachable); // no room
+    let inside: Ipv6Addr = "2001:db8:2::9".parse().unwrap();
+    let elsewhere: Ipv6Addr = "2001:db8:3::9".parse().unwrap();
+    assert_eq!(
+        p.writer().lookup_v6(inside).kind(),
+        Some(RouteKind::Fib),
+        "the /32 must not answer for the /48"
+    );
+    assert_eq!(
+        p.writer().lookup_v6(elsewhere).kind(),
+        Some(RouteKind::Fib),
+        "the whole /32 defers meanwhile"
+    );
+    assert_eq!((p.stats.overflow_v6_routes, p.stats.deferred_v6), (1, 1));
+    p.remove(net("2001:db8:2::/48"));
+    assert_eq!(
+        p.writer().lookup_v6(elsewhere).kind(),
+        Some(RouteKind::Nexthop),
+        "restored"
+    );
+    assert!(p.shadowed_v6().is_empty());
+}
+
+#[test]
+fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears() {
+    let mut p = programmer(16, 3);
+    p.upsert(net("2001:db8::/32"), Target::Blackhole);
+    p.upsert(net("2001:db8:9::/48"), Target::Blackhole);
+    p.upsert(net("2001:db8:1:2:3::/80"), Target::Unreachable); // room for 3: installed
+    p.upsert(net("2001:db8:1:2:4::/80"), Target::Unreachable); // deferred, shadows the /32
+    let v6 = |s: &str| match net(s) {
+        IpNet::V6(n) => n,
+        IpNet::V4(_) => unreachable!(),
+    };
+    assert_eq!(p.shadowed_v6(), [v6("2001:db8::/32")].into());
+    p.remove(net("2001:db8:9::/48"));
+    // Room again: the deferred /80 is installed and the /32 answers again.
+    assert!(p.shadowed_v6().is_empty());
+    let inside: Ipv6Addr = "2001:db8:1:2:4::1".parse().unwrap();
+    assert_eq!(
+        p.writer().lookup_v6(inside).kind(),
+        Some(RouteKind::Unreachable)
+    );
+    assert_eq!(p.stats.deferred_v6, 0);
+}

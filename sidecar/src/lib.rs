@@ -11,6 +11,7 @@ pub mod control;
 pub mod datapath;
 pub mod elf_scan;
 pub mod programmer;
+pub mod source;
 
 /// The XDP object built from `ebpf/` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pf-ebpf.o"));

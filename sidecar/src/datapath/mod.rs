@@ -22,6 +22,7 @@ pub use maps::DatapathMaps;
 
 /// Sizes of the maps whose capacity the operator chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Capacities {
     /// Second-level IPv4 groups: one per /24 that holds longer prefixes.
     pub tbl8_groups: u32,

@@ -7,7 +7,7 @@ use pf_common::Mode;
 use pf_sidecar::{
     cli::{
         attach::{self, AttachMode, AttachOptions},
-        exit, status, DEFAULT_PIN_DIR,
+        exit, feasibility, status, DEFAULT_PIN_DIR,
     },
     datapath::Capacities,
 };
@@ -70,6 +70,12 @@ enum Command {
         #[arg(long, conflicts_with = "interfaces")]
         all: bool,
     },
+    /// Check that this host can run the datapath; trial-attach to interfaces.
+    Feasibility {
+        interfaces: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the mode, attachments and counters of the pinned datapath.
     Status {
         #[arg(long)]
@@ -120,6 +126,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             if all {
                 println!("removed {}", cli.pin_dir.display());
+            }
+        }
+        Command::Feasibility { interfaces, json } => {
+            let checks = feasibility::run(&interfaces, &cli.pin_dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", feasibility::render(&checks));
+            }
+            if checks.iter().any(|c| !c.pass) {
+                return Ok(exit::DRIFT);
             }
         }
         Command::Status { json } => {

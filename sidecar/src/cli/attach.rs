@@ -4,10 +4,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use aya::programs::{links::FdLink, XdpMode};
-use pf_common::{config::CFG_F_DRY_RUN, maps as names, Config, Mode};
+use pf_common::{config::CFG_F_DRY_RUN, Config, Mode};
 
 use super::{ifindex, link_pin};
-use crate::datapath::{Capacities, Datapath};
+use crate::datapath::{pins, Capacities, Datapath};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -38,8 +38,8 @@ pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'stat
             );
         }
     }
-    let mut datapath =
-        Datapath::load_pinned(&options.capacities, options.pin_dir).with_context(|| {
+    let (mut datapath, _generation) = Datapath::load_current(&options.capacities, options.pin_dir)
+        .with_context(|| {
             format!(
                 "loading the datapath pinned in {}",
                 options.pin_dir.display()
@@ -91,18 +91,7 @@ pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'stat
 pub fn detach(pin_dir: &Path, interfaces: &[String], all: bool) -> anyhow::Result<Vec<String>> {
     let mut detached = Vec::new();
     let targets: Vec<String> = if all {
-        match std::fs::read_dir(pin_dir) {
-            Ok(entries) => entries
-                .filter_map(|e| {
-                    e.ok()?
-                        .file_name()
-                        .to_str()?
-                        .strip_prefix("link_")
-                        .map(str::to_owned)
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        pins::linked_interfaces(pin_dir)
     } else {
         interfaces.to_vec()
     };
@@ -113,9 +102,6 @@ pub fn detach(pin_dir: &Path, interfaces: &[String], all: bool) -> anyhow::Resul
         detached.push(ifname);
     }
     if all && pin_dir.exists() {
-        for name in names::ALL {
-            let _ = std::fs::remove_file(pin_dir.join(name));
-        }
         std::fs::remove_dir_all(pin_dir)
             .with_context(|| format!("removing {}", pin_dir.display()))?;
     }

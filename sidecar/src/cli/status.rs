@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::Context;
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use pf_common::{config::CFG_F_DRY_RUN, maps as names, Config, Counter, Mode};
+
+use crate::datapath::pins;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -33,6 +35,14 @@ fn open(pin_dir: &Path, name: &str) -> anyhow::Result<MapData> {
 }
 
 pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
+    let generation = pins::current_generation(pin_dir).with_context(|| {
+        format!(
+            "no datapath is pinned in {} (is it attached?)",
+            pin_dir.display()
+        )
+    })?;
+    let attached = pins::linked_interfaces(pin_dir);
+    let pin_dir = generation.as_path();
     let counters: PerCpuArray<_, u64> =
         Map::PerCpuArray(open(pin_dir, names::COUNTERS)?).try_into()?;
     let config: Array<_, Config> = Map::Array(open(pin_dir, names::CONFIG)?).try_into()?;
@@ -45,18 +55,8 @@ pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
             value: per_cpu.iter().sum(),
         });
     }
-    let mut attached: Vec<String> = std::fs::read_dir(pin_dir)?
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .strip_prefix("link_")
-                .map(str::to_owned)
-        })
-        .collect();
-    attached.sort();
     Ok(Status {
-        pin_dir: pin_dir.display().to_string(),
+        pin_dir: generation.display().to_string(),
         mode: Mode::from_u32(config.mode)
             .map(Mode::name)
             .unwrap_or("unknown"),

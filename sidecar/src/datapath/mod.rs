@@ -4,11 +4,12 @@ pub mod dir24;
 pub mod ecmp;
 pub mod maps;
 pub mod mmap;
+pub mod pins;
 pub mod test_run;
 
 use std::{
     os::fd::{AsFd, BorrowedFd},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use aya::{
@@ -92,34 +93,63 @@ impl Datapath {
     /// Loads both programs through the verifier, fills the tail-call slot
     /// and takes ownership of the maps. Nothing is attached.
     pub fn load(capacities: &Capacities) -> Result<Self, DatapathError> {
-        Self::load_with_pins(capacities, None)
+        Self::load_with_pins(capacities, None, &[])
     }
 
-    /// Like [`Datapath::load`], and keeps maps and programs in `pin_dir`:
-    /// maps already pinned there are adopted (their contents stay), the rest
-    /// are created and pinned, and the programs' pins are replaced.
-    pub fn load_pinned(capacities: &Capacities, pin_dir: &Path) -> Result<Self, DatapathError> {
-        Self::load_with_pins(capacities, Some(pin_dir))
+    /// Adopts the live generation under `pin_dir` (its maps keep their
+    /// contents), or creates the first one. Returns the generation directory.
+    pub fn load_current(
+        capacities: &Capacities,
+        pin_dir: &Path,
+    ) -> Result<(Self, PathBuf), DatapathError> {
+        let dir =
+            pins::current_generation(pin_dir).unwrap_or_else(|| pins::generation_dir(pin_dir, 1));
+        let adopt: Vec<(&'static str, PathBuf)> = names::ALL
+            .iter()
+            .map(|n| (*n, dir.join(n)))
+            .filter(|(_, p)| p.exists())
+            .collect();
+        Ok((Self::load_with_pins(capacities, Some(&dir), &adopt)?, dir))
+    }
+
+    /// Creates the next generation under `pin_dir` with empty tables, while
+    /// the live one keeps forwarding. Counters carry over when their layout
+    /// is unchanged. Returns the new generation directory; nothing is
+    /// attached to it yet.
+    pub fn load_next_generation(
+        capacities: &Capacities,
+        pin_dir: &Path,
+    ) -> Result<(Self, PathBuf), DatapathError> {
+        let next = pins::generations(pin_dir).last().map_or(1, |g| g + 1);
+        let dir = pins::generation_dir(pin_dir, next);
+        let mut adopt = Vec::new();
+        if let Some(live) = pins::current_generation(pin_dir) {
+            let counters = live.join(names::COUNTERS);
+            let same_layout = aya::maps::MapData::from_pin(&counters)
+                .ok()
+                .and_then(|m| m.info().ok())
+                .is_some_and(|info| info.max_entries() == pf_common::counters::COUNTER_COUNT);
+            if same_layout {
+                adopt.push((names::COUNTERS, counters));
+            }
+        }
+        Ok((Self::load_with_pins(capacities, Some(&dir), &adopt)?, dir))
     }
 
     fn load_with_pins(
         capacities: &Capacities,
         pin_dir: Option<&Path>,
+        adopt: &[(&'static str, PathBuf)],
     ) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
-        let mut adopted = Vec::new();
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir).map_err(|source| DatapathError::Io {
                 name: "pin directory",
                 source,
             })?;
-            for name in names::ALL {
-                let path = dir.join(name);
-                if path.exists() {
-                    loader.map_pin_path(name, path);
-                    adopted.push(name);
-                }
-            }
+        }
+        for (name, path) in adopt {
+            loader.map_pin_path(name, path.as_path());
         }
         loader
             .map_max_entries(names::V4_TBL8, capacities.tbl8_groups)
@@ -141,9 +171,13 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         if let Some(dir) = pin_dir {
-            for name in names::ALL.iter().filter(|n| !adopted.contains(n)) {
+            for name in names::ALL {
+                let path = dir.join(name);
+                if adopt.iter().any(|(n, p)| *n == name && *p == path) {
+                    continue;
+                }
                 let map = ebpf.map(name).ok_or(DatapathError::Missing(name))?;
-                map.pin(dir.join(name))
+                map.pin(&path)
                     .map_err(|source| DatapathError::Pin { name, source })?;
             }
             for name in [names::PROG_FINALIZE, names::PROG_FAST_PATH] {
@@ -185,6 +219,33 @@ impl Datapath {
     /// The entry program, for attaching or test runs.
     pub fn fast_path(&mut self) -> Result<&mut Xdp, DatapathError> {
         xdp_mut(&mut self.ebpf, names::PROG_FAST_PATH)
+    }
+
+    /// Makes this generation the live one: every pinned link under `pin_dir`
+    /// is moved to this `fast_path` (one atomic update per interface), then
+    /// the other generations are removed. Returns the interfaces moved.
+    pub fn take_over(
+        &self,
+        pin_dir: &Path,
+        generation: &Path,
+    ) -> Result<Vec<String>, DatapathError> {
+        let program = self.program_fd(names::PROG_FAST_PATH)?;
+        let interfaces = pins::linked_interfaces(pin_dir);
+        for ifname in &interfaces {
+            pins::update_link(&pin_dir.join(format!("link_{ifname}")), program).map_err(
+                |source| DatapathError::Io {
+                    name: "XDP link",
+                    source,
+                },
+            )?;
+        }
+        pins::retire_generations_except(pin_dir, generation).map_err(|source| {
+            DatapathError::Io {
+                name: "old generation",
+                source,
+            }
+        })?;
+        Ok(interfaces)
     }
 
     /// A program by name (`fast_path`, `finalize`, `xdp_pass`).

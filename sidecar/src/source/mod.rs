@@ -1,6 +1,7 @@
 //! Where forwarding state comes from: socket I/O only. Decoding and state
 //! live in [`crate::control`].
 
+pub mod fpm;
 pub mod kernel;
 
 /// Splits a netlink datagram into its messages (each `nlmsg_len` long, the

@@ -60,6 +60,19 @@ impl Nexthop {
     }
 }
 
+/// What a nexthop id stands for, for `diff` and `lookup` (the datapath
+/// never reads it): the interface and gateway the route named.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct NexthopInfo {
+    pub ifindex: u32,
+    /// 4 or 6 (0: unused id).
+    pub family: u32,
+    /// The gateway; IPv4 in the first four bytes.
+    pub gateway: [u8; 16],
+}
+assert_size!(NexthopInfo, 24);
+
 /// An ECMP group slot in `GROUPS`: a weighted bucket table of nexthop ids.
 /// A flow picks `buckets[bucket_of(hash, bucket_count)]`.
 #[repr(C)]
@@ -128,6 +141,7 @@ mod user {
     // SAFETY: every type here is repr(C), Pod (no padding, any bit pattern valid).
     unsafe impl aya::Pod for V6Key {}
     unsafe impl aya::Pod for Nexthop {}
+    unsafe impl aya::Pod for NexthopInfo {}
     unsafe impl aya::Pod for EcmpGroup {}
     unsafe impl aya::Pod for Port {}
     unsafe impl aya::Pod for Xmit {}

@@ -12,6 +12,8 @@ pub const V6_ROUTES: &str = "V6_ROUTES";
 pub const NH_PTR: &str = "NH_PTR";
 /// Nexthop slots (resolved egress, MACs, VLAN, MTU).
 pub const NEXTHOPS: &str = "NEXTHOPS";
+/// Nexthop id to the interface and gateway it stands for (read by tools only).
+pub const NH_INFO: &str = "NH_INFO";
 /// ECMP group id to the slot in [`GROUPS`] that currently holds it.
 pub const GRP_PTR: &str = "GRP_PTR";
 /// ECMP group slots (weighted bucket tables).

@@ -9,7 +9,7 @@ use pf_common::{
     counters::COUNTER_COUNT,
     layout::{Tbl24Element, Tbl8Group},
     maps::*,
-    Config, Counter, EcmpGroup, Nexthop, Port, Xmit,
+    Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port, Xmit,
 };
 
 /// Lets the sidecar write route actions straight into the arrays' memory.
@@ -31,6 +31,10 @@ pub static NH_PTR: Array<u32> = Array::with_max_entries(DEFAULT_NEXTHOPS, 0);
 /// flipped while the old slot is still readable.
 #[map]
 pub static NEXTHOPS: Array<Nexthop> = Array::with_max_entries(2 * DEFAULT_NEXTHOPS, 0);
+
+/// Written by the sidecar for `diff` and `lookup`; never read here.
+#[map]
+pub static NH_INFO: Array<NexthopInfo> = Array::with_max_entries(DEFAULT_NEXTHOPS, 0);
 
 #[map]
 pub static GRP_PTR: Array<u32> = Array::with_max_entries(DEFAULT_GROUPS, 0);

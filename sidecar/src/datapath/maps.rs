@@ -12,7 +12,7 @@ use aya::{
 use pf_common::{
     counters::COUNTER_COUNT,
     layout::{Tbl24Element, Tbl8Group},
-    maps as names, Config, Counter, EcmpGroup, Nexthop, Port,
+    maps as names, Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port,
 };
 
 use super::{
@@ -27,6 +27,7 @@ pub struct DatapathMaps {
     pub v6_routes: LpmTrie<MapData, [u8; 16], u32>,
     pub nh_ptr: Array<MapData, u32>,
     pub nexthops: Array<MapData, Nexthop>,
+    pub nexthop_info: Array<MapData, NexthopInfo>,
     pub grp_ptr: Array<MapData, u32>,
     pub groups: Array<MapData, EcmpGroup>,
     pub ports: HashMap<MapData, u32, Port>,
@@ -96,6 +97,7 @@ impl DatapathMaps {
             v6_routes: typed!(ebpf, names::V6_ROUTES),
             nh_ptr: typed!(ebpf, names::NH_PTR),
             nexthops: typed!(ebpf, names::NEXTHOPS),
+            nexthop_info: typed!(ebpf, names::NH_INFO),
             grp_ptr: typed!(ebpf, names::GRP_PTR),
             groups: typed!(ebpf, names::GROUPS),
             ports: typed!(ebpf, names::PORTS),
@@ -231,6 +233,15 @@ impl crate::programmer::MapWriter for DatapathMaps {
         nexthop: &Nexthop,
     ) -> Result<(), DatapathError> {
         DatapathMaps::write_nexthop(self, id, slot, nexthop)
+    }
+
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), DatapathError> {
+        self.nexthop_info
+            .set(id, info, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::NH_INFO,
+                source,
+            })
     }
 
     fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), DatapathError> {

@@ -156,6 +156,7 @@ impl Datapath {
             .map_max_entries(names::V6_ROUTES, capacities.v6_routes)
             .map_max_entries(names::NH_PTR, capacities.nexthops)
             .map_max_entries(names::NEXTHOPS, 2 * capacities.nexthops)
+            .map_max_entries(names::NH_INFO, capacities.nexthops)
             .map_max_entries(names::GRP_PTR, capacities.ecmp_groups)
             .map_max_entries(names::GROUPS, 2 * capacities.ecmp_groups)
             .map_max_entries(names::PORTS, capacities.ports)

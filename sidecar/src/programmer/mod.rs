@@ -28,7 +28,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pf_common::{
     layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED},
     maps::ECMP_MAX_LEGS,
-    EcmpGroup, Nexthop, RouteAction, RouteKind,
+    EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
 };
 use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};
@@ -79,11 +79,45 @@ pub struct NexthopKey {
 
 type GroupKey = Vec<(NexthopKey, u32)>;
 
+/// The `NH_INFO` record of a nexthop key.
+pub fn nexthop_info(key: &NexthopKey) -> NexthopInfo {
+    let mut info = NexthopInfo {
+        ifindex: key.ifindex,
+        ..Default::default()
+    };
+    match key.gateway {
+        IpAddr::V4(a) => {
+            info.family = 4;
+            info.gateway[..4].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            info.family = 6;
+            info.gateway = a.octets();
+        }
+    }
+    info
+}
+
+/// The nexthop key an `NH_INFO` record stands for.
+pub fn nexthop_key(info: &NexthopInfo) -> Option<NexthopKey> {
+    let gateway = match info.family {
+        4 => IpAddr::from(<[u8; 4]>::try_from(&info.gateway[..4]).ok()?),
+        6 => IpAddr::from(info.gateway),
+        _ => return None,
+    };
+    Some(NexthopKey {
+        ifindex: info.ifindex,
+        gateway,
+    })
+}
+
 /// Map writes, so the programmer runs against real maps or a test double.
 pub trait MapWriter {
     type Error: std::fmt::Display;
     /// Writes the nexthop into `slot`, then points `id` at it.
     fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error>;
+    /// Records what nexthop `id` stands for (read by `diff` and `lookup`).
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), Self::Error>;
     /// Writes the group into `slot`, then points `id` at it.
     fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error>;
     fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error>;
@@ -98,6 +132,9 @@ impl<W: MapWriter> MapWriter for &mut W {
     type Error = W::Error;
     fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error> {
         (**self).write_nexthop(id, slot, nexthop)
+    }
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), Self::Error> {
+        (**self).write_nexthop_info(id, info)
     }
     fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error> {
         (**self).write_group(id, slot, group)
@@ -381,6 +418,10 @@ impl<W: MapWriter> Programmer<W> {
         match self.nexthop_ids.acquire(key) {
             Some(Acquired::Existing(id)) => Some(id),
             Some(Acquired::New(id)) => {
+                if let Err(err) = self.writer.write_nexthop_info(id, &nexthop_info(key)) {
+                    self.stats.write_errors += 1;
+                    tracing::error!(id, %err, "recording a nexthop's gateway failed");
+                }
                 let value = self.resolve(key);
                 let written = match self.nexthop_slots.take() {
                     Some(slot) => {

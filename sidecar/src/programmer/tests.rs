@@ -12,6 +12,7 @@ struct FakeMaps {
     v6: HashMap<Ipv6Net, RouteAction>,
     nh_ptr: HashMap<u32, u32>,
     nexthops: HashMap<u32, Nexthop>,
+    info: HashMap<u32, NexthopInfo>,
     grp_ptr: HashMap<u32, u32>,
     groups: HashMap<u32, EcmpGroup>,
     log: Vec<String>,
@@ -24,6 +25,7 @@ impl FakeMaps {
             v6: HashMap::new(),
             nh_ptr: HashMap::new(),
             nexthops: HashMap::new(),
+            info: HashMap::new(),
             grp_ptr: HashMap::new(),
             groups: HashMap::new(),
             log: Vec::new(),
@@ -61,6 +63,10 @@ impl MapWriter for FakeMaps {
         self.log.push(format!("nexthop {id} slot {slot}"));
         self.nexthops.insert(slot, *nexthop);
         self.nh_ptr.insert(id, slot);
+        Ok(())
+    }
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), String> {
+        self.info.insert(id, *info);
         Ok(())
     }
     fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), String> {
@@ -454,4 +460,32 @@ fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears
         Some(RouteKind::Unreachable)
     );
     assert_eq!(p.stats.deferred_v6, 0);
+}
+
+#[test]
+fn every_nexthop_id_records_the_gateway_it_stands_for() {
+    let mut p = programmer(16, 16);
+    let gw6: IpAddr = "2001:db8::1".parse().unwrap();
+    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(
+        net("2001:db8:5::/48"),
+        Target::Forward(vec![Leg {
+            ifindex: ETH1,
+            gateway: Some(gw6),
+            weight: 1,
+        }]),
+    );
+    for key in [
+        NexthopKey {
+            ifindex: ETH0,
+            gateway: GW_A,
+        },
+        NexthopKey {
+            ifindex: ETH1,
+            gateway: gw6,
+        },
+    ] {
+        let id = p.nexthop_id(&key).unwrap();
+        assert_eq!(nexthop_key(&p.writer().info[&id]), Some(key));
+    }
 }

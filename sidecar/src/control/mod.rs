@@ -1,2 +1,5 @@
-//! Control plane: sources (kernel rtnetlink, FRR FPM), decoding, and the
-//! desired forwarding state.
+//! Control plane: decoding what the sources send, and the desired
+//! forwarding state built from it.
+
+pub mod decode;
+pub mod fpm;

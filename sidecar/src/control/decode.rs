@@ -434,7 +434,7 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
                 })
             }
             NHA_GROUP => {
-                if value.len() % 8 != 0 || value.is_empty() {
+                if !value.len().is_multiple_of(8) || value.is_empty() {
                     return Err(DecodeError::new(
                         "bad_attribute",
                         format!("NHA_GROUP of {} bytes", value.len()),

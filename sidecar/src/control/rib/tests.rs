@@ -1,0 +1,354 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+
+#[derive(Default)]
+struct Log {
+    calls: Vec<String>,
+}
+
+impl FibSink for Log {
+    fn upsert(&mut self, prefix: IpNet, target: Target) {
+        self.calls.push(format!("upsert {prefix} {target:?}"));
+    }
+    fn remove(&mut self, prefix: IpNet) {
+        self.calls.push(format!("remove {prefix}"));
+    }
+    fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
+        self.calls
+            .push(format!("link {ifindex} {}", link.is_some()));
+    }
+    fn set_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Option<[u8; 6]>) {
+        self.calls
+            .push(format!("neighbour {ifindex} {ip} {}", mac.is_some()));
+    }
+}
+
+fn key(prefix: &str) -> RouteKey {
+    RouteKey {
+        table: 254,
+        prefix: prefix.parse().unwrap(),
+        metric: 20,
+    }
+}
+
+fn via(prefix: &str, gateway: &str) -> Event {
+    Event::Route(
+        Op::Upsert,
+        Route {
+            key: key(prefix),
+            protocol: 196,
+            kind: Kind::Unicast,
+            next: NextHops::Inline(vec![Leg {
+                ifindex: 2,
+                gateway: Some(gateway.parse().unwrap()),
+                weight: 1,
+            }]),
+        },
+    )
+}
+
+fn via_object(prefix: &str, id: u32) -> Event {
+    Event::Route(
+        Op::Upsert,
+        Route {
+            key: key(prefix),
+            protocol: 186,
+            kind: Kind::Unicast,
+            next: NextHops::Object(id),
+        },
+    )
+}
+
+fn delete(prefix: &str) -> Event {
+    Event::Route(
+        Op::Remove,
+        Route {
+            key: key(prefix),
+            protocol: 196,
+            kind: Kind::Unicast,
+            next: NextHops::None,
+        },
+    )
+}
+
+fn gateway_object(id: u32, gateway: &str) -> Event {
+    Event::Nexthop(
+        Op::Upsert,
+        id,
+        Some(NexthopDef::Gateway {
+            ifindex: 2,
+            gateway: Some(gateway.parse().unwrap()),
+        }),
+    )
+}
+
+fn fpm_rib() -> Rib {
+    Rib::new(Source::Fpm, vec![254])
+}
+
+#[test]
+fn an_frr_84_delete_then_add_in_one_frame_is_one_update_and_no_gap() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(Source::Fpm, [via("198.51.100.0/24", "192.0.2.1")], &mut log);
+    log.calls.clear();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            delete("198.51.100.0/24"),
+            via("198.51.100.0/24", "192.0.2.2"),
+        ],
+        &mut log,
+    );
+    assert_eq!(log.calls.len(), 1, "{:?}", log.calls);
+    assert!(
+        log.calls[0].starts_with("upsert 198.51.100.0/24") && log.calls[0].contains("192.0.2.2")
+    );
+}
+
+#[test]
+fn a_route_naming_an_unknown_object_waits_for_the_kernel_until_the_object_arrives() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(Source::Fpm, [via_object("198.51.100.0/24", 7)], &mut log);
+    assert_eq!(log.calls, vec!["upsert 198.51.100.0/24 Kernel".to_string()]);
+    assert_eq!(rib.stats.unresolved_routes, 1);
+    rib.apply_batch(Source::Fpm, [gateway_object(7, "192.0.2.1")], &mut log);
+    assert!(log.calls[1].contains("192.0.2.1"), "{:?}", log.calls);
+}
+
+#[test]
+fn a_group_object_becomes_weighted_legs_and_a_member_change_updates_its_routes() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            gateway_object(1, "192.0.2.1"),
+            gateway_object(2, "192.0.2.2"),
+            Event::Nexthop(
+                Op::Upsert,
+                10,
+                Some(NexthopDef::Group(vec![(1, 3), (2, 1)])),
+            ),
+            via_object("203.0.113.0/24", 10),
+        ],
+        &mut log,
+    );
+    let Some((_, Target::Forward(legs))) = rib.desired().into_iter().next() else {
+        panic!()
+    };
+    assert_eq!(
+        legs.iter().map(|l| l.weight).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
+    log.calls.clear();
+    rib.apply_batch(Source::Fpm, [gateway_object(2, "192.0.2.9")], &mut log);
+    assert!(
+        log.calls
+            .iter()
+            .any(|c| c.starts_with("upsert 203.0.113.0/24") && c.contains("192.0.2.9")),
+        "{:?}",
+        log.calls
+    );
+}
+
+#[test]
+fn a_replay_removes_exactly_the_routes_and_objects_it_did_not_repeat() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            via("198.51.100.0/24", "192.0.2.1"),
+            via("203.0.113.0/24", "192.0.2.1"),
+            gateway_object(5, "192.0.2.5"),
+        ],
+        &mut log,
+    );
+    rib.begin_resync(Source::Fpm);
+    rib.apply_batch(Source::Fpm, [via("198.51.100.0/24", "192.0.2.1")], &mut log);
+    log.calls.clear();
+    rib.finish_resync(Source::Fpm, &mut log);
+    assert_eq!(log.calls, vec!["remove 203.0.113.0/24".to_string()]);
+    assert_eq!((rib.route_count(), rib.object_count()), (1, 0));
+}
+
+#[test]
+fn a_kernel_resync_forgets_neighbours_and_links_that_are_gone() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    let ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+    let link = LinkInfo {
+        mac: [2, 0, 0, 0, 0, 1],
+        mtu: 1500,
+        up: true,
+        vlan: None,
+    };
+    rib.apply_batch(
+        Source::Kernel,
+        [
+            Event::Link(Op::Upsert, 2, Some(link)),
+            Event::Link(Op::Upsert, 3, Some(link)),
+            Event::Neighbour(2, ip, Some([2; 6])),
+        ],
+        &mut log,
+    );
+    rib.begin_resync(Source::Kernel);
+    rib.apply_batch(
+        Source::Kernel,
+        [Event::Link(Op::Upsert, 2, Some(link))],
+        &mut log,
+    );
+    log.calls.clear();
+    rib.finish_resync(Source::Kernel, &mut log);
+    log.calls.sort();
+    assert_eq!(
+        log.calls,
+        vec![
+            "link 3 false".to_string(),
+            format!("neighbour 2 {ip} false")
+        ]
+    );
+}
+
+#[test]
+fn unchanged_links_and_neighbours_are_not_repeated_downstream() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    let ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+    rib.apply_batch(
+        Source::Kernel,
+        [
+            Event::Neighbour(2, ip, Some([2; 6])),
+            Event::Neighbour(2, ip, Some([2; 6])),
+        ],
+        &mut log,
+    );
+    assert_eq!(log.calls.len(), 1);
+}
+
+#[test]
+fn routes_from_the_other_source_and_other_tables_are_ignored() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(
+        Source::Kernel,
+        [via("198.51.100.0/24", "192.0.2.1")],
+        &mut log,
+    );
+    let mut other_table = via("203.0.113.0/24", "192.0.2.1");
+    if let Event::Route(_, r) = &mut other_table {
+        r.key.table = 100;
+    }
+    rib.apply_batch(Source::Fpm, [other_table], &mut log);
+    assert!(log.calls.is_empty());
+    assert_eq!(
+        (
+            rib.stats.ignored_other_source,
+            rib.stats.ignored_other_table
+        ),
+        (1, 1)
+    );
+}
+
+#[test]
+fn the_first_configured_table_then_the_lowest_metric_wins() {
+    let mut rib = Rib::new(Source::Kernel, vec![100, 254]);
+    let mut log = Log::default();
+    let mut events = Vec::new();
+    for (table, metric, gw) in [
+        (254, 10, "192.0.2.1"),
+        (100, 50, "192.0.2.2"),
+        (100, 20, "192.0.2.3"),
+    ] {
+        let mut e = via("198.51.100.0/24", gw);
+        if let Event::Route(_, r) = &mut e {
+            r.key.table = table;
+            r.key.metric = metric;
+        }
+        events.push(e);
+    }
+    rib.apply_batch(Source::Kernel, events, &mut log);
+    assert!(
+        log.calls.last().unwrap().contains("192.0.2.3"),
+        "{:?}",
+        log.calls
+    );
+}
+
+#[test]
+fn the_routers_own_addresses_are_local_and_win_over_routes() {
+    let mut rib = Rib::new(Source::Kernel, vec![254]);
+    let mut log = Log::default();
+    let ip: IpAddr = Ipv4Addr::new(198, 51, 100, 1).into();
+    rib.apply_batch(
+        Source::Kernel,
+        [
+            via("198.51.100.1/32", "192.0.2.1"),
+            Event::Address(Op::Upsert, 2, ip),
+        ],
+        &mut log,
+    );
+    assert!(
+        log.calls.last().unwrap().ends_with("Local"),
+        "{:?}",
+        log.calls
+    );
+    rib.apply_batch(
+        Source::Kernel,
+        [Event::Address(Op::Remove, 2, ip)],
+        &mut log,
+    );
+    assert!(
+        log.calls.last().unwrap().contains("192.0.2.1"),
+        "the route answers again: {:?}",
+        log.calls
+    );
+}
+
+#[test]
+fn a_replay_ends_after_a_quiet_period_or_at_the_cap() {
+    let start = Instant::now();
+    let mut tracker = ReplayTracker::new(Duration::from_millis(100), Duration::from_millis(1000));
+    tracker.connected(start);
+    tracker.message(start + Duration::from_millis(50));
+    assert!(!tracker.poll(start + Duration::from_millis(120)));
+    assert!(tracker.poll(start + Duration::from_millis(151)));
+    assert!(
+        !tracker.poll(start + Duration::from_millis(152)),
+        "only once"
+    );
+    tracker.connected(start);
+    for ms in (0..1000).step_by(50) {
+        tracker.message(start + Duration::from_millis(ms));
+        assert!(!tracker.poll(start + Duration::from_millis(ms)));
+    }
+    assert!(
+        tracker.poll(start + Duration::from_millis(1000)),
+        "the cap ends a replay that never goes quiet"
+    );
+}
+
+#[test]
+fn loading_two_hundred_thousand_routes_reports_its_time() {
+    let mut rib = fpm_rib();
+    let mut sink = Log::default();
+    let mut count = 0;
+    let started = Instant::now();
+    for batch in 0..200u32 {
+        let events: Vec<Event> = (0..1000u32)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                let prefix = format!("{}.{}.{}.0/24", 10 + (n >> 16), (n >> 8) & 0xff, n & 0xff);
+                via_object(&prefix, 1 + n % 2000)
+            })
+            .collect();
+        rib.apply_batch(Source::Fpm, events, &mut sink);
+        count += 1000;
+        sink.calls.clear();
+    }
+    println!("{count} routes into the RIB in {:?}", started.elapsed());
+    assert_eq!(rib.route_count(), count);
+}

@@ -50,8 +50,10 @@ pub struct Dir24<S> {
     depth24: Vec<u8>,
     depth8: Vec<u8>,
     free_groups: Vec<u32>,
-    /// Groups unhooked from the table; reusable after `reclaim`.
+    /// Groups unhooked from the table since the last `reclaim`.
     quarantined: Vec<u32>,
+    /// Unhooked before the last `reclaim`: free after the next one.
+    aging: Vec<u32>,
     deferred_blocks: usize,
 }
 
@@ -69,6 +71,7 @@ impl<S: Dir24Store> Dir24<S> {
             depth8: vec![DEPTH_NONE; groups as usize * TBL8_GROUP_SIZE],
             free_groups: (0..groups).rev().collect(),
             quarantined: Vec::new(),
+            aging: Vec::new(),
             deferred_blocks: 0,
         }
     }
@@ -78,7 +81,15 @@ impl<S: Dir24Store> Dir24<S> {
     }
 
     pub fn groups_in_use(&self) -> usize {
-        self.store.tbl8_groups() as usize - self.free_groups.len() - self.quarantined.len()
+        self.store.tbl8_groups() as usize
+            - self.free_groups.len()
+            - self.quarantined.len()
+            - self.aging.len()
+    }
+
+    /// Groups ready for reuse.
+    pub fn free_groups(&self) -> usize {
+        self.free_groups.len()
     }
 
     /// Blocks answering `Fib` because a group could not be allocated.
@@ -86,11 +97,12 @@ impl<S: Dir24Store> Dir24<S> {
         self.deferred_blocks
     }
 
-    /// Makes quarantined groups reusable. Call only when every datapath
-    /// reader that could have seen them has finished (an XDP run is
-    /// microseconds; the programmer waits far longer).
+    /// Called once per grace period (an XDP run takes microseconds; the
+    /// daemon's period is tens of milliseconds): groups unhooked before the
+    /// previous call become reusable.
     pub fn reclaim(&mut self) {
-        self.free_groups.append(&mut self.quarantined);
+        self.free_groups.append(&mut self.aging);
+        std::mem::swap(&mut self.aging, &mut self.quarantined);
     }
 
     /// What the datapath answers for `addr`.
@@ -393,6 +405,9 @@ mod tests {
             nh(1).0
         );
         t.reclaim();
+        assert_eq!(t.free_groups(), 0, "a full grace period has not passed");
+        t.reclaim();
+        assert_eq!(t.free_groups(), 1);
         t.insert(net("203.0.113.9/32"), nh(4)).unwrap();
         assert_eq!(t.lookup(u32::from(Ipv4Addr::new(203, 0, 113, 9))), nh(4));
     }

@@ -14,7 +14,10 @@ pub struct Pool {
     next: u32,
     limit: u32,
     free: Vec<u32>,
+    /// Released since the last reclaim.
     quarantined: Vec<u32>,
+    /// Released before the last reclaim: free after the next one.
+    aging: Vec<u32>,
 }
 
 impl Pool {
@@ -24,6 +27,7 @@ impl Pool {
             limit,
             free: Vec::new(),
             quarantined: Vec::new(),
+            aging: Vec::new(),
         }
     }
 
@@ -38,18 +42,21 @@ impl Pool {
         None
     }
 
-    /// Returns `value` for reuse after the next [`Pool::reclaim`].
+    /// Returns `value` for reuse once two [`Pool::reclaim`] calls have passed.
     pub fn release(&mut self, value: u32) {
         self.quarantined.push(value);
     }
 
-    /// Makes everything released before now reusable.
+    /// Called once per grace period: what was released before the previous
+    /// call becomes reusable, so every value waits at least one full period
+    /// however close to a call it was released.
     pub fn reclaim(&mut self) {
-        self.free.append(&mut self.quarantined);
+        self.free.append(&mut self.aging);
+        std::mem::swap(&mut self.aging, &mut self.quarantined);
     }
 
     pub fn in_use(&self, first: u32) -> usize {
-        (self.next - first) as usize - self.free.len() - self.quarantined.len()
+        (self.next - first) as usize - self.free.len() - self.quarantined.len() - self.aging.len()
     }
 }
 
@@ -167,6 +174,12 @@ mod tests {
             interner.acquire(&"c"),
             None,
             "id 1 is quarantined, 2 is taken, 3 is the limit"
+        );
+        interner.reclaim();
+        assert_eq!(
+            interner.acquire(&"c"),
+            None,
+            "a full grace period has not passed"
         );
         interner.reclaim();
         assert_eq!(interner.acquire(&"c"), Some(Acquired::New(1)));

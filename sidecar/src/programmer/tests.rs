@@ -234,8 +234,13 @@ fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_recla
         "the old slot is left as it was"
     );
     p.reclaim();
+    p.reclaim();
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
-    assert_eq!(p.writer().nh_ptr[&1], first_slot, "reused after reclaim");
+    assert_eq!(
+        p.writer().nh_ptr[&1],
+        first_slot,
+        "reused after a full grace period"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod elf_scan;
 pub mod programmer;

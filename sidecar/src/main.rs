@@ -9,6 +9,7 @@ use pf_sidecar::{
         attach::{self, AttachMode, AttachOptions},
         exit, feasibility, status, DEFAULT_PIN_DIR,
     },
+    config::{Config, Overrides},
     datapath::Capacities,
 };
 
@@ -20,8 +21,9 @@ use pf_sidecar::{
 )]
 struct Cli {
     /// bpffs directory holding the pinned maps, programs and links.
-    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, env = "PF_SIDECAR_PIN_DIR")]
-    pin_dir: PathBuf,
+    /// (default: /sys/fs/bpf/pf-sidecar, or general.pin_dir for `run`)
+    #[arg(long, global = true, env = "PF_SIDECAR_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
     /// Enter this network namespace (a name under /run/netns) first. Unlike
     /// `ip netns exec`, this keeps the host's /sys/fs/bpf visible.
     #[arg(long, global = true, env = "PF_SIDECAR_NETNS")]
@@ -50,6 +52,16 @@ impl From<DatapathMode> for Mode {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon in the foreground: follow the kernel and FRR's FPM
+    /// stream and keep the maps equal to the router's forwarding state.
+    Run {
+        /// Configuration file (default: /etc/pf-sidecar/pf-sidecar.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log level, overriding the configuration.
+        #[arg(long)]
+        log_level: Option<String>,
+    },
     /// Load (or adopt) the pinned datapath and attach fast_path to interfaces.
     Attach {
         #[arg(required = true)]
@@ -98,7 +110,31 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(name) = &cli.netns {
         pf_sidecar::cli::enter_netns(name)?;
     }
+    let pin_dir = cli
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
     match cli.command {
+        Command::Run { config, log_level } => {
+            let overrides = Overrides {
+                pin_dir: cli.pin_dir.clone(),
+                log_level,
+            };
+            let loaded = match Config::load(config.as_deref(), &overrides) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("pf-sidecar: configuration error: {err}");
+                    return Ok(exit::ERROR);
+                }
+            };
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    &loaded.general.log_level,
+                ))
+                .with_target(false)
+                .init();
+            pf_sidecar::daemon::run(loaded, config)?;
+        }
         Command::Attach {
             interfaces,
             xdp_mode,
@@ -110,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 attach_mode: xdp_mode,
                 mode: mode.into(),
                 dry_run,
-                pin_dir: &cli.pin_dir,
+                pin_dir: &pin_dir,
                 capacities: Capacities::default(),
             })?;
             for (ifname, how) in attached {
@@ -121,15 +157,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if !all && interfaces.is_empty() {
                 anyhow::bail!("name the interfaces to detach, or pass --all");
             }
-            for ifname in attach::detach(&cli.pin_dir, &interfaces, all)? {
+            for ifname in attach::detach(&pin_dir, &interfaces, all)? {
                 println!("detached {ifname}");
             }
             if all {
-                println!("removed {}", cli.pin_dir.display());
+                println!("removed {}", pin_dir.display());
             }
         }
         Command::Feasibility { interfaces, json } => {
-            let checks = feasibility::run(&interfaces, &cli.pin_dir);
+            let checks = feasibility::run(&interfaces, &pin_dir);
             if json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
@@ -140,7 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Status { json } => {
-            let status = status::read(&cli.pin_dir)?;
+            let status = status::read(&pin_dir)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

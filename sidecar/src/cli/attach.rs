@@ -53,37 +53,50 @@ pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'stat
     let mut attached = Vec::new();
     for ifname in options.interfaces {
         let index = ifindex(ifname)?;
-        let program = datapath.fast_path()?;
-        let tries: &[(XdpMode, &str)] = match options.attach_mode {
-            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-            AttachMode::Native => &[(XdpMode::Driver, "native")],
-            AttachMode::Generic => &[(XdpMode::Skb, "generic")],
-        };
-        let mut result = None;
-        let mut errors = Vec::new();
-        for (mode, label) in tries {
-            match program.attach(ifname, *mode) {
-                Ok(link_id) => {
-                    result = Some((link_id, *label));
-                    break;
-                }
-                Err(err) => errors.push(format!("{label}: {err}")),
-            }
-        }
-        let Some((link_id, label)) = result else {
-            bail!("attaching to {ifname} failed: {}", errors.join("; "));
-        };
-        let link = program.take_link(link_id)?;
-        let fd_link = FdLink::try_from(link).with_context(|| {
-            format!("{ifname}: this kernel attached without a bpf_link, which cannot be pinned")
-        })?;
-        fd_link
-            .pin(link_pin(options.pin_dir, ifname))
-            .with_context(|| format!("pinning the link of {ifname}"))?;
+        let how = attach_and_pin(
+            datapath.fast_path()?,
+            ifname,
+            options.attach_mode,
+            options.pin_dir,
+        )?;
         datapath.maps.add_tx_port(index)?;
-        attached.push((ifname.clone(), label));
+        attached.push((ifname.clone(), how));
     }
     Ok(attached)
+}
+
+/// Attaches `program` to `ifname` (native first for `Auto`) with a bpf_link
+/// pinned under `pin_dir`, so it outlives this process. Returns the mode.
+pub fn attach_and_pin(
+    program: &mut aya::programs::Xdp,
+    ifname: &str,
+    mode: AttachMode,
+    pin_dir: &Path,
+) -> anyhow::Result<&'static str> {
+    let tries: &[(XdpMode, &'static str)] = match mode {
+        AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+        AttachMode::Native => &[(XdpMode::Driver, "native")],
+        AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+    };
+    let mut errors = Vec::new();
+    for (xdp_mode, label) in tries {
+        match program.attach(ifname, *xdp_mode) {
+            Ok(link_id) => {
+                let link = program.take_link(link_id)?;
+                let fd_link = FdLink::try_from(link).with_context(|| {
+                    format!(
+                        "{ifname}: this kernel attached without a bpf_link, which cannot be pinned"
+                    )
+                })?;
+                fd_link
+                    .pin(link_pin(pin_dir, ifname))
+                    .with_context(|| format!("pinning the link of {ifname}"))?;
+                return Ok(label);
+            }
+            Err(err) => errors.push(format!("{label}: {err}")),
+        }
+    }
+    bail!("attaching to {ifname} failed: {}", errors.join("; "))
 }
 
 /// Detaches the named interfaces (their pinned links), or with `all`, every

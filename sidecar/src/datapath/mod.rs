@@ -85,8 +85,13 @@ pub enum DatapathError {
 
 /// The loaded programs (`fast_path` tail-calls `finalize`) and their maps.
 pub struct Datapath {
-    ebpf: Ebpf,
+    pub programs: Programs,
     pub maps: DatapathMaps,
+}
+
+/// The programs of a loaded datapath.
+pub struct Programs {
+    ebpf: Ebpf,
 }
 
 impl Datapath {
@@ -214,9 +219,33 @@ impl Datapath {
                 source,
             })?;
         let maps = DatapathMaps::take(&mut ebpf, jump)?;
-        Ok(Self { ebpf, maps })
+        Ok(Self {
+            programs: Programs { ebpf },
+            maps,
+        })
     }
 
+    /// The entry program, for attaching or test runs.
+    pub fn fast_path(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.programs.fast_path()
+    }
+
+    /// A program's fd, for `BPF_PROG_TEST_RUN`.
+    pub fn program_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DatapathError> {
+        self.programs.program_fd(name)
+    }
+
+    /// See [`Programs::take_over`].
+    pub fn take_over(
+        &self,
+        pin_dir: &Path,
+        generation: &Path,
+    ) -> Result<Vec<String>, DatapathError> {
+        self.programs.take_over(pin_dir, generation)
+    }
+}
+
+impl Programs {
     /// The entry program, for attaching or test runs.
     pub fn fast_path(&mut self) -> Result<&mut Xdp, DatapathError> {
         xdp_mut(&mut self.ebpf, names::PROG_FAST_PATH)

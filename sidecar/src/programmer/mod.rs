@@ -165,7 +165,7 @@ pub struct Limits {
 }
 
 /// Counters a reader of `status` and the metrics cares about.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProgrammerStats {
     pub routes_v4: u64,
     pub routes_v6: u64,

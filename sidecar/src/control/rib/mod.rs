@@ -53,7 +53,7 @@ impl<W: MapWriter> FibSink for Programmer<W> {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct RibStats {
     pub events: u64,
     /// Route or nexthop events from the source routes are not taken from.

@@ -1,0 +1,410 @@
+//! `pf-sidecar run`: the daemon.
+//!
+//! Start-up builds a new generation of maps beside the live one (if any),
+//! fills it from the sources, and only then moves the interfaces' links to
+//! it. From then on every source batch goes decode → RIB → programmer →
+//! maps. A heartbeat in `CONFIG` tells the datapath the daemon is alive and
+//! reconciled; if it stops, the datapath falls back to `bpf_fib_lookup`.
+
+use std::{
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig};
+use serde::Serialize;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+use tokio_util::codec::FramedRead;
+
+use crate::{
+    cli::{
+        attach::{attach_and_pin, AttachMode},
+        ifindex, link_pin,
+    },
+    config::Config,
+    control::{
+        decode::{decode, Decoded, Event},
+        fpm::{FpmCodec, Frame, FrameError},
+        rib::{ReplayTracker, Rib, Source},
+    },
+    datapath::{maps::DatapathMaps, pins, Datapath, Programs},
+    programmer::{Limits, Programmer},
+    source::{
+        fpm::{serve, ListenerStats},
+        kernel::{self, KernelConfig, KernelFeed},
+    },
+};
+
+/// How often freed ids, slots and groups move one step towards reuse.
+const GRACE_PERIOD: Duration = Duration::from_millis(50);
+/// Most kernel messages applied as one batch.
+const KERNEL_BATCH: usize = 4096;
+
+enum FpmFeed {
+    Connected(std::net::SocketAddr),
+    Frame(Frame),
+    Failed(FrameError),
+    Closed,
+}
+
+/// What `status` reads about the daemon (written to `<pin_dir>/../` is not
+/// possible on bpffs, so it goes to the state file).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct DaemonState {
+    pub pid: u32,
+    pub generation: String,
+    pub route_source: String,
+    pub fpm_connected: bool,
+    pub fpm_peer: Option<String>,
+    pub fpm_sessions: u64,
+    pub fpm_refused: u64,
+    pub fpm_frame_errors: u64,
+    pub fpm_last_message_age_ms: Option<u64>,
+    pub fpm_replay_complete: bool,
+    pub kernel_synced: bool,
+    pub kernel_resyncs: u64,
+    pub last_resync_reason: Option<String>,
+    pub decode_errors: u64,
+    pub routes: usize,
+    pub nexthops: usize,
+    pub ecmp_groups: usize,
+    pub programmer: crate::programmer::ProgrammerStats,
+    pub rib: crate::control::rib::RibStats,
+    pub taken_over: bool,
+}
+
+/// Where the daemon publishes [`DaemonState`].
+pub fn state_path(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("pf-sidecar");
+    PathBuf::from("/run/pf-sidecar").join(format!("{name}.state.json"))
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn datapath_config(config: &Config, heartbeat_ns: u64) -> DatapathConfig {
+    DatapathConfig {
+        mode: config.datapath_mode().expect("validated") as u32,
+        flags: if config.datapath.dry_run {
+            CFG_F_DRY_RUN
+        } else {
+            0
+        },
+        hash_seed: config.datapath.hash_seed,
+        reserved: 0,
+        heartbeat_ns,
+        stale_after_ns: config.datapath.fail_safe_after_ms * 1_000_000,
+    }
+}
+
+pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(config, config_path))
+}
+
+async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let pin_dir = config.general.pin_dir.clone();
+    let (mut datapath, generation) = Datapath::load_next_generation(&config.capacity, &pin_dir)
+        .with_context(|| format!("loading a new generation under {}", pin_dir.display()))?;
+    tracing::info!(generation = %generation.display(), "loaded a new datapath generation");
+    let had_live_generation = pins::generations(&pin_dir).len() > 1;
+
+    let mut interfaces = Vec::new();
+    for ifname in &config.general.interfaces {
+        let index = ifindex(ifname)?;
+        datapath.maps.add_tx_port(index)?;
+        interfaces.push((ifname.clone(), index));
+    }
+    // Until reconciled the heartbeat stays zero, so a fresh generation that
+    // goes live early (first start) forwards with bpf_fib_lookup only.
+    datapath.maps.set_config(&datapath_config(&config, 0))?;
+
+    let Datapath {
+        mut programs,
+        maps: mut datapath_maps,
+    } = datapath;
+    let maps: &mut DatapathMaps = &mut datapath_maps;
+    let limits = Limits {
+        nexthops: config.capacity.nexthops,
+        ecmp_groups: config.capacity.ecmp_groups,
+        v6_routes: config.capacity.v6_routes,
+    };
+    let mut programmer = Programmer::new(maps, limits);
+    let route_source = if config.routes.from == "kernel" {
+        Source::Kernel
+    } else {
+        Source::Fpm
+    };
+    let mut rib = Rib::new(route_source, config.routes.tables.clone());
+
+    if !had_live_generation {
+        // Nothing forwards yet, so there is nothing to keep: go live now.
+        go_live(&config, &pin_dir, &generation, &mut programs, &interfaces)?;
+    }
+
+    let (kernel_tx, mut kernel_rx) = mpsc::channel(KERNEL_BATCH);
+    let _kernel_thread = kernel::spawn(
+        KernelConfig {
+            receive_buffer: config.kernel.receive_buffer,
+        },
+        kernel_tx,
+    );
+
+    let listener_stats = Arc::new(ListenerStats::default());
+    let (fpm_tx, mut fpm_rx) = mpsc::channel::<FpmFeed>(64);
+    if route_source == Source::Fpm {
+        let listen = config.fpm_listen()?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the FPM listener on {listen}"))?;
+        tracing::info!(%listen, "waiting for zebra's FPM connection");
+        let allow = config.fpm_allow()?;
+        let stats = listener_stats.clone();
+        tokio::spawn(async move {
+            let result = serve(listener, allow, stats, move |stream, peer| {
+                let tx = fpm_tx.clone();
+                async move {
+                    let _ = tx.send(FpmFeed::Connected(peer)).await;
+                    let mut frames = FramedRead::new(stream, FpmCodec);
+                    while let Some(item) = frames.next().await {
+                        let feed = match item {
+                            Ok(frame) => FpmFeed::Frame(frame),
+                            Err(error) => {
+                                let _ = tx.send(FpmFeed::Failed(error)).await;
+                                break;
+                            }
+                        };
+                        if tx.send(feed).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(FpmFeed::Closed).await;
+                }
+            })
+            .await;
+            if let Err(err) = result {
+                tracing::error!(%err, "the FPM listener stopped");
+            }
+        });
+    }
+
+    let mut state = DaemonState {
+        pid: std::process::id(),
+        generation: generation.display().to_string(),
+        route_source: config.routes.from.clone(),
+        taken_over: !had_live_generation,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut replay = ReplayTracker::new(
+        Duration::from_millis(config.fpm.replay_quiet_ms),
+        Duration::from_millis(config.fpm.replay_max_ms),
+    );
+    let mut last_fpm_message: Option<Instant> = None;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut grace = tokio::time::interval(GRACE_PERIOD);
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_millis(config.datapath.heartbeat_interval_ms));
+    let state_file = state_path(&pin_dir);
+    let _ = std::fs::create_dir_all(state_file.parent().expect("has a parent"));
+
+    loop {
+        tokio::select! {
+            Some(feed) = kernel_rx.recv() => {
+                let mut batch = Vec::new();
+                let mut next = Some(feed);
+                while let Some(feed) = next.take() {
+                    match feed {
+                        KernelFeed::Message(bytes) => push_decoded(&bytes, &mut batch, &mut state),
+                        KernelFeed::ResyncStart { reason } => {
+                            rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
+                            tracing::info!(%reason, "kernel resync");
+                            state.kernel_resyncs += 1;
+                            state.last_resync_reason = Some(reason);
+                            rib.begin_resync(Source::Kernel);
+                        }
+                        KernelFeed::ResyncDone => {
+                            rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
+                            rib.finish_resync(Source::Kernel, &mut programmer);
+                            state.kernel_synced = true;
+                        }
+                        KernelFeed::Failed { error } => tracing::error!(%error, "kernel source failed; retrying"),
+                    }
+                    if batch.len() < KERNEL_BATCH {
+                        next = kernel_rx.try_recv().ok();
+                    }
+                }
+                rib.apply_batch(Source::Kernel, batch, &mut programmer);
+            }
+            Some(feed) = fpm_rx.recv() => match feed {
+                FpmFeed::Connected(peer) => {
+                    state.fpm_connected = true;
+                    state.fpm_peer = Some(peer.to_string());
+                    state.fpm_replay_complete = false;
+                    replay.connected(Instant::now());
+                    rib.begin_resync(Source::Fpm);
+                }
+                FpmFeed::Frame(frame) => {
+                    let now = Instant::now();
+                    replay.message(now);
+                    last_fpm_message = Some(now);
+                    let mut batch = Vec::new();
+                    for message in frame.messages() {
+                        push_decoded(message, &mut batch, &mut state);
+                    }
+                    rib.apply_batch(Source::Fpm, batch, &mut programmer);
+                }
+                FpmFeed::Failed(error) => {
+                    state.fpm_frame_errors += 1;
+                    tracing::error!(%error, kind = error.name(), "bad FPM frame; closing the session (zebra reconnects and replays)");
+                }
+                FpmFeed::Closed => {
+                    state.fpm_connected = false;
+                    // An unfinished replay sweeps nothing: the next one will.
+                    replay.disconnected();
+                }
+            },
+            _ = grace.tick() => {
+                programmer.reclaim();
+                if replay.poll(Instant::now()) {
+                    rib.finish_resync(Source::Fpm, &mut programmer);
+                    state.fpm_replay_complete = true;
+                    tracing::info!(routes = rib.route_count(), "FPM replay complete");
+                }
+                let routes_ready = route_source == Source::Kernel
+                    || state.fpm_replay_complete
+                    || started.elapsed() >= Duration::from_millis(config.fpm.replay_max_ms);
+                if !state.taken_over && state.kernel_synced && routes_ready {
+                    go_live(&config, &pin_dir, &generation, &mut programs, &interfaces)?;
+                    state.taken_over = true;
+                }
+            }
+            _ = heartbeat.tick() => {
+                if state.taken_over && state.kernel_synced {
+                    let beat = datapath_config(&config, monotonic_ns());
+                    if let Err(err) = programmer.writer_mut().set_config(&beat) {
+                        tracing::error!(%err, "writing the heartbeat failed");
+                    }
+                }
+                state.fpm_last_message_age_ms = last_fpm_message.map(|t| t.elapsed().as_millis() as u64);
+                state.fpm_sessions = listener_stats.sessions.load(Ordering::Relaxed);
+                state.fpm_refused = listener_stats.refused_busy.load(Ordering::Relaxed)
+                    + listener_stats.refused_peer.load(Ordering::Relaxed);
+                state.routes = programmer.route_count();
+                state.nexthops = programmer.nexthops_in_use();
+                state.ecmp_groups = programmer.groups_in_use();
+                state.programmer = programmer.stats.clone();
+                state.rib = rib.stats.clone();
+                write_state(&state_file, &state);
+            }
+            _ = hangup.recv() => {
+                match Config::load(config_path.as_deref(), &Default::default()) {
+                    Ok(new) => {
+                        tracing::info!("configuration reloaded (mode, dry-run, hash seed, fail-safe, heartbeat)");
+                        config.datapath = new.datapath;
+                        heartbeat = tokio::time::interval(Duration::from_millis(config.datapath.heartbeat_interval_ms));
+                    }
+                    Err(err) => tracing::error!(%err, "reload refused; keeping the running configuration"),
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("stopping; the datapath stays pinned and forwarding");
+    let _ = std::fs::remove_file(&state_file);
+    Ok(())
+}
+
+fn push_decoded(message: &[u8], batch: &mut Vec<Event>, state: &mut DaemonState) {
+    match decode(message) {
+        Ok(Decoded::Event(event)) => batch.push(event),
+        Ok(Decoded::Skipped(_)) => {}
+        Err(error) => {
+            state.decode_errors += 1;
+            tracing::warn!(%error, "undecodable message skipped");
+        }
+    }
+}
+
+/// Moves every configured interface to this generation: existing links are
+/// updated in place, new interfaces get a link, and older generations go.
+fn go_live(
+    config: &Config,
+    pin_dir: &Path,
+    generation: &Path,
+    programs: &mut Programs,
+    interfaces: &[(String, u32)],
+) -> anyhow::Result<()> {
+    let fast_path = programs
+        .program_fd(pf_common::maps::PROG_FAST_PATH)?
+        .try_clone_to_owned()?;
+    for ifname in pins::linked_interfaces(pin_dir) {
+        pins::update_link(&link_pin(pin_dir, &ifname), fast_path.as_fd())
+            .with_context(|| format!("moving {ifname} to the new generation"))?;
+    }
+    let mode = match config.general.xdp_mode.as_str() {
+        "native" => AttachMode::Native,
+        "generic" => AttachMode::Generic,
+        _ => AttachMode::Auto,
+    };
+    for (ifname, _) in interfaces {
+        if !link_pin(pin_dir, ifname).exists() {
+            let how = attach_and_pin(programs.fast_path()?, ifname, mode, pin_dir)?;
+            tracing::info!(%ifname, how, "attached");
+        }
+    }
+    pins::retire_generations_except(pin_dir, generation)?;
+    tracing::info!(generation = %generation.display(), "this generation is live");
+    Ok(())
+}
+
+fn write_state(path: &Path, state: &DaemonState) {
+    let Ok(json) = serde_json::to_vec_pretty(state) else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &json));
+    if written.is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Reads what a running daemon published, if one is running.
+pub fn read_state(pin_dir: &Path) -> Option<DaemonState> {
+    let state: DaemonState =
+        serde_json::from_slice(&std::fs::read(state_path(pin_dir)).ok()?).ok()?;
+    std::path::Path::new(&format!("/proc/{}", state.pid))
+        .exists()
+        .then_some(state)
+}

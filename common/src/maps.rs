@@ -32,9 +32,9 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const XMIT: &str = "XMIT";
 
 /// Every map the object defines, in a fixed order (used for pinning and checks).
-pub const ALL: [&str; 13] = [
-    V4_TBL24, V4_TBL8, V6_ROUTES, NH_PTR, NEXTHOPS, GRP_PTR, GROUPS, PORTS, TX_PORTS, JUMP, CONFIG,
-    COUNTERS, XMIT,
+pub const ALL: [&str; 14] = [
+    V4_TBL24, V4_TBL8, V6_ROUTES, NH_PTR, NEXTHOPS, NH_INFO, GRP_PTR, GROUPS, PORTS, TX_PORTS,
+    JUMP, CONFIG, COUNTERS, XMIT,
 ];
 
 /// Program names (the `#[xdp]` function names).

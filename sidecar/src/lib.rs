@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod elf_scan;
+pub mod inspect;
 pub mod programmer;
 pub mod source;
 

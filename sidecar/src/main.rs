@@ -7,7 +7,7 @@ use pf_common::Mode;
 use pf_sidecar::{
     cli::{
         attach::{self, AttachMode, AttachOptions},
-        exit, feasibility, status, DEFAULT_PIN_DIR,
+        exit, feasibility, lookup, status, DEFAULT_PIN_DIR,
     },
     config::{Config, Overrides},
     datapath::Capacities,
@@ -88,6 +88,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the maps do with an address, what the kernel says, and whether they agree.
+    Lookup {
+        address: std::net::IpAddr,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the mode, attachments and counters of the pinned datapath.
     Status {
         #[arg(long)]
@@ -132,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     &loaded.general.log_level,
                 ))
                 .with_target(false)
+                .with_writer(std::io::stderr)
                 .init();
             pf_sidecar::daemon::run(loaded, config)?;
         }
@@ -172,6 +179,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 print!("{}", feasibility::render(&checks));
             }
             if checks.iter().any(|c| !c.pass) {
+                return Ok(exit::DRIFT);
+            }
+        }
+        Command::Lookup { address, json } => {
+            let result = lookup::run(&pin_dir, address)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", lookup::render(&result));
+            }
+            if !result.agree {
                 return Ok(exit::DRIFT);
             }
         }

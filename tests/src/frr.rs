@@ -229,3 +229,57 @@ fn chown_frr(path: &std::path::Path) {
         .arg(path)
         .status();
 }
+
+/// A route FRR says is installed in the FIB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledRoute {
+    pub prefix: String,
+    pub protocol: String,
+    /// "unicast", "blackhole", "connected"
+    pub kind: String,
+    /// (gateway, ifindex) of each FIB nexthop.
+    pub nexthops: Vec<(Option<String>, Option<u32>)>,
+}
+
+impl Frr {
+    /// Routes of `show ip route json` / `show ipv6 route json` marked installed.
+    pub fn installed_routes(&self, v6: bool) -> Vec<InstalledRoute> {
+        let json = self.vtysh(&[if v6 {
+            "show ipv6 route json"
+        } else {
+            "show ip route json"
+        }]);
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("vtysh JSON");
+        let mut routes = Vec::new();
+        for (prefix, entries) in parsed.as_object().expect("an object of prefixes") {
+            for entry in entries.as_array().into_iter().flatten() {
+                if entry["installed"] != true {
+                    continue;
+                }
+                let mut kind = "unicast".to_string();
+                let mut nexthops = Vec::new();
+                for nh in entry["nexthops"].as_array().into_iter().flatten() {
+                    if nh["fib"] != true {
+                        continue;
+                    }
+                    if nh["blackhole"] == true || nh["unreachable"] == true {
+                        kind = "blackhole".into();
+                    } else if nh["directlyConnected"] == true {
+                        kind = "connected".into();
+                    }
+                    nexthops.push((
+                        nh["ip"].as_str().map(str::to_owned),
+                        nh["interfaceIndex"].as_u64().map(|i| i as u32),
+                    ));
+                }
+                routes.push(InstalledRoute {
+                    prefix: prefix.clone(),
+                    protocol: entry["protocol"].as_str().unwrap_or("").to_owned(),
+                    kind,
+                    nexthops,
+                });
+            }
+        }
+        routes
+    }
+}

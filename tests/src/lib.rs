@@ -5,6 +5,7 @@
 pub mod fixture;
 pub mod frames;
 pub mod frr;
+pub mod lab;
 pub mod netns;
 
 /// True when the process may load BPF programs and create namespaces.

@@ -37,3 +37,22 @@ fn both_programs_are_in_the_object() {
         );
     }
 }
+
+#[test]
+fn every_map_in_the_object_is_listed_for_pinning() {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let file = object::File::parse(EBPF_OBJECT).unwrap();
+    let maps_section = file
+        .section_by_name("maps")
+        .expect("a maps section")
+        .index();
+    let mut in_object: Vec<&str> = file
+        .symbols()
+        .filter(|s| s.section_index() == Some(maps_section))
+        .filter_map(|s| s.name().ok())
+        .collect();
+    in_object.sort();
+    let mut listed = pf_common::maps::ALL.to_vec();
+    listed.sort();
+    assert_eq!(in_object, listed);
+}

@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod feasibility;
+pub mod lookup;
 pub mod status;
 
 use std::path::PathBuf;

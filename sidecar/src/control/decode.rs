@@ -206,6 +206,10 @@ fn route(op: Op, m: &RouteMessage) -> Result<Decoded, DecodeError> {
         RouteType::Unreachable => Kind::Unreachable,
         RouteType::Prohibit => Kind::Prohibit,
         RouteType::Local => Kind::Local,
+        // A delete names the route by table, prefix and metric; zebra does
+        // not always repeat the type (RTN_UNSPEC), and the type of what is
+        // deleted does not matter.
+        RouteType::Unspec if op == Op::Remove => Kind::Unicast,
         _ => return Ok(Decoded::Skipped(Skip::RouteType)),
     };
     let mut table = h.table as u32;
@@ -673,6 +677,17 @@ mod tests {
         assert_eq!(op, Op::Remove);
         assert_eq!(route.key.prefix, "0.0.0.0/0".parse::<IpNet>().unwrap());
         assert_eq!(route.next, NextHops::Object(42));
+    }
+
+    #[test]
+    fn a_delete_without_a_route_type_still_removes_the_route() {
+        // zebra sends RTM_DELROUTE with RTN_UNSPEC, e.g. for a blackhole.
+        let m = route_message("203.0.113.128/25", RouteType::Unspec, vec![]);
+        let (op, route) = route_event(&emit(RouteNetlinkMessage::DelRoute(m)));
+        assert_eq!(
+            (op, route.key.prefix),
+            (Op::Remove, "203.0.113.128/25".parse().unwrap())
+        );
     }
 
     #[test]

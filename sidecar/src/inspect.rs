@@ -1,0 +1,181 @@
+//! Reads the pinned maps of the live generation and says what the
+//! datapath does for an address: the route kind and, for forwarding, each
+//! leg's interface, gateway, weight and neighbour state. Used by `lookup`,
+//! `diff` and the tests; it reads the maps, never the daemon's memory.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData};
+use pf_common::{
+    layout::{Tbl24Element, Tbl8Group},
+    maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
+};
+use serde::Serialize;
+
+use crate::{
+    datapath::pins,
+    programmer::{nexthop_key, NexthopKey},
+};
+
+/// One way out, as the maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegAnswer {
+    pub ifindex: u32,
+    pub gateway: Option<IpAddr>,
+    /// Share of the 256 buckets (1 for a single nexthop).
+    pub weight: u32,
+    pub nexthop_id: u32,
+    pub resolved: bool,
+    pub dmac: String,
+    pub smac: String,
+    pub tx_ifindex: u32,
+    pub vlan_id: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Answer {
+    pub kind: String,
+    /// The raw route action.
+    pub action: u32,
+    pub legs: Vec<LegAnswer>,
+}
+
+impl Answer {
+    /// (interface, gateway, weight) of each leg, sorted: what a route
+    /// source would say.
+    pub fn paths(&self) -> Vec<(u32, Option<IpAddr>, u32)> {
+        let mut paths: Vec<_> = self
+            .legs
+            .iter()
+            .map(|l| (l.ifindex, l.gateway, l.weight))
+            .collect();
+        paths.sort();
+        paths
+    }
+}
+
+pub struct PinnedMaps {
+    pub generation: PathBuf,
+    tbl24: Array<MapData, Tbl24Element>,
+    tbl8: Array<MapData, Tbl8Group>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    nh_ptr: Array<MapData, u32>,
+    nexthops: Array<MapData, Nexthop>,
+    nh_info: Array<MapData, NexthopInfo>,
+    grp_ptr: Array<MapData, u32>,
+    groups: Array<MapData, EcmpGroup>,
+}
+
+fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    dir: &Path,
+    name: &str,
+    wrap: fn(MapData) -> Map,
+) -> anyhow::Result<T> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(T::try_from(wrap(data))?)
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl PinnedMaps {
+    pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
+        let generation = pins::current_generation(pin_dir)
+            .with_context(|| format!("no datapath is pinned in {}", pin_dir.display()))?;
+        let g = generation.as_path();
+        Ok(Self {
+            tbl24: open(g, names::V4_TBL24, Map::Array)?,
+            tbl8: open(g, names::V4_TBL8, Map::Array)?,
+            v6: open(g, names::V6_ROUTES, Map::LpmTrie)?,
+            nh_ptr: open(g, names::NH_PTR, Map::Array)?,
+            nexthops: open(g, names::NEXTHOPS, Map::Array)?,
+            nh_info: open(g, names::NH_INFO, Map::Array)?,
+            grp_ptr: open(g, names::GRP_PTR, Map::Array)?,
+            groups: open(g, names::GROUPS, Map::Array)?,
+            generation,
+        })
+    }
+
+    /// The route action for an address, as `fast_path` computes it.
+    pub fn action(&self, addr: IpAddr) -> anyhow::Result<RouteAction> {
+        Ok(match addr {
+            IpAddr::V4(a) => self.action_v4(a)?,
+            IpAddr::V6(a) => self.action_v6(a)?,
+        })
+    }
+
+    fn action_v4(&self, addr: Ipv4Addr) -> anyhow::Result<RouteAction> {
+        let block = u32::from(addr) >> 8;
+        let element = self.tbl24.get(&(block >> 1), 0)?;
+        let action = RouteAction(element[(block & 1) as usize]);
+        if action.kind() != Some(RouteKind::Tbl8) {
+            return Ok(action);
+        }
+        let group = self.tbl8.get(&action.index(), 0)?;
+        Ok(RouteAction(group[(u32::from(addr) & 0xff) as usize]))
+    }
+
+    fn action_v6(&self, addr: Ipv6Addr) -> anyhow::Result<RouteAction> {
+        match self.v6.get(&Key::new(128, addr.octets()), 0) {
+            Ok(action) => Ok(RouteAction(action)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(RouteAction::MISS),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn leg(&self, id: u32, weight: u32) -> anyhow::Result<LegAnswer> {
+        let slot = self.nh_ptr.get(&id, 0)?;
+        let nexthop = self.nexthops.get(&slot, 0)?;
+        let key: Option<NexthopKey> = nexthop_key(&self.nh_info.get(&id, 0)?);
+        Ok(LegAnswer {
+            ifindex: key.map_or(nexthop.tx_ifindex, |k| k.ifindex),
+            gateway: key.map(|k| k.gateway),
+            weight,
+            nexthop_id: id,
+            resolved: nexthop.is_resolved(),
+            dmac: mac(nexthop.dmac),
+            smac: mac(nexthop.smac),
+            tx_ifindex: nexthop.tx_ifindex,
+            vlan_id: nexthop.vlan_id,
+        })
+    }
+
+    /// What the datapath does for `addr`.
+    pub fn answer(&self, addr: IpAddr) -> anyhow::Result<Answer> {
+        let action = self.action(addr)?;
+        let kind = action
+            .kind()
+            .map_or_else(|| format!("invalid({:#x})", action.0), |k| format!("{k:?}"));
+        let legs = match action.kind() {
+            Some(RouteKind::Nexthop) => vec![self.leg(action.index(), 1)?],
+            Some(RouteKind::Group) => {
+                let slot = self.grp_ptr.get(&action.index(), 0)?;
+                let group = self.groups.get(&slot, 0)?;
+                let mut buckets: BTreeMap<u32, u32> = BTreeMap::new();
+                for id in &group.buckets[..group.bucket_count.min(256) as usize] {
+                    *buckets.entry(*id).or_default() += 1;
+                }
+                buckets
+                    .into_iter()
+                    .map(|(id, count)| self.leg(id, count))
+                    .collect::<anyhow::Result<_>>()?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Answer {
+            kind,
+            action: action.0,
+            legs,
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! Datapath cost per packet under BPF_PROG_TEST_RUN, every case in one run
+//! so the figures compare: the floor (an empty XDP program), cache hits at
+//! growing table sizes, the bpf_fib_lookup path, and a pass.
+//!
+//! Run as root: `make bench` (or `cargo run --release -p integration-tests
+//! --bin datapath-bench`). It prints figures and asserts only that each
+//! case took the path it claims to measure.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::BorrowedFd,
+    time::Instant,
+};
+
+use integration_tests::{
+    fixture::{resolved, LOOPBACK, XDP_PASS, XDP_REDIRECT},
+    frames::{self, Tagging},
+    netns::{veth_pair, NetNs},
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+use pf_common::{maps as names, Config, Mode, RouteAction, RouteKind};
+use pf_sidecar::datapath::{test_run::run_xdp, Capacities, Datapath};
+
+/// Repeated runs reuse the frame as the previous run left it, so forwarded
+/// frames lose one TTL per run: frames start at TTL 255 and a call repeats
+/// 250 times, so every run takes the path being measured. The kernel times
+/// the runs themselves, so the syscall is not in the figure.
+const REPEAT: u32 = 250;
+const ROUNDS: usize = 400;
+const TTL: u8 = 255;
+const NEXTHOPS: u32 = 2000;
+
+/// Deterministic xorshift so every run measures the same tables.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A full-table-like IPv4 prefix: mostly /24, some shorter, a few longer.
+/// All under 1.0.0.0–126.255.255.255, so 203.0.113.0/24 stays a cache miss.
+fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
+    let len = match rng.next() % 100 {
+        0..=59 => 24,
+        60..=74 => 22 + (rng.next() % 2) as u8,
+        75..=94 => 16 + (rng.next() % 6) as u8,
+        _ => 25 + (rng.next() % 8) as u8,
+    };
+    let first_octet = 1 + (rng.next() % 126) as u32;
+    let addr = (first_octet << 24) | (rng.next() as u32 & 0x00ff_ffff);
+    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
+}
+
+fn v6_prefix(rng: &mut Rng) -> Ipv6Net {
+    let len = match rng.next() % 100 {
+        0..=69 => 48,
+        70..=89 => 32 + (rng.next() % 16) as u8,
+        _ => 56 + (rng.next() % 9) as u8,
+    };
+    let addr = (0x2000u128 << 112)
+        | ((rng.next() as u128) << 64 | rng.next() as u128) & ((1u128 << 125) - 1);
+    Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc()
+}
+
+fn median(mut v: Vec<u32>) -> u32 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Median and minimum ns per packet over rounds, cycling through `frames`.
+fn measure(
+    prog: BorrowedFd<'_>,
+    frames: &[Vec<u8>],
+    ingress: Option<u32>,
+    expect: u32,
+    what: &str,
+) -> (u32, u32) {
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let frame = &frames[round % frames.len()];
+        let out = run_xdp(prog, frame, ingress, REPEAT).expect("test run");
+        assert_eq!(
+            out.action, expect,
+            "{what}: the frame did not take the measured path"
+        );
+        samples.push(out.ns_per_run);
+    }
+    (median(samples.clone()), *samples.iter().min().unwrap())
+}
+
+struct Row {
+    case: String,
+    routes: String,
+    median: u32,
+    min: u32,
+}
+
+fn main() {
+    assert!(
+        integration_tests::is_root(),
+        "the benchmark loads BPF programs: run it as root"
+    );
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "machine: {} CPUs, {cpu}, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    );
+    println!("method: BPF_PROG_TEST_RUN, {ROUNDS} calls of repeat {REPEAT} per case, median of the per-call means, frames cycled\n");
+
+    let router = NetNs::new("bench-r");
+    let peer_in = NetNs::new("bench-in");
+    let peer_out = NetNs::new("bench-out");
+    veth_pair(&router, "r0", &peer_in, "c0");
+    veth_pair(&router, "r1", &peer_out, "s0");
+    router.ip(&["addr", "add", "192.0.2.1/24", "dev", "r0"]);
+    router.ip(&["addr", "add", "198.51.100.1/24", "dev", "r1"]);
+    router.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "198.51.100.2",
+        "dev",
+        "r1",
+    ]);
+    router.ip(&[
+        "neigh",
+        "add",
+        "198.51.100.2",
+        "lladdr",
+        "02:bb:00:00:00:02",
+        "dev",
+        "r1",
+        "nud",
+        "permanent",
+    ]);
+    router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let (r0, r1) = (router.ifindex("r0"), router.ifindex("r1"));
+
+    let rows = router.enter(|| {
+        let caps = Capacities { tbl8_groups: 65_536, v6_routes: 300_000, nexthops: 4096, ecmp_groups: 64, ports: 64 };
+        let mut dp = Datapath::load(&caps).expect("load the datapath");
+        dp.maps.add_tx_port(LOOPBACK).unwrap();
+        dp.maps.add_tx_port(r1).unwrap();
+        dp.maps.set_config(&Config { mode: Mode::CacheAndFib as u32, ..Default::default() }).unwrap();
+        for id in 1..=NEXTHOPS {
+            dp.maps.write_nexthop(id, id, &resolved(LOOPBACK, [2, 0, 0, 0, (id >> 8) as u8, id as u8])).unwrap();
+        }
+        let fast_path = dp.program_fd(names::PROG_FAST_PATH).unwrap().try_clone_to_owned().unwrap();
+        let floor_prog = dp.program_fd(names::PROG_PASS).unwrap().try_clone_to_owned().unwrap();
+        let fast_path = std::os::fd::AsFd::as_fd(&fast_path);
+        let src = Ipv4Addr::new(192, 0, 2, 10);
+        let mut rows = Vec::new();
+
+        let probe = frames::udp4(Tagging::Untagged, src, Ipv4Addr::new(203, 0, 113, 9), TTL, 1000, 53);
+        let (m, n) = measure(std::os::fd::AsFd::as_fd(&floor_prog), &[probe.clone()], None, XDP_PASS, "floor");
+        rows.push(Row { case: "floor: empty XDP program".into(), routes: "-".into(), median: m, min: n });
+
+        let (m, n) = measure(fast_path, &[probe.clone()], Some(r0), XDP_REDIRECT, "miss -> fib");
+        rows.push(Row { case: "miss -> bpf_fib_lookup -> redirect".into(), routes: "0".into(), median: m, min: n });
+
+        let ttl1 = frames::udp4(Tagging::Untagged, src, Ipv4Addr::new(203, 0, 113, 9), 1, 1000, 53);
+        let (m, n) = measure(fast_path, &[ttl1], None, XDP_PASS, "pass");
+        rows.push(Row { case: "pass (TTL 1)".into(), routes: "-".into(), median: m, min: n });
+
+        let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+        let mut loaded: Vec<Ipv4Net> = Vec::new();
+        for target in [1_000usize, 100_000, 1_000_000] {
+            let started = Instant::now();
+            let before = loaded.len();
+            let mut deferred = 0;
+            while loaded.len() < target {
+                let prefix = v4_prefix(&mut rng);
+                let id = 1 + (rng.next() % NEXTHOPS as u64) as u32;
+                if dp.maps.v4.insert(prefix, RouteAction::new(RouteKind::Nexthop, id)).is_err() {
+                    deferred += 1;
+                }
+                loaded.push(prefix);
+            }
+            let took = started.elapsed();
+            println!(
+                "loaded {} IPv4 routes (total {target}) in {:.3} s: {:.0} routes/s; {} tbl8 groups in use, {deferred} deferred",
+                target - before,
+                took.as_secs_f64(),
+                (target - before) as f64 / took.as_secs_f64(),
+                dp.maps.v4.groups_in_use(),
+            );
+            let hits: Vec<Vec<u8>> = (0..64)
+                .map(|_| {
+                    let p = loaded[(rng.next() % loaded.len() as u64) as usize];
+                    let host = u32::from(p.network()) | (rng.next() as u32 & !u32::from(p.netmask()));
+                    frames::udp4(Tagging::Untagged, src, Ipv4Addr::from(host), TTL, 1000, 53)
+                })
+                .collect();
+            let (m, n) = measure(fast_path, &hits, None, XDP_REDIRECT, "IPv4 hit");
+            rows.push(Row { case: "IPv4 cache hit".into(), routes: target.to_string(), median: m, min: n });
+        }
+        let (m, n) = measure(fast_path, &[probe.clone()], Some(r0), XDP_REDIRECT, "miss -> fib with 1M routes");
+        rows.push(Row { case: "miss -> bpf_fib_lookup -> redirect".into(), routes: "1000000".into(), median: m, min: n });
+
+        let started = Instant::now();
+        let mut v6: Vec<Ipv6Net> = Vec::with_capacity(250_000);
+        while v6.len() < 250_000 {
+            let prefix = v6_prefix(&mut rng);
+            let id = 1 + (rng.next() % NEXTHOPS as u64) as u32;
+            dp.maps.set_v6_route(prefix.network().octets(), prefix.prefix_len(), RouteAction::new(RouteKind::Nexthop, id).0).unwrap();
+            v6.push(prefix);
+        }
+        let took = started.elapsed();
+        println!("loaded 250000 IPv6 routes in {:.3} s: {:.0} routes/s (one map update each)", took.as_secs_f64(), 250_000.0 / took.as_secs_f64());
+        let src6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let hits6: Vec<Vec<u8>> = (0..64)
+            .map(|_| {
+                let p = v6[(rng.next() % v6.len() as u64) as usize];
+                let host = u128::from(p.network()) | (((rng.next() as u128) << 64 | rng.next() as u128) & !u128::from(p.netmask()));
+                frames::udp6(Tagging::Untagged, src6, Ipv6Addr::from(host), TTL, 1000, 53)
+            })
+            .collect();
+        let (m, n) = measure(fast_path, &hits6, None, XDP_REDIRECT, "IPv6 hit");
+        rows.push(Row { case: "IPv6 cache hit (LPM trie)".into(), routes: "250000".into(), median: m, min: n });
+        rows
+    });
+
+    let floor = rows[0].median.max(1) as f64;
+    println!(
+        "\n{:<38} {:>9} {:>11} {:>8} {:>9}",
+        "case", "routes", "median ns", "min ns", "x floor"
+    );
+    for r in &rows {
+        println!(
+            "{:<38} {:>9} {:>11} {:>8} {:>9.2}",
+            r.case,
+            r.routes,
+            r.median,
+            r.min,
+            r.median as f64 / floor
+        );
+    }
+    let hit_1m = rows
+        .iter()
+        .find(|r| r.case == "IPv4 cache hit" && r.routes == "1000000")
+        .unwrap()
+        .median;
+    let fib_1m = rows
+        .iter()
+        .find(|r| r.case.starts_with("miss") && r.routes == "1000000")
+        .unwrap()
+        .median;
+    println!(
+        "\ncache hit with 1M IPv4 routes vs bpf_fib_lookup path, same run: {hit_1m} ns vs {fib_1m} ns (ratio {:.2}); hit - floor = {} ns",
+        hit_1m as f64 / fib_1m as f64,
+        hit_1m as i64 - rows[0].median as i64
+    );
+}

@@ -164,10 +164,10 @@ fn main() {
         let mut rows = Vec::new();
 
         let probe = frames::udp4(Tagging::Untagged, src, Ipv4Addr::new(203, 0, 113, 9), TTL, 1000, 53);
-        let (m, n) = measure(std::os::fd::AsFd::as_fd(&floor_prog), &[probe.clone()], None, XDP_PASS, "floor");
+        let (m, n) = measure(std::os::fd::AsFd::as_fd(&floor_prog), std::slice::from_ref(&probe), None, XDP_PASS, "floor");
         rows.push(Row { case: "floor: empty XDP program".into(), routes: "-".into(), median: m, min: n });
 
-        let (m, n) = measure(fast_path, &[probe.clone()], Some(r0), XDP_REDIRECT, "miss -> fib");
+        let (m, n) = measure(fast_path, std::slice::from_ref(&probe), Some(r0), XDP_REDIRECT, "miss -> fib");
         rows.push(Row { case: "miss -> bpf_fib_lookup -> redirect".into(), routes: "0".into(), median: m, min: n });
 
         let ttl1 = frames::udp4(Tagging::Untagged, src, Ipv4Addr::new(203, 0, 113, 9), 1, 1000, 53);
@@ -206,7 +206,7 @@ fn main() {
             let (m, n) = measure(fast_path, &hits, None, XDP_REDIRECT, "IPv4 hit");
             rows.push(Row { case: "IPv4 cache hit".into(), routes: target.to_string(), median: m, min: n });
         }
-        let (m, n) = measure(fast_path, &[probe.clone()], Some(r0), XDP_REDIRECT, "miss -> fib with 1M routes");
+        let (m, n) = measure(fast_path, std::slice::from_ref(&probe), Some(r0), XDP_REDIRECT, "miss -> fib with 1M routes");
         rows.push(Row { case: "miss -> bpf_fib_lookup -> redirect".into(), routes: "1000000".into(), median: m, min: n });
 
         let started = Instant::now();

@@ -1,0 +1,188 @@
+//! `pf-sidecar run` with `routes.from = kernel`: BIRD 2 writes the kernel
+//! FIB and the maps follow it, hand edits included; neighbour changes move
+//! nexthops between resolved and unresolved.
+
+mod support;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{lab::Lab, require_root};
+use pf_sidecar::inspect::{Answer, PinnedMaps};
+use support::{converge, kernel_routes, lab_addresses, Daemon};
+
+const KERNEL_SOURCE: &str = "[routes]\nfrom = \"kernel\"\n";
+
+/// BIRD 2 in a namespace, stopped on drop.
+struct Bird {
+    dir: std::path::PathBuf,
+}
+
+impl Bird {
+    fn start(lab: &Lab, config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pf-bird-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bird.conf"), config).unwrap();
+        let (conf, ctl, pid) = (
+            dir.join("bird.conf"),
+            dir.join("bird.ctl"),
+            dir.join("bird.pid"),
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.router.name, "bird", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&ctl)
+            .arg("-P")
+            .arg(&pid)
+            .output()
+            .expect("start bird");
+        assert!(
+            out.status.success(),
+            "bird: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
+    require_root!();
+    let lab = Lab::new("dbird");
+    let daemon = Daemon::start_with(&lab, KERNEL_SOURCE, "dbird");
+    let _bird = Bird::start(
+        &lab,
+        "router id 198.51.100.1;\n\
+         protocol device { scan time 1; }\n\
+         protocol static static4 { ipv4; route 203.0.113.0/24 via 198.51.100.2; route 203.0.113.128/25 via 198.51.100.66; route 198.51.100.192/26 blackhole; }\n\
+         protocol static static6 { ipv6; route 2001:db8:ff::/48 via 2001:db8:2::2; }\n\
+         protocol kernel kernel4 { ipv4 { export all; }; merge paths on; }\n\
+         protocol kernel kernel6 { ipv6 { export all; }; merge paths on; }\n",
+    );
+    let own = lab_addresses();
+    let installed = || kernel_routes(&lab.router);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !installed().iter().any(|r| r.protocol == "bird") {
+        assert!(Instant::now() < deadline, "BIRD did not write its routes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    converge(&installed, &daemon, &own, "BIRD exported its static routes");
+
+    lab.router
+        .ip(&["route", "add", "192.0.2.128/26", "via", "198.51.100.66"]);
+    lab.router.ip(&[
+        "route",
+        "add",
+        "203.0.113.64/26",
+        "nexthop",
+        "via",
+        "198.51.100.2",
+        "nexthop",
+        "via",
+        "198.51.100.66",
+    ]);
+    converge(
+        &installed,
+        &daemon,
+        &own,
+        "adding routes by hand (one multipath)",
+    );
+    let answer = PinnedMaps::open(&daemon.pin_dir)
+        .unwrap()
+        .answer("203.0.113.70".parse().unwrap())
+        .unwrap();
+    assert_eq!(answer.legs.len(), 2, "{answer:?}");
+
+    lab.router.ip(&["route", "del", "192.0.2.128/26"]);
+    lab.router.ip(&["route", "del", "203.0.113.64/26"]);
+    converge(&installed, &daemon, &own, "deleting them again");
+}
+
+fn leg_state(daemon: &Daemon) -> Option<(bool, String)> {
+    let answer: Answer = PinnedMaps::open(&daemon.pin_dir)
+        .ok()?
+        .answer("203.0.113.10".parse().unwrap())
+        .ok()?;
+    answer.legs.first().map(|l| (l.resolved, l.dmac.clone()))
+}
+
+fn wait_for(daemon: &Daemon, want: (bool, &str), step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = leg_state(daemon);
+        if state
+            .as_ref()
+            .is_some_and(|(r, m)| *r == want.0 && (want.1.is_empty() || m == want.1))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {step}: nexthop is {state:?}, want {want:?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn neighbour_changes_move_a_nexthop_between_resolved_and_unresolved() {
+    require_root!();
+    let lab = Lab::new("dneigh");
+    let daemon = Daemon::start_with(&lab, KERNEL_SOURCE, "dneigh");
+    lab.router.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "198.51.100.2",
+        "dev",
+        "r1",
+    ]);
+    wait_for(
+        &daemon,
+        (false, ""),
+        "adding a route over an unknown neighbour",
+    );
+    lab.router.ip(&[
+        "neigh",
+        "replace",
+        "198.51.100.2",
+        "lladdr",
+        "02:aa:00:00:00:01",
+        "dev",
+        "r1",
+        "nud",
+        "permanent",
+    ]);
+    wait_for(&daemon, (true, "02:aa:00:00:00:01"), "adding the neighbour");
+    lab.router.ip(&[
+        "neigh",
+        "replace",
+        "198.51.100.2",
+        "lladdr",
+        "02:aa:00:00:00:02",
+        "dev",
+        "r1",
+        "nud",
+        "permanent",
+    ]);
+    wait_for(&daemon, (true, "02:aa:00:00:00:02"), "changing its MAC");
+    lab.router
+        .ip(&["neigh", "del", "198.51.100.2", "dev", "r1"]);
+    wait_for(&daemon, (false, ""), "deleting the neighbour");
+}

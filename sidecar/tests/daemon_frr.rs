@@ -105,3 +105,50 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
         "the /24 answers again where the /25 was: {answer:?}"
     );
 }
+
+#[test]
+fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry() {
+    require_root!();
+    let lab = Lab::new("dfrrrs");
+    let port = 28000 + (std::process::id() % 1000) as u16;
+    let daemon = Daemon::start(&lab, port, "dfrrrs");
+    let statics = [
+        "ip route 203.0.113.0/25 198.51.100.2",
+        "ip route 203.0.113.128/25 198.51.100.66",
+        "ip route 192.0.2.128/26 blackhole",
+    ];
+    let mut frr = Frr::start(
+        &lab.router,
+        &FrrConfig {
+            fpm_port: Some(port),
+            zebra: &[],
+            staticd: Some(&statics),
+            bgpd: None,
+        },
+    );
+    let own = lab_addresses();
+    let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
+    converge(&installed, &daemon, &own, "the first replay");
+
+    // Withdraw two routes and kill FRR while the withdrawal is in flight.
+    frr.configure(&[
+        "no ip route 203.0.113.128/25 198.51.100.66",
+        "no ip route 192.0.2.128/26 blackhole",
+    ]);
+    frr.kill("staticd");
+    frr.kill("zebra");
+    frr.rewrite_config("staticd", &statics[..1]);
+    frr.restart("zebra", &["-M", "dplane_fpm_nl"]);
+    frr.restart("staticd", &[]);
+    let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
+    converge(&installed, &daemon, &own, "FRR's restart and replay");
+
+    let maps = PinnedMaps::open(&daemon.pin_dir).unwrap();
+    for gone in ["203.0.113.200", "192.0.2.150"] {
+        let answer = maps.answer(gone.parse().unwrap()).unwrap();
+        assert!(
+            matches!(answer.kind.as_str(), "Miss" | "Fib"),
+            "{gone} still has a stale entry: {answer:?}"
+        );
+    }
+}

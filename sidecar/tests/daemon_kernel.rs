@@ -186,3 +186,49 @@ fn neighbour_changes_move_a_nexthop_between_resolved_and_unresolved() {
         .ip(&["neigh", "del", "198.51.100.2", "dev", "r1"]);
     wait_for(&daemon, (false, ""), "deleting the neighbour");
 }
+
+#[test]
+fn a_netlink_overrun_ends_in_a_resync_and_a_correct_state() {
+    require_root!();
+    let lab = Lab::new("dover");
+    let daemon = Daemon::start_with(
+        &lab,
+        &format!("{KERNEL_SOURCE}[kernel]\nreceive_buffer = 65536\n"),
+        "dover",
+    );
+    let own = lab_addresses();
+    let installed = || kernel_routes(&lab.router);
+    converge(&installed, &daemon, &own, "start-up");
+
+    // Stop the daemon so its socket buffer fills during a burst of changes.
+    let pid = daemon.pid();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let batch = std::env::temp_dir().join(format!("pf-overrun-{}.batch", std::process::id()));
+    let mut lines = String::new();
+    for i in 0..4000u32 {
+        lines.push_str(&format!(
+            "route add 2001:db8:100:{i:x}::/64 via 2001:db8:2::2\n"
+        ));
+    }
+    for i in 0..1000u32 {
+        lines.push_str(&format!("route del 2001:db8:100:{i:x}::/64\n"));
+    }
+    std::fs::write(&batch, lines).unwrap();
+    lab.router
+        .exec_ok("ip", &["-batch", batch.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&batch);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+
+    converge(&installed, &daemon, &own, "the overrun and resync");
+    let log = daemon.log();
+    assert!(
+        log.contains("ENOBUFS"),
+        "the burst overran the socket and forced a resync:\n{log}"
+    );
+    let maps = PinnedMaps::open(&daemon.pin_dir).unwrap();
+    let deleted = maps.answer("2001:db8:100:5::1".parse().unwrap()).unwrap();
+    assert_eq!(
+        deleted.kind, "Miss",
+        "a route deleted during the overrun is gone: {deleted:?}"
+    );
+}

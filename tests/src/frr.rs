@@ -196,7 +196,17 @@ impl Frr {
         self.daemons.retain(|d| d != daemon);
     }
 
-    /// Starts a daemon that was killed, with its original configuration.
+    /// Replaces a daemon's configuration file (read when it next starts).
+    pub fn rewrite_config(&self, daemon: &str, lines: &[&str]) {
+        let header = format!(
+            "frr defaults traditional\nhostname {}\nlog file {}\n",
+            self.name,
+            self.dir.join("frr.log").display()
+        );
+        self.write_config(daemon, &format!("{header}{}\n", lines.join("\n")));
+    }
+
+    /// Starts a daemon that was killed, with its configuration file.
     pub fn restart(&mut self, daemon: &str, extra: &[&str]) {
         let _ = std::fs::remove_file(self.run_dir.join(format!("{daemon}.vty")));
         if daemon == "zebra" {

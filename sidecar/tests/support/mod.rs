@@ -59,6 +59,10 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -66,7 +70,18 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // A test may fail while the daemon is stopped: continue it first, and
+        // never wait more than a few seconds.
+        let pid = self.child.id() as i32;
+        unsafe {
+            libc::kill(pid, libc::SIGCONT);
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
             .args(["--netns", &self.netns, "--pin-dir"])

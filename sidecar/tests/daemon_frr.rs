@@ -73,6 +73,18 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
         redirect_cache >= 6,
         "the route cache forwarded the pings: {status}"
     );
+    assert_eq!(status["daemon"]["fpm_connected"], true, "{status}");
+    assert_eq!(status["daemon"]["fpm_replay_complete"], true, "{status}");
+    assert_eq!(status["daemon"]["kernel_synced"], true, "{status}");
+    assert_eq!(
+        status["fail_safe_active"], false,
+        "a live daemon keeps the heartbeat fresh: {status}"
+    );
+    assert_eq!(
+        status["program_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
 
     frr.configure(&["ip route 203.0.113.0/24 198.51.100.66"]);
     converge(&installed, &daemon, &own, "adding a second path (ECMP)");

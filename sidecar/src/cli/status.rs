@@ -15,6 +15,14 @@ pub struct Status {
     pub mode: &'static str,
     pub dry_run: bool,
     pub attached: Vec<String>,
+    /// Seconds since the daemon's last heartbeat, if it ever beat.
+    pub heartbeat_age_s: Option<f64>,
+    /// The fail-safe bound in seconds (0: off).
+    pub fail_safe_after_s: f64,
+    /// The datapath ignores the route cache because the heartbeat is stale.
+    pub fail_safe_active: bool,
+    pub program_ids: Vec<(String, u32)>,
+    pub daemon: Option<crate::daemon::DaemonState>,
     pub counters: Vec<CounterValue>,
 }
 
@@ -42,6 +50,7 @@ pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
         )
     })?;
     let attached = pins::linked_interfaces(pin_dir);
+    let pin_root = pin_dir;
     let pin_dir = generation.as_path();
     let counters: PerCpuArray<_, u64> =
         Map::PerCpuArray(open(pin_dir, names::COUNTERS)?).try_into()?;
@@ -55,8 +64,33 @@ pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
             value: per_cpu.iter().sum(),
         });
     }
+    let now = {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let heartbeat_age_s =
+        (config.heartbeat_ns != 0).then(|| now.saturating_sub(config.heartbeat_ns) as f64 / 1e9);
+    let fail_safe_active = config.stale_after_ns != 0
+        && now.saturating_sub(config.heartbeat_ns) > config.stale_after_ns;
+    let mut program_ids = Vec::new();
+    for name in [names::PROG_FAST_PATH, names::PROG_FINALIZE] {
+        let path = pin_dir.join(format!("prog_{name}"));
+        if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
+            program_ids.push((name.to_string(), info.id()));
+        }
+    }
     Ok(Status {
         pin_dir: generation.display().to_string(),
+        heartbeat_age_s,
+        fail_safe_after_s: config.stale_after_ns as f64 / 1e9,
+        fail_safe_active,
+        program_ids,
+        daemon: crate::daemon::read_state(pin_root),
         mode: Mode::from_u32(config.mode)
             .map(Mode::name)
             .unwrap_or("unknown"),
@@ -75,6 +109,70 @@ pub fn render(status: &Status) -> String {
         if status.dry_run { " (dry-run)" } else { "" }
     ));
     out.push_str(&format!("attached       {}\n", status.attached.join(", ")));
+    let ids: Vec<String> = status
+        .program_ids
+        .iter()
+        .map(|(n, id)| format!("{n} id {id}"))
+        .collect();
+    out.push_str(&format!("programs       {}\n", ids.join(", ")));
+    out.push_str(&format!(
+        "fail-safe      {} (heartbeat {}, bound {:.1} s)\n",
+        if status.fail_safe_active {
+            "ACTIVE: forwarding with bpf_fib_lookup only"
+        } else {
+            "inactive"
+        },
+        status
+            .heartbeat_age_s
+            .map_or("never".to_string(), |a| format!("{a:.1} s ago")),
+        status.fail_safe_after_s,
+    ));
+    match &status.daemon {
+        Some(d) => {
+            out.push_str(&format!(
+                "daemon         pid {}, routes from {}, {} routes, {} nexthops, {} ECMP groups\n",
+                d.pid, d.route_source, d.routes, d.nexthops, d.ecmp_groups
+            ));
+            out.push_str(&format!(
+                "fpm            {}{}, replay {}, last message {}, {} frame errors, {} refused\n",
+                if d.fpm_connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                d.fpm_peer
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default(),
+                if d.fpm_replay_complete {
+                    "complete"
+                } else {
+                    "pending"
+                },
+                d.fpm_last_message_age_ms
+                    .map_or("never".to_string(), |ms| format!(
+                        "{:.1} s ago",
+                        ms as f64 / 1000.0
+                    )),
+                d.fpm_frame_errors,
+                d.fpm_refused,
+            ));
+            out.push_str(&format!(
+                "kernel         {}, {} resyncs (last: {}), {} undecodable messages\n",
+                if d.kernel_synced { "synced" } else { "syncing" },
+                d.kernel_resyncs,
+                d.last_resync_reason.as_deref().unwrap_or("-"),
+                d.decode_errors,
+            ));
+            let p = &d.programmer;
+            out.push_str(&format!(
+                "programmer     deferred v4 {} v6 {}, overflow nexthops {} groups {} v4-groups {} v6 {}, write errors {}\n",
+                p.deferred_v4, p.deferred_v6, p.overflow_nexthops, p.overflow_groups, p.overflow_v4_groups, p.overflow_v6_routes, p.write_errors
+            ));
+        }
+        None => out
+            .push_str("daemon         not running (the datapath keeps forwarding from its pins)\n"),
+    }
     out.push_str("counters (non-zero)\n");
     for c in status.counters.iter().filter(|c| c.value != 0) {
         out.push_str(&format!("  {:<26} {:>12}\n", c.name, c.value));

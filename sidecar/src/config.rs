@@ -52,7 +52,7 @@ replay_max_ms = 60000
 receive_buffer = 8388608
 
 [metrics]
-listen = "127.0.0.1:9469"
+listen = ""
 
 [events]
 endpoint = ""
@@ -321,14 +321,28 @@ impl Config {
                 "at least 65536 bytes",
             ));
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+        if self.fpm.offload_replies {
+            return Err(invalid(
+                "fpm.offload_replies",
+                true,
+                "false: offload replies are not implemented yet",
+            ));
+        }
+        if !self.metrics.listen.is_empty() {
             return Err(invalid(
                 "metrics.listen",
                 &self.metrics.listen,
-                "ADDRESS:PORT, or \"\" to turn metrics off",
+                "\"\": the metrics endpoint is not implemented yet",
             ));
         }
         let endpoint = &self.events.endpoint;
+        if !endpoint.is_empty() {
+            return Err(invalid(
+                "events.endpoint",
+                endpoint,
+                "\"\": the event stream is not implemented yet",
+            ));
+        }
         let loopback_tcp = endpoint
             .strip_prefix("tcp://")
             .and_then(|a| a.parse::<SocketAddr>().ok())
@@ -454,14 +468,15 @@ mod tests {
     }
 
     #[test]
-    fn events_may_only_be_published_on_ipc_or_loopback() {
-        assert!(load("[events]\nendpoint = \"tcp://0.0.0.0:5556\"\n", &[]).is_err());
-        assert!(load("[events]\nendpoint = \"tcp://127.0.0.1:5556\"\n", &[]).is_ok());
-        assert!(load(
+    fn features_not_built_yet_are_refused_rather_than_ignored() {
+        for toml in [
             "[events]\nendpoint = \"ipc:///run/pf-sidecar/events\"\n",
-            &[]
-        )
-        .is_ok());
+            "[metrics]\nlisten = \"127.0.0.1:9469\"\n",
+            "[fpm]\noffload_replies = true\n",
+        ] {
+            let err = load(toml, &[]).unwrap_err().to_string();
+            assert!(err.contains("not implemented yet"), "{err}");
+        }
     }
 
     #[test]

@@ -125,3 +125,31 @@ fn attach_status_and_detach_all_leave_nothing_behind() {
         "the program is detached:\n{shown}"
     );
 }
+
+#[test]
+fn a_bad_configuration_key_or_value_is_named_and_exits_2() {
+    let dir = std::env::temp_dir();
+    for (name, toml, expected) in [
+        ("badkey", "[fpm]\nlisten_port = 2620\n", "listen_port"),
+        (
+            "badvalue",
+            "[routes]\nfrom = \"ospf\"\n",
+            "`routes.from` = \"ospf\": fpm (FRR zebra's FPM stream) or kernel",
+        ),
+    ] {
+        let path = dir.join(format!("pf-cli-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("configuration error") && stderr.contains(expected),
+            "{name}: {stderr}"
+        );
+    }
+}

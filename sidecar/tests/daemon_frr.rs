@@ -4,7 +4,10 @@
 
 mod support;
 
-use std::process::Command;
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use integration_tests::{
     frr::{Frr, FrrConfig},
@@ -12,7 +15,7 @@ use integration_tests::{
     require_root,
 };
 use pf_sidecar::inspect::PinnedMaps;
-use support::{converge, lab_addresses, Daemon};
+use support::{converge, lab_addresses, Bird, Daemon};
 
 #[test]
 fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
@@ -163,4 +166,80 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
             "{gone} still has a stale entry: {answer:?}"
         );
     }
+}
+
+#[test]
+fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
+    require_root!();
+    let lab = Lab::new("dbgp");
+    let port = 29000 + (std::process::id() % 1000) as u16;
+    let daemon = Daemon::start(&lab, port, "dbgp");
+    let bird = Bird::start(
+        &lab.up1,
+        "router id 198.51.100.2;\n\
+         protocol device { }\n\
+         protocol static announce4 { ipv4; route 203.0.113.0/24 blackhole; route 192.0.2.128/25 blackhole; }\n\
+         protocol bgp uplink { local 198.51.100.2 as 65002; neighbor 198.51.100.1 as 65001; \
+         ipv4 { import none; export where proto = \"announce4\"; }; }\n",
+    );
+    let frr = Frr::start(
+        &lab.router,
+        &FrrConfig {
+            fpm_port: Some(port),
+            zebra: &[],
+            staticd: None,
+            bgpd: Some(&[
+                "router bgp 65001",
+                " bgp router-id 198.51.100.1",
+                " no bgp ebgp-requires-policy",
+                " neighbor 198.51.100.2 remote-as 65002",
+                " neighbor 198.51.100.2 timers connect 1",
+                "exit",
+            ]),
+        },
+    );
+    let own = lab_addresses();
+    let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
+    let wait_for_bgp = |present: bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while installed()
+            .iter()
+            .any(|r| r.protocol == "bgp" && r.prefix == "203.0.113.0/24")
+            != present
+        {
+            assert!(
+                Instant::now() < deadline,
+                "BGP route present={present} never happened:\n{}",
+                frr.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for_bgp(true);
+    converge(&installed, &daemon, &own, "BGP announcements");
+    let answer = PinnedMaps::open(&daemon.pin_dir)
+        .unwrap()
+        .answer(SERVER_V4.parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        answer.paths().first().and_then(|p| p.1),
+        Some("198.51.100.2".parse().unwrap()),
+        "{answer:?}"
+    );
+
+    bird.birdc("disable announce4");
+    wait_for_bgp(false);
+    converge(&installed, &daemon, &own, "BGP withdrawals");
+    let answer = PinnedMaps::open(&daemon.pin_dir)
+        .unwrap()
+        .answer(SERVER_V4.parse().unwrap())
+        .unwrap();
+    assert!(
+        matches!(answer.kind.as_str(), "Miss" | "Fib"),
+        "the withdrawn prefix is gone: {answer:?}"
+    );
+
+    bird.birdc("enable announce4");
+    wait_for_bgp(true);
+    converge(&installed, &daemon, &own, "BGP re-announcement");
 }

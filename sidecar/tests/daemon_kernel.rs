@@ -4,60 +4,13 @@
 
 mod support;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use integration_tests::{lab::Lab, require_root};
 use pf_sidecar::inspect::{Answer, PinnedMaps};
-use support::{converge, kernel_routes, lab_addresses, Daemon};
+use support::{converge, kernel_routes, lab_addresses, Bird, Daemon};
 
 const KERNEL_SOURCE: &str = "[routes]\nfrom = \"kernel\"\n";
-
-/// BIRD 2 in a namespace, stopped on drop.
-struct Bird {
-    dir: std::path::PathBuf,
-}
-
-impl Bird {
-    fn start(lab: &Lab, config: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pf-bird-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("bird.conf"), config).unwrap();
-        let (conf, ctl, pid) = (
-            dir.join("bird.conf"),
-            dir.join("bird.ctl"),
-            dir.join("bird.pid"),
-        );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.router.name, "bird", "-c"])
-            .arg(&conf)
-            .arg("-s")
-            .arg(&ctl)
-            .arg("-P")
-            .arg(&pid)
-            .output()
-            .expect("start bird");
-        assert!(
-            out.status.success(),
-            "bird: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
-    }
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
@@ -65,7 +18,7 @@ fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
     let lab = Lab::new("dbird");
     let daemon = Daemon::start_with(&lab, KERNEL_SOURCE, "dbird");
     let _bird = Bird::start(
-        &lab,
+        &lab.router,
         "router id 198.51.100.1;\n\
          protocol device { scan time 1; }\n\
          protocol static static4 { ipv4; route 203.0.113.0/24 via 198.51.100.2; route 203.0.113.128/25 via 198.51.100.66; route 198.51.100.192/26 blackhole; }\n\

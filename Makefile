@@ -30,7 +30,9 @@ lint: setup
 	cd ebpf && rustup run nightly cargo clippy --release --locked --target-dir ../target/ebpf-clippy -- -D warnings
 
 bench: setup
-	$(CARGO) run --release --locked -p integration-tests --bin datapath-bench
+	$(CARGO) build --release --locked -p pf-sidecar -p integration-tests --bins
+	./target/release/datapath-bench
+	./target/release/fpm-bench
 
 clean:
 	$(CARGO) clean

@@ -50,7 +50,9 @@ const KERNEL_BATCH: usize = 4096;
 
 enum FpmFeed {
     Connected(std::net::SocketAddr),
-    Frame(Frame),
+    /// One frame's messages, decoded on the session's task so decoding runs
+    /// beside the RIB and programmer instead of before them.
+    Frame(DecodedFrame),
     Failed(FrameError),
     Closed,
 }
@@ -189,7 +191,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     let mut frames = FramedRead::new(stream, FpmCodec);
                     while let Some(item) = frames.next().await {
                         let feed = match item {
-                            Ok(frame) => FpmFeed::Frame(frame),
+                            Ok(frame) => FpmFeed::Frame(DecodedFrame::of(&frame)),
                             Err(error) => {
                                 let _ = tx.send(FpmFeed::Failed(error)).await;
                                 break;
@@ -271,11 +273,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     let now = Instant::now();
                     replay.message(now);
                     last_fpm_message = Some(now);
-                    let mut batch = Vec::new();
-                    for message in frame.messages() {
-                        push_decoded(message, &mut batch, &mut state);
-                    }
-                    rib.apply_batch(Source::Fpm, batch, &mut programmer);
+                    state.decode_errors += frame.decode_errors;
+                    rib.apply_batch(Source::Fpm, frame.events, &mut programmer);
                 }
                 FpmFeed::Failed(error) => {
                     state.fpm_frame_errors += 1;
@@ -340,13 +339,41 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
 }
 
 fn push_decoded(message: &[u8], batch: &mut Vec<Event>, state: &mut DaemonState) {
+    if !decode_into(message, batch) {
+        state.decode_errors += 1;
+    }
+}
+
+/// Decodes `message` onto `batch`; false when it could not be decoded.
+fn decode_into(message: &[u8], batch: &mut Vec<Event>) -> bool {
     match decode(message) {
         Ok(Decoded::Event(event)) => batch.push(event),
         Ok(Decoded::Skipped(_)) => {}
         Err(error) => {
-            state.decode_errors += 1;
             tracing::warn!(%error, "undecodable message skipped");
+            return false;
         }
+    }
+    true
+}
+
+struct DecodedFrame {
+    events: Vec<Event>,
+    decode_errors: u64,
+}
+
+impl DecodedFrame {
+    fn of(frame: &Frame) -> Self {
+        let mut decoded = DecodedFrame {
+            events: Vec::new(),
+            decode_errors: 0,
+        };
+        for message in frame.messages() {
+            if !decode_into(message, &mut decoded.events) {
+                decoded.decode_errors += 1;
+            }
+        }
+        decoded
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`datapath`] map programmer into the maps `fast_path` reads.
 
 pub mod cli;
+pub mod collections;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -19,10 +19,7 @@
 
 pub mod slots;
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pf_common::{
@@ -33,6 +30,7 @@ use pf_common::{
 use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};
 
+use crate::collections::{FastMap, HashMapExt, PrefixHashMap};
 use crate::datapath::{
     dir24::{Covering, Dir24Error},
     ecmp::{build_group, Leg as EcmpLeg},
@@ -183,17 +181,11 @@ pub struct ProgrammerStats {
     pub write_errors: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Held {
-    None,
-    Nexthop(NexthopKey),
-    Group(GroupKey),
-}
-
-#[derive(Debug, Clone)]
+/// What a prefix is programmed with. The action names the nexthop or group
+/// id the route holds a reference to, so nothing else needs keeping: a full
+/// table is a million of these.
+#[derive(Debug, Clone, Copy)]
 struct Programmed {
-    target: Target,
-    held: Held,
     action: RouteAction,
     /// The route has no entry (its table was full).
     deferred: bool,
@@ -207,23 +199,22 @@ struct NexthopState {
 pub struct Programmer<W: MapWriter> {
     writer: W,
     limits: Limits,
-    links: HashMap<u32, LinkInfo>,
-    neighbours: HashMap<NexthopKey, [u8; 6]>,
+    links: FastMap<u32, LinkInfo>,
+    neighbours: FastMap<NexthopKey, [u8; 6]>,
     nexthop_ids: Interner<NexthopKey>,
-    nexthops: HashMap<u32, NexthopState>,
+    nexthops: FastMap<u32, NexthopState>,
     nexthop_slots: Pool,
     group_ids: Interner<GroupKey>,
-    group_slots: HashMap<u32, u32>,
+    group_slots: FastMap<u32, u32>,
     group_slot_pool: Pool,
-    routes: HashMap<IpNet, Programmed>,
-    /// Installed IPv4 actions, for the covering prefix of a removal.
-    v4_installed: PrefixMap<Ipv4Net, RouteAction>,
-    /// IPv4 prefixes longer than /24 that are deferred.
-    v4_deferred: PrefixMap<Ipv4Net, ()>,
+    routes: PrefixHashMap<Programmed>,
+    /// Programmed IPv4 prefixes longer than /24 per /24 block: the block's
+    /// second-level group is released with the last of them.
+    v4_long_per_block: FastMap<u32, u32>,
     v6_installed: PrefixMap<Ipv6Net, RouteAction>,
     v6_deferred: PrefixMap<Ipv6Net, Option<Ipv6Net>>,
     /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
-    v6_shadowed: HashMap<Ipv6Net, u32>,
+    v6_shadowed: FastMap<Ipv6Net, u32>,
     v6_count: u32,
     pub stats: ProgrammerStats,
 }
@@ -233,20 +224,19 @@ impl<W: MapWriter> Programmer<W> {
         Self {
             writer,
             limits,
-            links: HashMap::new(),
-            neighbours: HashMap::new(),
+            links: FastMap::new(),
+            neighbours: FastMap::new(),
             nexthop_ids: Interner::new(1, limits.nexthops),
-            nexthops: HashMap::new(),
+            nexthops: FastMap::new(),
             nexthop_slots: Pool::new(1, 2 * limits.nexthops),
             group_ids: Interner::new(1, limits.ecmp_groups),
-            group_slots: HashMap::new(),
+            group_slots: FastMap::new(),
             group_slot_pool: Pool::new(1, 2 * limits.ecmp_groups),
-            routes: HashMap::new(),
-            v4_installed: PrefixMap::new(),
-            v4_deferred: PrefixMap::new(),
+            routes: PrefixHashMap::new(),
+            v4_long_per_block: FastMap::new(),
             v6_installed: PrefixMap::new(),
             v6_deferred: PrefixMap::new(),
-            v6_shadowed: HashMap::new(),
+            v6_shadowed: FastMap::new(),
             v6_count: 0,
             stats: ProgrammerStats::default(),
         }
@@ -296,7 +286,7 @@ impl<W: MapWriter> Programmer<W> {
     }
 
     /// Every programmed prefix with its action and whether it is deferred.
-    pub fn routes(&self) -> impl Iterator<Item = (&IpNet, RouteAction, bool)> {
+    pub fn routes(&self) -> impl Iterator<Item = (IpNet, RouteAction, bool)> + '_ {
         self.routes.iter().map(|(p, r)| (p, r.action, r.deferred))
     }
 
@@ -370,12 +360,7 @@ impl<W: MapWriter> Programmer<W> {
 
     /// Rewrites nexthop `id` into a fresh slot if its value changed.
     fn refresh_nexthop(&mut self, id: u32) {
-        let Some(key) = self
-            .nexthop_ids
-            .iter()
-            .find(|(_, i)| *i == id)
-            .map(|(k, _)| *k)
-        else {
+        let Some(key) = self.nexthop_ids.key_of(id).copied() else {
             return;
         };
         let value = self.resolve(&key);
@@ -529,17 +514,26 @@ impl<W: MapWriter> Programmer<W> {
         }
     }
 
-    fn release(&mut self, held: &Held) {
-        match held {
-            Held::None => {}
-            Held::Nexthop(key) => self.release_nexthop(key),
-            Held::Group(key) => self.release_group(key),
+    /// Drops the reference `action` holds on a nexthop or group.
+    fn release(&mut self, action: RouteAction) {
+        match action.kind() {
+            Some(RouteKind::Nexthop) => {
+                if let Some(key) = self.nexthop_ids.key_of(action.index()).copied() {
+                    self.release_nexthop(&key);
+                }
+            }
+            Some(RouteKind::Group) => {
+                if let Some(key) = self.group_ids.key_of(action.index()).cloned() {
+                    self.release_group(&key);
+                }
+            }
+            _ => {}
         }
     }
 
     /// Acquires what `target` needs and returns the action that names it.
-    fn realise(&mut self, target: &Target) -> (Held, RouteAction) {
-        let simple = |kind| (Held::None, RouteAction::simple(kind));
+    fn realise(&mut self, target: &Target) -> RouteAction {
+        let simple = RouteAction::simple;
         match target {
             Target::Blackhole => simple(RouteKind::Blackhole),
             Target::Unreachable => simple(RouteKind::Unreachable),
@@ -562,7 +556,7 @@ impl<W: MapWriter> Programmer<W> {
                         gateway: leg.gateway.expect("checked"),
                     };
                     return match self.acquire_nexthop(&key) {
-                        Some(id) => (Held::Nexthop(key), RouteAction::new(RouteKind::Nexthop, id)),
+                        Some(id) => RouteAction::new(RouteKind::Nexthop, id),
                         None => simple(RouteKind::Fib),
                     };
                 }
@@ -580,7 +574,7 @@ impl<W: MapWriter> Programmer<W> {
                     .collect();
                 key.sort();
                 match self.acquire_group(&key) {
-                    Some(id) => (Held::Group(key), RouteAction::new(RouteKind::Group, id)),
+                    Some(id) => RouteAction::new(RouteKind::Group, id),
                     None => simple(RouteKind::Fib),
                 }
             }
@@ -592,34 +586,33 @@ impl<W: MapWriter> Programmer<W> {
     /// Installs or changes a route.
     pub fn upsert(&mut self, prefix: IpNet, target: Target) {
         let prefix = prefix.trunc();
-        if let Some(existing) = self.routes.get(&prefix) {
-            if existing.target == target {
+        let action = self.realise(&target);
+        let old = self.routes.get(&prefix).copied();
+        if let Some(old) = old {
+            if old.action == action {
+                // Same nexthop or group: drop the reference just taken.
+                self.release(action);
                 return;
             }
         }
-        let (held, action) = self.realise(&target);
-        let old = self.routes.remove(&prefix);
         let deferred = match prefix {
-            IpNet::V4(p) => self.write_v4(p, action, old.as_ref().is_some_and(|o| o.deferred)),
+            IpNet::V4(p) => self.write_v4(p, action, old.is_some_and(|o| o.deferred)),
             IpNet::V6(p) => self.write_v6(p, action),
         };
-        if let Some(old) = &old {
-            self.release(&old.held);
+        if let Some(old) = old {
+            self.release(old.action);
         } else {
             match prefix {
-                IpNet::V4(_) => self.stats.routes_v4 += 1,
+                IpNet::V4(p) => {
+                    self.stats.routes_v4 += 1;
+                    if p.prefix_len() > 24 {
+                        *self.v4_long_per_block.entry(block_of(p)).or_default() += 1;
+                    }
+                }
                 IpNet::V6(_) => self.stats.routes_v6 += 1,
             }
         }
-        self.routes.insert(
-            prefix,
-            Programmed {
-                target,
-                held,
-                action,
-                deferred,
-            },
-        );
+        self.routes.insert(prefix, Programmed { action, deferred });
     }
 
     /// Removes a route.
@@ -638,7 +631,7 @@ impl<W: MapWriter> Programmer<W> {
                 self.remove_v6(p, old.deferred);
             }
         }
-        self.release(&old.held);
+        self.release(old.action);
     }
 
     fn write_v4(&mut self, prefix: Ipv4Net, action: RouteAction, was_deferred: bool) -> bool {
@@ -647,16 +640,11 @@ impl<W: MapWriter> Programmer<W> {
             return true;
         }
         match self.writer.insert_v4(prefix, action) {
-            Ok(()) => {
-                self.v4_installed.insert(prefix, action);
-                false
-            }
+            Ok(()) => false,
             Err(err) => {
                 tracing::warn!(%err, "IPv4 prefix deferred to the kernel");
                 self.stats.overflow_v4_groups += 1;
                 self.stats.deferred_v4 += 1;
-                self.v4_installed.remove(&prefix);
-                self.v4_deferred.insert(prefix, ());
                 true
             }
         }
@@ -664,27 +652,25 @@ impl<W: MapWriter> Programmer<W> {
 
     fn remove_v4(&mut self, prefix: Ipv4Net, deferred: bool) {
         if deferred {
-            self.v4_deferred.remove(&prefix);
             self.stats.deferred_v4 -= 1;
-        } else {
-            self.v4_installed.remove(&prefix);
         }
-        let covering = self
-            .v4_installed
-            .get_lpm(&prefix)
-            .map(|(p, a)| (p.prefix_len(), *a));
+        // The longest installed prefix above this one: at most 32 probes,
+        // and removals are rare next to lookups of a million-entry trie.
+        let covering = (0..prefix.prefix_len()).rev().find_map(|len| {
+            let above = Ipv4Net::new(prefix.network(), len).ok()?.trunc();
+            let programmed = self.routes.v4().get(&above)?;
+            (!programmed.deferred).then_some((len, programmed.action))
+        });
         let last_in_block = prefix.prefix_len() <= 24 || {
-            let block = Ipv4Net::new(prefix.network(), 24)
-                .expect("24 is valid")
-                .trunc();
-            !self
-                .v4_installed
-                .children(&block)
-                .any(|(p, _)| p.prefix_len() > 24)
-                && !self
-                    .v4_deferred
-                    .children(&block)
-                    .any(|(p, _)| p.prefix_len() > 24)
+            let block = block_of(prefix);
+            let remaining = self.v4_long_per_block.get_mut(&block).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if remaining == Some(0) {
+                self.v4_long_per_block.remove(&block);
+            }
+            remaining.unwrap_or(0) == 0
         };
         self.writer.remove_v4(prefix, covering, last_in_block);
     }
@@ -826,9 +812,14 @@ impl<W: MapWriter> Programmer<W> {
 
     /// Prefixes whose entry currently answers `Fib` because of a deferred
     /// longer prefix (for status and tests).
-    pub fn shadowed_v6(&self) -> HashSet<Ipv6Net> {
+    pub fn shadowed_v6(&self) -> std::collections::BTreeSet<Ipv6Net> {
         self.v6_shadowed.keys().copied().collect()
     }
+}
+
+/// The /24 block an IPv4 prefix lies in.
+fn block_of(prefix: Ipv4Net) -> u32 {
+    u32::from(prefix.network()) >> 8
 }
 
 #[cfg(test)]

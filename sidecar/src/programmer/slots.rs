@@ -6,7 +6,9 @@
 //! value goes to a fresh slot, the id's pointer is flipped, and the old slot
 //! waits in quarantine until no datapath reader can still hold it.
 
-use std::{collections::HashMap, hash::Hash};
+use std::hash::Hash;
+
+use crate::collections::{FastMap, HashMapExt};
 
 /// Hands out integers from `first..limit`, reusing freed ones.
 #[derive(Debug)]
@@ -70,7 +72,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Interner<K> {
     ids: Pool,
-    by_key: HashMap<K, Entry>,
+    by_key: FastMap<K, Entry>,
+    by_id: FastMap<u32, K>,
     first: u32,
 }
 
@@ -96,7 +99,8 @@ impl<K: Hash + Eq + Clone> Interner<K> {
     pub fn new(first: u32, limit: u32) -> Self {
         Self {
             ids: Pool::new(first, limit),
-            by_key: HashMap::new(),
+            by_key: FastMap::new(),
+            by_id: FastMap::new(),
             first,
         }
     }
@@ -108,6 +112,7 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         }
         let id = self.ids.take()?;
         self.by_key.insert(key.clone(), Entry { id, refs: 1 });
+        self.by_id.insert(id, key.clone());
         Some(Acquired::New(id))
     }
 
@@ -121,12 +126,18 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         }
         let id = entry.id;
         self.by_key.remove(key);
+        self.by_id.remove(&id);
         self.ids.release(id);
         Some(id)
     }
 
     pub fn get(&self, key: &K) -> Option<u32> {
         self.by_key.get(key).map(|e| e.id)
+    }
+
+    /// The key `id` stands for while it is in use.
+    pub fn key_of(&self, id: u32) -> Option<&K> {
+        self.by_id.get(&id)
     }
 
     pub fn reclaim(&mut self) {

@@ -12,7 +12,6 @@
 //! removed by [`Rib::finish_resync`].
 
 use std::{
-    collections::{BTreeSet, HashMap},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -21,7 +20,10 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::decode::{Event, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
-use crate::programmer::{Leg, LinkInfo, MapWriter, Programmer, Target};
+use crate::{
+    collections::{FastMap, FastSet, HashMapExt, PrefixHashMap},
+    programmer::{Leg, LinkInfo, MapWriter, Programmer, Target},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,44 +85,146 @@ impl<T> Entry<T> {
     }
 }
 
+/// One route of a prefix; the map key holds the prefix.
+#[derive(Debug, Clone)]
+struct StoredRoute {
+    metric: u32,
+    /// Position of the route's table in the configured list.
+    table_rank: u8,
+    protocol: u8,
+    kind: Kind,
+    marked: bool,
+    next: NextHops,
+}
+
+impl StoredRoute {
+    fn rank(&self) -> (u8, u32) {
+        (self.table_rank, self.metric)
+    }
+}
+
+/// The routes of one prefix: nearly always exactly one, so that one is kept
+/// inline.
+#[derive(Debug, Clone)]
+enum PrefixRoutes {
+    One(StoredRoute),
+    Many(Vec<StoredRoute>),
+}
+
+impl PrefixRoutes {
+    fn as_slice(&self) -> &[StoredRoute] {
+        match self {
+            PrefixRoutes::One(r) => std::slice::from_ref(r),
+            PrefixRoutes::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [StoredRoute] {
+        match self {
+            PrefixRoutes::One(r) => std::slice::from_mut(r),
+            PrefixRoutes::Many(v) => v,
+        }
+    }
+
+    /// Adds `route`, replacing one of the same table and metric (returned).
+    fn upsert(&mut self, route: StoredRoute) -> Option<StoredRoute> {
+        if let Some(slot) = self
+            .as_mut_slice()
+            .iter_mut()
+            .find(|r| r.rank() == route.rank())
+        {
+            return Some(std::mem::replace(slot, route));
+        }
+        let PrefixRoutes::Many(routes) = self else {
+            let PrefixRoutes::One(first) = std::mem::replace(self, PrefixRoutes::Many(Vec::new()))
+            else {
+                unreachable!("matched above")
+            };
+            *self = PrefixRoutes::Many(vec![first, route]);
+            return None;
+        };
+        routes.push(route);
+        None
+    }
+
+    /// Removes the route ranked `rank`; `None` when there is none. The
+    /// caller drops the entry once [`PrefixRoutes::is_empty`].
+    fn remove(&mut self, rank: (u8, u32)) -> Option<StoredRoute> {
+        match self {
+            PrefixRoutes::One(r) if r.rank() == rank => {
+                let removed = r.clone();
+                *self = PrefixRoutes::Many(Vec::new());
+                Some(removed)
+            }
+            PrefixRoutes::One(_) => None,
+            PrefixRoutes::Many(routes) => {
+                let at = routes.iter().position(|r| r.rank() == rank)?;
+                let removed = routes.swap_remove(at);
+                if let [only] = routes.as_slice() {
+                    *self = PrefixRoutes::One(only.clone());
+                }
+                Some(removed)
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// The route that answers: first configured table, then lowest metric.
+    fn winner(&self) -> Option<&StoredRoute> {
+        self.as_slice().iter().min_by_key(|r| r.rank())
+    }
+}
+
+/// A route as the RIB holds it, for readers such as `diff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WinningRoute {
+    pub table: u32,
+    pub metric: u32,
+    pub protocol: u8,
+}
+
 pub struct Rib {
     route_source: Source,
     tables: Vec<u32>,
-    routes: HashMap<RouteKey, Entry<Route>>,
-    keys_by_prefix: HashMap<IpNet, Vec<RouteKey>>,
-    objects: HashMap<u32, Entry<NexthopDef>>,
-    links: HashMap<u32, Entry<LinkInfo>>,
-    neighbours: HashMap<(u32, IpAddr), Entry<[u8; 6]>>,
-    addresses: HashMap<(u32, IpAddr), Entry<()>>,
+    routes: PrefixHashMap<PrefixRoutes>,
+    route_count: usize,
+    objects: FastMap<u32, Entry<NexthopDef>>,
+    links: FastMap<u32, Entry<LinkInfo>>,
+    neighbours: FastMap<(u32, IpAddr), Entry<[u8; 6]>>,
+    addresses: FastMap<(u32, IpAddr), Entry<()>>,
     /// Host prefixes of the router's addresses, counted (an address can sit
     /// on several interfaces).
-    locals: HashMap<IpNet, u32>,
+    locals: PrefixHashMap<u32>,
     /// Prefixes whose routes name each nexthop object id.
-    object_users: HashMap<u32, BTreeSet<IpNet>>,
+    object_users: FastMap<u32, FastSet<IpNet>>,
     pub stats: RibStats,
 }
 
 impl Rib {
     /// `tables` in priority order: a prefix present in several answers from
-    /// the first.
-    pub fn new(route_source: Source, tables: Vec<u32>) -> Self {
+    /// the first. Only the first 255 are followed.
+    pub fn new(route_source: Source, mut tables: Vec<u32>) -> Self {
+        tables.truncate(u8::MAX as usize);
         Self {
             route_source,
             tables,
-            routes: HashMap::new(),
-            keys_by_prefix: HashMap::new(),
-            objects: HashMap::new(),
-            links: HashMap::new(),
-            neighbours: HashMap::new(),
-            addresses: HashMap::new(),
-            locals: HashMap::new(),
-            object_users: HashMap::new(),
+            routes: PrefixHashMap::new(),
+            route_count: 0,
+            objects: FastMap::new(),
+            links: FastMap::new(),
+            neighbours: FastMap::new(),
+            addresses: FastMap::new(),
+            locals: PrefixHashMap::new(),
+            object_users: FastMap::new(),
             stats: RibStats::default(),
         }
     }
 
     pub fn route_count(&self) -> usize {
-        self.routes.len()
+        self.route_count
     }
 
     pub fn object_count(&self) -> usize {
@@ -129,16 +233,23 @@ impl Rib {
 
     /// Every prefix and what it should do (for `diff`).
     pub fn desired(&self) -> Vec<(IpNet, Target)> {
-        let prefixes: BTreeSet<IpNet> = self
-            .keys_by_prefix
-            .keys()
-            .copied()
-            .chain(self.locals.keys().copied())
-            .collect();
+        let mut prefixes: Vec<IpNet> = self.routes.keys().chain(self.locals.keys()).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
         prefixes
             .into_iter()
             .filter_map(|p| Some((p, self.target_of(&p)?)))
             .collect()
+    }
+
+    /// The route that answers for `prefix`, if one does.
+    pub fn winning_route(&self, prefix: &IpNet) -> Option<WinningRoute> {
+        let route = self.routes.get(prefix)?.winner()?;
+        Some(WinningRoute {
+            table: self.tables[route.table_rank as usize],
+            metric: route.metric,
+            protocol: route.protocol,
+        })
     }
 
     /// Applies one batch from `source` and tells `sink` what changed.
@@ -148,11 +259,17 @@ impl Rib {
         events: impl IntoIterator<Item = Event>,
         sink: &mut impl FibSink,
     ) {
-        let mut touched = BTreeSet::new();
+        let mut touched = Vec::new();
         for event in events {
             self.stats.events += 1;
             self.apply(source, event, &mut touched, sink);
         }
+        self.publish_all(touched, sink);
+    }
+
+    fn publish_all(&mut self, mut touched: Vec<IpNet>, sink: &mut impl FibSink) {
+        touched.sort_unstable();
+        touched.dedup();
         for prefix in touched {
             self.publish(prefix, sink);
         }
@@ -162,21 +279,23 @@ impl Rib {
         &mut self,
         source: Source,
         event: Event,
-        touched: &mut BTreeSet<IpNet>,
+        touched: &mut Vec<IpNet>,
         sink: &mut impl FibSink,
     ) {
         match event {
             Event::Route(op, route) => {
                 if source != self.route_source {
                     self.stats.ignored_other_source += 1;
-                } else if !self.tables.contains(&route.key.table) {
+                    return;
+                }
+                let Some(rank) = self.tables.iter().position(|t| *t == route.key.table) else {
                     self.stats.ignored_other_table += 1;
-                } else {
-                    touched.insert(route.key.prefix);
-                    match op {
-                        Op::Upsert => self.insert_route(route),
-                        Op::Remove => self.remove_route(&route.key),
-                    }
+                    return;
+                };
+                touched.push(route.key.prefix);
+                match op {
+                    Op::Upsert => self.insert_route(rank as u8, route),
+                    Op::Remove => self.remove_route(rank as u8, &route.key),
                 }
             }
             Event::Nexthop(op, id, def) => {
@@ -228,7 +347,7 @@ impl Rib {
                     Op::Upsert => self.insert_address(ifindex, ip),
                     Op::Remove => self.remove_address(ifindex, ip),
                 }
-                touched.insert(host_prefix(ip));
+                touched.push(host_prefix(ip));
             }
         }
     }
@@ -239,7 +358,7 @@ impl Rib {
             .insert((ifindex, ip), Entry::new(()))
             .is_none()
         {
-            *self.locals.entry(host_prefix(ip)).or_default() += 1;
+            *self.locals.get_or_insert_with(host_prefix(ip), || 0) += 1;
         }
     }
 
@@ -255,63 +374,81 @@ impl Rib {
         }
     }
 
-    fn insert_route(&mut self, route: Route) {
-        let key = route.key;
+    fn insert_route(&mut self, table_rank: u8, route: Route) {
+        let prefix = route.key.prefix;
         if let NextHops::Object(id) = route.next {
-            self.object_users.entry(id).or_default().insert(key.prefix);
+            self.object_users.entry(id).or_default().insert(prefix);
         }
-        match self.routes.insert(key, Entry::new(route)) {
-            None => self.keys_by_prefix.entry(key.prefix).or_default().push(key),
-            Some(old) => self.forget_object_use(&old.value),
+        let stored = StoredRoute {
+            metric: route.key.metric,
+            table_rank,
+            protocol: route.protocol,
+            kind: route.kind,
+            marked: false,
+            next: route.next,
+        };
+        let replaced = match self.routes.get_mut(&prefix) {
+            Some(routes) => routes.upsert(stored),
+            None => {
+                self.routes.insert(prefix, PrefixRoutes::One(stored));
+                None
+            }
+        };
+        match replaced {
+            None => self.route_count += 1,
+            Some(old) => self.forget_object_use(prefix, &old),
         }
     }
 
-    fn forget_object_use(&mut self, route: &Route) {
-        if let NextHops::Object(id) = route.next {
-            let still_used = self
-                .keys_by_prefix
-                .get(&route.key.prefix)
-                .into_iter()
-                .flatten()
-                .any(|k| matches!(self.routes.get(k), Some(e) if e.value.next == NextHops::Object(id)));
-            if !still_used {
-                if let Some(users) = self.object_users.get_mut(&id) {
-                    users.remove(&route.key.prefix);
-                    if users.is_empty() {
-                        self.object_users.remove(&id);
-                    }
+    fn forget_object_use(&mut self, prefix: IpNet, route: &StoredRoute) {
+        let NextHops::Object(id) = route.next else {
+            return;
+        };
+        let still_used = self.routes.get(&prefix).is_some_and(|routes| {
+            routes
+                .as_slice()
+                .iter()
+                .any(|r| r.next == NextHops::Object(id))
+        });
+        if !still_used {
+            if let Some(users) = self.object_users.get_mut(&id) {
+                users.remove(&prefix);
+                if users.is_empty() {
+                    self.object_users.remove(&id);
                 }
             }
         }
     }
 
-    fn remove_route(&mut self, key: &RouteKey) {
-        let exact = self.routes.contains_key(key).then_some(*key);
-        // A delete may carry no metric; then it names the only route of
-        // that prefix in that table.
-        let key = exact.or_else(|| {
-            let same: Vec<&RouteKey> = self
-                .keys_by_prefix
-                .get(&key.prefix)?
-                .iter()
-                .filter(|k| k.table == key.table)
-                .collect();
-            (same.len() == 1 && key.metric == 0).then(|| *same[0])
-        });
-        let Some(key) = key else {
+    fn remove_route(&mut self, table_rank: u8, key: &RouteKey) {
+        let Some(routes) = self.routes.get_mut(&key.prefix) else {
             self.stats.unknown_deletes += 1;
             return;
         };
-        let Some(old) = self.routes.remove(&key) else {
+        // A delete may carry no metric; then it names the only route of
+        // that prefix in that table.
+        let exact = (table_rank, key.metric);
+        let rank = if routes.as_slice().iter().any(|r| r.rank() == exact) {
+            Some(exact)
+        } else {
+            let mut same = routes
+                .as_slice()
+                .iter()
+                .filter(|r| r.table_rank == table_rank);
+            match (same.next(), same.next(), key.metric) {
+                (Some(only), None, 0) => Some(only.rank()),
+                _ => None,
+            }
+        };
+        let Some(old) = rank.and_then(|rank| routes.remove(rank)) else {
+            self.stats.unknown_deletes += 1;
             return;
         };
-        if let Some(keys) = self.keys_by_prefix.get_mut(&key.prefix) {
-            keys.retain(|k| *k != key);
-            if keys.is_empty() {
-                self.keys_by_prefix.remove(&key.prefix);
-            }
+        if routes.is_empty() {
+            self.routes.remove(&key.prefix);
         }
-        self.forget_object_use(&old.value);
+        self.route_count -= 1;
+        self.forget_object_use(key.prefix, &old);
     }
 
     /// Prefixes whose route names `id`, directly or through a group.
@@ -329,24 +466,18 @@ impl Rib {
             .collect()
     }
 
-    /// The route that answers for `prefix`: first configured table, then
-    /// lowest metric.
-    fn winner(&self, prefix: &IpNet) -> Option<&Route> {
-        let keys = self.keys_by_prefix.get(prefix)?;
-        keys.iter()
-            .filter_map(|k| {
-                let rank = self.tables.iter().position(|t| *t == k.table)?;
-                Some(((rank, k.metric), &self.routes.get(k)?.value))
-            })
-            .min_by_key(|(rank, _)| *rank)
-            .map(|(_, r)| r)
+    fn winner(&self, prefix: &IpNet) -> Option<&StoredRoute> {
+        self.routes.get(prefix)?.winner()
     }
 
     fn target_of(&self, prefix: &IpNet) -> Option<Target> {
         if self.locals.contains_key(prefix) {
             return Some(Target::Local);
         }
-        let route = self.winner(prefix)?;
+        self.target_of_route(self.winner(prefix)?)
+    }
+
+    fn target_of_route(&self, route: &StoredRoute) -> Option<Target> {
         Some(match route.kind {
             Kind::Blackhole => Target::Blackhole,
             Kind::Unreachable => Target::Unreachable,
@@ -386,19 +517,25 @@ impl Rib {
     }
 
     fn publish(&mut self, prefix: IpNet, sink: &mut impl FibSink) {
-        match self.target_of(&prefix) {
-            Some(Target::Kernel) if self.is_unresolved(&prefix) => {
-                self.stats.unresolved_routes += 1;
-                sink.upsert(prefix, Target::Kernel);
-            }
+        let target = if self.locals.contains_key(&prefix) {
+            Some(Target::Local)
+        } else {
+            self.winner(&prefix)
+                .map(|route| {
+                    let target = self.target_of_route(route);
+                    (target, matches!(route.next, NextHops::Object(_)))
+                })
+                .and_then(|(target, by_object)| {
+                    if by_object && target == Some(Target::Kernel) {
+                        self.stats.unresolved_routes += 1;
+                    }
+                    target
+                })
+        };
+        match target {
             Some(target) => sink.upsert(prefix, target),
             None => sink.remove(prefix),
         }
-    }
-
-    fn is_unresolved(&self, prefix: &IpNet) -> bool {
-        self.winner(prefix)
-            .is_some_and(|r| matches!(r.next, NextHops::Object(_)))
     }
 
     /// Marks everything `source` contributed; the dump or replay that follows
@@ -406,7 +543,12 @@ impl Rib {
     pub fn begin_resync(&mut self, source: Source) {
         self.stats.resyncs += 1;
         if source == self.route_source {
-            self.routes.values_mut().for_each(|e| e.marked = true);
+            for routes in self.routes.values_mut() {
+                routes
+                    .as_mut_slice()
+                    .iter_mut()
+                    .for_each(|r| r.marked = true);
+            }
             self.objects.values_mut().for_each(|e| e.marked = true);
         }
         if source == Source::Kernel {
@@ -418,17 +560,27 @@ impl Rib {
 
     /// Removes what `source` did not repeat since [`Rib::begin_resync`].
     pub fn finish_resync(&mut self, source: Source, sink: &mut impl FibSink) {
-        let mut touched = BTreeSet::new();
+        let mut touched = Vec::new();
         if source == self.route_source {
-            let stale: Vec<RouteKey> = self
+            let stale: Vec<(IpNet, u8, u32)> = self
                 .routes
                 .iter()
-                .filter(|(_, e)| e.marked)
-                .map(|(k, _)| *k)
+                .flat_map(|(prefix, routes)| {
+                    routes
+                        .as_slice()
+                        .iter()
+                        .filter(|r| r.marked)
+                        .map(move |r| (prefix, r.table_rank, r.metric))
+                })
                 .collect();
-            for key in stale {
-                touched.insert(key.prefix);
-                self.remove_route(&key);
+            for (prefix, table_rank, metric) in stale {
+                touched.push(prefix);
+                let key = RouteKey {
+                    table: self.tables[table_rank as usize],
+                    prefix,
+                    metric,
+                };
+                self.remove_route(table_rank, &key);
                 self.stats.swept += 1;
             }
             let stale: Vec<u32> = self
@@ -474,13 +626,11 @@ impl Rib {
                 .collect();
             for (ifindex, ip) in stale {
                 self.remove_address(ifindex, ip);
-                touched.insert(host_prefix(ip));
+                touched.push(host_prefix(ip));
                 self.stats.swept += 1;
             }
         }
-        for prefix in touched {
-            self.publish(prefix, sink);
-        }
+        self.publish_all(touched, sink);
     }
 }
 

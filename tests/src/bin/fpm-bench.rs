@@ -1,0 +1,394 @@
+//! Full-table load through the FPM path: a generator streams nexthop
+//! objects and 1M IPv4 + 250k IPv6 routes as FPM frames to a real
+//! `pf-sidecar run`, and the benchmark reports the time until the maps hold
+//! them all, routes/s, the daemon's peak RSS per route, and the raw floor
+//! (the same map writes in a tight loop) measured in the same run. Then it
+//! measures change latency under a steady churn.
+//!
+//! Run as root after `cargo build --release`: `make bench` runs it.
+
+use std::{
+    io::Write,
+    net::{Ipv4Addr, Ipv6Addr, TcpStream},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::netns::{veth_pair, NetNs};
+use ipnet::{Ipv4Net, Ipv6Net};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage};
+use netlink_packet_route::{
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType},
+    AddressFamily, RouteNetlinkMessage,
+};
+use pf_common::{RouteAction, RouteKind};
+use pf_sidecar::{
+    control::fpm::frame,
+    datapath::{Capacities, Datapath},
+    inspect::PinnedMaps,
+};
+
+const V4_ROUTES: usize = 1_000_000;
+const V6_ROUTES: usize = 250_000;
+const GATEWAYS: u32 = 2000;
+const GROUPS: u32 = 300;
+const CHURN: usize = 2000;
+const REPLAY_QUIET_MS: u64 = 2000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
+    let len = match rng.next() % 100 {
+        0..=59 => 24,
+        60..=74 => 22 + (rng.next() % 2) as u8,
+        75..=94 => 16 + (rng.next() % 6) as u8,
+        _ => 25 + (rng.next() % 8) as u8,
+    };
+    let addr = ((1 + rng.next() % 126) as u32) << 24 | (rng.next() as u32 & 0x00ff_ffff);
+    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
+}
+
+fn v6_prefix(rng: &mut Rng) -> Ipv6Net {
+    let len = match rng.next() % 100 {
+        0..=69 => 48,
+        70..=89 => 40 + (rng.next() % 8) as u8,
+        _ => 56 + (rng.next() % 9) as u8,
+    };
+    // 2001:db8::/32 with the next 32 bits random: room for 250k distinct /48s.
+    let addr =
+        (0x2001_0db8u128 << 96) | ((rng.next() as u128 & 0xffff_ffff) << 64) | (rng.next() as u128);
+    Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc()
+}
+
+fn route_message(prefix: ipnet::IpNet, nexthop_id: u32) -> Vec<u8> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if prefix.addr().is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    m.header.destination_prefix_length = prefix.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Bgp;
+    m.header.kind = RouteType::Unicast;
+    m.attributes = vec![
+        RouteAttribute::Destination(match prefix.addr() {
+            std::net::IpAddr::V4(a) => RouteAddress::Inet(a),
+            std::net::IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }),
+        RouteAttribute::Priority(20),
+        RouteAttribute::NhId(nexthop_id),
+    ];
+    let mut packet = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        RouteNetlinkMessage::NewRoute(m).into(),
+    );
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+    bytes
+}
+
+/// RTM_NEWNEXTHOP: a gateway, or a group of member ids (equal weights).
+fn nexthop_message(id: u32, ifindex: u32, gateway: Option<Ipv6Addr>, group: &[u32]) -> Vec<u8> {
+    let mut body = vec![10u8, 0, 0, 0, 0, 0, 0, 0];
+    let mut attr = |kind: u16, value: &[u8]| {
+        body.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        body.extend_from_slice(&kind.to_ne_bytes());
+        body.extend_from_slice(value);
+        body.resize((body.len() + 3) & !3, 0);
+    };
+    attr(1, &id.to_ne_bytes());
+    if group.is_empty() {
+        attr(5, &ifindex.to_ne_bytes());
+        attr(6, &gateway.unwrap().octets());
+    } else {
+        let entries: Vec<u8> = group
+            .iter()
+            .flat_map(|m| [m.to_ne_bytes().as_slice(), &[0, 0, 0, 0]].concat())
+            .collect();
+        attr(2, &entries);
+    }
+    let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+    m.extend_from_slice(&104u16.to_ne_bytes());
+    m.extend_from_slice(&[0; 10]);
+    m.extend_from_slice(&body);
+    m
+}
+
+/// Packs messages into FPM frames of at most ~60 KiB.
+fn frames(messages: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut batch: Vec<&[u8]> = Vec::new();
+    let mut size = 0;
+    for m in messages {
+        if size + m.len() + 4 > 60_000 {
+            out.extend(frame(&batch));
+            batch.clear();
+            size = 0;
+        }
+        batch.push(m);
+        size += (m.len() + 3) & !3;
+    }
+    if !batch.is_empty() {
+        out.extend(frame(&batch));
+    }
+    out
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    assert!(integration_tests::is_root(), "run as root");
+    let daemon_bin: PathBuf = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("pf-sidecar");
+    assert!(
+        daemon_bin.exists(),
+        "build pf-sidecar first (cargo build --release)"
+    );
+    println!(
+        "machine: {} CPUs, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+
+    let mut rng = Rng(0xfeed_beef_1234_5678);
+    // Distinct prefixes; the last of each family is a host route no longer
+    // prefix can answer for, so its arrival marks the end of the load.
+    let mut seen4 = std::collections::HashSet::new();
+    let mut v4: Vec<Ipv4Net> = std::iter::from_fn(|| Some(v4_prefix(&mut rng)))
+        .filter(|p| p.prefix_len() < 32 && seen4.insert(*p))
+        .take(V4_ROUTES - 1)
+        .collect();
+    v4.push("126.255.255.254/32".parse().unwrap());
+    let mut seen6 = std::collections::HashSet::new();
+    let mut v6: Vec<Ipv6Net> = std::iter::from_fn(|| Some(v6_prefix(&mut rng)))
+        .filter(|p| seen6.insert(*p))
+        .take(V6_ROUTES - 1)
+        .collect();
+    v6.push("2001:db8:ffff:ffff::1/128".parse().unwrap());
+    // Churn targets: /32 routes (nothing longer can cover them), each with
+    // the gateway object it points at.
+    let mut churn: Vec<(Ipv4Net, u32)> = Vec::new();
+
+    // The floor: the same writes straight into fresh maps in a tight loop.
+    let caps = Capacities {
+        tbl8_groups: 65_536,
+        v6_routes: 300_000,
+        nexthops: 4096,
+        ecmp_groups: 512,
+        ports: 64,
+    };
+    let floor = {
+        let mut dp = Datapath::load(&caps).unwrap();
+        let started = Instant::now();
+        for (i, p) in v4.iter().enumerate() {
+            let _ = dp.maps.v4.insert(
+                *p,
+                RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS),
+            );
+        }
+        for (i, p) in v6.iter().enumerate() {
+            dp.maps
+                .set_v6_route(
+                    p.network().octets(),
+                    p.prefix_len(),
+                    RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS).0,
+                )
+                .unwrap();
+        }
+        started.elapsed()
+    };
+
+    let router = NetNs::new("fpmb-r");
+    let peer = NetNs::new("fpmb-p");
+    veth_pair(&router, "r1", &peer, "p1");
+    router.ip(&["addr", "add", "2001:db8:2::1/64", "dev", "r1", "nodad"]);
+    let ifindex = router.ifindex("r1");
+    let pin_dir = format!("/sys/fs/bpf/pf-fpmbench-{}", std::process::id());
+    let config = std::env::temp_dir().join(format!("pf-fpmbench-{}.toml", std::process::id()));
+    let port = 30000 + (std::process::id() % 1000) as u16;
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\npin_dir = \"{pin_dir}\"\ninterfaces = [\"r1\"]\nlog_level = \"warn\"\n\
+             [capacity]\ntbl8_groups = 65536\nv6_routes = 300000\nnexthops = 4096\necmp_groups = 512\n\
+             [fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = {REPLAY_QUIET_MS}\n"
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(&daemon_bin)
+        .args(["--netns", &router.name, "run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let baseline_kib = rss_kib(daemon.id(), "VmRSS:");
+
+    let mut messages: Vec<Vec<u8>> = (1..=GATEWAYS)
+        .map(|id| {
+            nexthop_message(
+                id,
+                ifindex,
+                Some(Ipv6Addr::from(
+                    (0x2001_0db8_0002u128 << 80) | (0x1000 + id as u128),
+                )),
+                &[],
+            )
+        })
+        .collect();
+    for g in 0..GROUPS {
+        let members: Vec<u32> = (0..4).map(|k| 1 + (g * 7 + k * 13) % GATEWAYS).collect();
+        messages.push(nexthop_message(10_000 + g, 0, None, &members));
+    }
+    let route_id = |i: usize| {
+        if i.is_multiple_of(10) {
+            10_000 + (i as u32 / 10) % GROUPS
+        } else {
+            1 + i as u32 % GATEWAYS
+        }
+    };
+    for i in 0..CHURN {
+        let prefix = Ipv4Net::new(
+            Ipv4Addr::new(127 - 1, 255, (i / 250) as u8, (i % 250) as u8),
+            32,
+        )
+        .unwrap();
+        churn.push((prefix, 1 + i as u32 % GATEWAYS));
+    }
+    messages.extend(churn.iter().map(|(p, id)| route_message((*p).into(), *id)));
+    messages.extend(
+        v4.iter()
+            .enumerate()
+            .map(|(i, p)| route_message((*p).into(), route_id(i))),
+    );
+    messages.extend(
+        v6.iter()
+            .enumerate()
+            .map(|(i, p)| route_message((*p).into(), route_id(i))),
+    );
+
+    let stream_bytes = frames(&messages);
+    drop(messages);
+    println!(
+        "generator: {} routes + {} nexthop objects in {:.1} MB of FPM frames",
+        V4_ROUTES + V6_ROUTES,
+        GATEWAYS + GROUPS,
+        stream_bytes.len() as f64 / 1e6
+    );
+
+    let (last_v4, last_v6) = (v4[V4_ROUTES - 1], v6[V6_ROUTES - 1]);
+    eprintln!("streaming...");
+    let mut socket = router
+        .enter(|| TcpStream::connect(("127.0.0.1", port)).expect("connect to the FPM listener"));
+    let started = Instant::now();
+    socket.write_all(&stream_bytes).unwrap();
+    let sent = started.elapsed();
+    let maps = loop {
+        if let Ok(m) = PinnedMaps::open(std::path::Path::new(&pin_dir)) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let present = |maps: &PinnedMaps| {
+        let a = maps
+            .action(last_v4.network().into())
+            .map(|a| a.kind() != Some(RouteKind::Miss))
+            .unwrap_or(false);
+        let b = maps
+            .action(last_v6.network().into())
+            .map(|a| a.kind() != Some(RouteKind::Miss))
+            .unwrap_or(false);
+        a && b
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !present(&maps) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not program the table in 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let loaded = started.elapsed();
+    let routes = (V4_ROUTES + V6_ROUTES) as f64;
+    let peak_kib = rss_kib(daemon.id(), "VmHWM:");
+    println!("\nfull table through FPM: {routes} routes programmed in {:.2} s ({:.0} routes/s); the generator finished sending after {:.2} s", loaded.as_secs_f64(), routes / loaded.as_secs_f64(), sent.as_secs_f64());
+    println!("floor, same run: the same map writes in a tight loop took {:.2} s ({:.0} routes/s); end to end / floor = {:.2}", floor.as_secs_f64(), routes / floor.as_secs_f64(), loaded.as_secs_f64() / floor.as_secs_f64());
+    println!(
+        "daemon RSS: {:.0} MiB before, peak {:.0} MiB: {:.0} B/route",
+        baseline_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0,
+        (peak_kib.saturating_sub(baseline_kib) * 1024) as f64 / routes
+    );
+
+    // Change latency: one route change per frame at about 1k changes/s,
+    // each moving a /32 to another gateway.
+    // Steady state: the replay has been declared over (replay_quiet_ms
+    // without a message) and swept before the churn starts.
+    std::thread::sleep(Duration::from_millis(REPLAY_QUIET_MS + 1000));
+    let mut latencies = Vec::with_capacity(CHURN);
+    for (prefix, object) in churn.iter_mut() {
+        let before = maps.action(prefix.network().into()).unwrap();
+        *object = *object % GATEWAYS + 1;
+        let bytes = frame(&[&route_message((*prefix).into(), *object)]);
+        let sent_at = Instant::now();
+        socket.write_all(&bytes).unwrap();
+        while maps.action(prefix.network().into()).unwrap() == before {
+            assert!(
+                sent_at.elapsed() < Duration::from_secs(5),
+                "{prefix} never changed"
+            );
+        }
+        latencies.push(sent_at.elapsed());
+        std::thread::sleep(Duration::from_millis(1).saturating_sub(sent_at.elapsed()));
+    }
+    latencies.sort();
+    println!(
+        "change latency over {CHURN} changes at up to 1k/s on the full table: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3,
+    );
+
+    drop(socket);
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let _ = Command::new(&daemon_bin)
+        .args([
+            "--netns",
+            &router.name,
+            "--pin-dir",
+            &pin_dir,
+            "detach",
+            "--all",
+        ])
+        .output();
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    let _ = std::fs::remove_file(&config);
+}

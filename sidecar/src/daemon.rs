@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::{
     net::TcpListener,
     signal::unix::{signal, SignalKind},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 use tokio_util::codec::FramedRead;
 
@@ -37,6 +37,7 @@ use crate::{
     },
     datapath::{maps::DatapathMaps, pins, Datapath, Programs},
     programmer::{Limits, Programmer},
+    query::{self, RouteView},
     source::{
         fpm::{serve, ListenerStats},
         kernel::{self, KernelConfig, KernelFeed},
@@ -232,6 +233,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tokio::time::interval(Duration::from_millis(config.datapath.heartbeat_interval_ms));
     let state_file = state_path(&pin_dir);
     let _ = std::fs::create_dir_all(state_file.parent().expect("has a parent"));
+    let (query_tx, mut query_rx) = mpsc::channel::<oneshot::Sender<RouteView>>(4);
+    let query_socket = query::socket_path(&pin_dir);
+    tokio::spawn(async move {
+        if let Err(err) = query::serve(query_socket, query_tx).await {
+            tracing::error!(%err, "the query socket failed; `diff --against fpm` is unavailable");
+        }
+    });
 
     loop {
         tokio::select! {
@@ -319,6 +327,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 state.rib = rib.stats.clone();
                 write_state(&state_file, &state);
             }
+            Some(reply) = query_rx.recv() => {
+                let _ = reply.send(RouteView {
+                    route_source,
+                    replay_complete: state.fpm_replay_complete,
+                    routes: rib.desired(),
+                });
+            }
             _ = hangup.recv() => {
                 match Config::load(config_path.as_deref(), &Default::default()) {
                     Ok(new) => {
@@ -335,6 +350,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     }
     tracing::info!("stopping; the datapath stays pinned and forwarding");
     let _ = std::fs::remove_file(&state_file);
+    let _ = std::fs::remove_file(query::socket_path(&pin_dir));
     Ok(())
 }
 

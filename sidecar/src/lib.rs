@@ -12,9 +12,11 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod diff;
 pub mod elf_scan;
 pub mod inspect;
 pub mod programmer;
+pub mod query;
 pub mod source;
 
 /// The XDP object built from `ebpf/` by `build.rs`.

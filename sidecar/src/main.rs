@@ -7,7 +7,7 @@ use pf_common::Mode;
 use pf_sidecar::{
     cli::{
         attach::{self, AttachMode, AttachOptions},
-        exit, feasibility, lookup, status, DEFAULT_PIN_DIR,
+        diff, exit, feasibility, lookup, status, DEFAULT_PIN_DIR,
     },
     config::{Config, Overrides},
     datapath::Capacities,
@@ -91,6 +91,23 @@ enum Command {
     /// What the maps do with an address, what the kernel says, and whether they agree.
     Lookup {
         address: std::net::IpAddr,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare the pinned maps, per prefix and per nexthop, with the kernel
+    /// FIB or FRR's RIB. Exits 0 in sync, 1 on drift, 2 when it could not
+    /// compare.
+    Diff {
+        /// What the maps should agree with.
+        #[arg(long, value_enum, default_value = "kernel")]
+        against: diff::Against,
+        /// Configuration file, for the route tables and the pin directory
+        /// (default: /etc/pf-sidecar/pf-sidecar.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The pathspace of the FRR instance to ask (`vtysh -N`).
+        #[arg(long)]
+        frr_pathspace: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -190,6 +207,39 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 print!("{}", lookup::render(&result));
             }
             if !result.agree {
+                return Ok(exit::DRIFT);
+            }
+        }
+        Command::Diff {
+            against,
+            config,
+            frr_pathspace,
+            json,
+        } => {
+            let overrides = Overrides {
+                pin_dir: cli.pin_dir.clone(),
+                log_level: None,
+            };
+            let loaded = match Config::load(config.as_deref(), &overrides) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("pf-sidecar: configuration error: {err}");
+                    return Ok(exit::ERROR);
+                }
+            };
+            let outcome = diff::run(&diff::DiffOptions {
+                pin_dir: std::path::Path::new(&loaded.general.pin_dir),
+                against,
+                tables: loaded.routes.tables.clone(),
+                frr_pathspace: frr_pathspace.as_deref(),
+                progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                print!("{}", diff::render(&outcome));
+            }
+            if !outcome.summary.in_sync {
                 return Ok(exit::DRIFT);
             }
         }

@@ -38,6 +38,9 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
     let own = lab_addresses();
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "the first replay");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "the first replay");
+    }
 
     // Traffic to the server takes the fast path.
     let ping = lab
@@ -91,6 +94,9 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
 
     frr.configure(&["ip route 203.0.113.0/24 198.51.100.66"]);
     converge(&installed, &daemon, &own, "adding a second path (ECMP)");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "adding a second path (ECMP)");
+    }
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer(SERVER_V4.parse().unwrap())
@@ -102,15 +108,24 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
         "ipv6 route 2001:db8:ff:1::/64 blackhole",
     ]);
     converge(&installed, &daemon, &own, "adding blackholes");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "adding blackholes");
+    }
 
     frr.configure(&["no ip route 203.0.113.0/24 198.51.100.2"]);
     converge(&installed, &daemon, &own, "removing one ECMP path");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "removing one ECMP path");
+    }
 
     frr.configure(&[
         "no ip route 203.0.113.128/25 blackhole",
         "no ipv6 route 2001:db8:ff:1::/64 blackhole",
     ]);
     converge(&installed, &daemon, &own, "deleting the blackholes");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "deleting the blackholes");
+    }
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer("203.0.113.200".parse().unwrap())
@@ -144,6 +159,9 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
     let own = lab_addresses();
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "the first replay");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "the first replay");
+    }
 
     // Withdraw two routes and kill FRR while the withdrawal is in flight.
     frr.configure(&[
@@ -157,6 +175,9 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
     frr.restart("staticd", &[]);
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "FRR's restart and replay");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "FRR's restart and replay");
+    }
 
     let maps = PinnedMaps::open(&daemon.pin_dir).unwrap();
     for gone in ["203.0.113.200", "192.0.2.150"] {
@@ -217,6 +238,9 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     };
     wait_for_bgp(true);
     converge(&installed, &daemon, &own, "BGP announcements");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "BGP announcements");
+    }
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer(SERVER_V4.parse().unwrap())
@@ -230,6 +254,9 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     bird.birdc("disable announce4");
     wait_for_bgp(false);
     converge(&installed, &daemon, &own, "BGP withdrawals");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "BGP withdrawals");
+    }
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer(SERVER_V4.parse().unwrap())
@@ -242,4 +269,7 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     bird.birdc("enable announce4");
     wait_for_bgp(true);
     converge(&installed, &daemon, &own, "BGP re-announcement");
+    for against in ["frr", "fpm", "kernel"] {
+        daemon.assert_diff_clean(against, Some(&frr.name), "BGP re-announcement");
+    }
 }

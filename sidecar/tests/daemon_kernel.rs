@@ -34,6 +34,7 @@ fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
         std::thread::sleep(Duration::from_millis(100));
     }
     converge(&installed, &daemon, &own, "BIRD exported its static routes");
+    daemon.assert_diff_clean("kernel", None, "BIRD exported its static routes");
 
     lab.router
         .ip(&["route", "add", "192.0.2.128/26", "via", "198.51.100.66"]);
@@ -63,6 +64,7 @@ fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
     lab.router.ip(&["route", "del", "192.0.2.128/26"]);
     lab.router.ip(&["route", "del", "203.0.113.64/26"]);
     converge(&installed, &daemon, &own, "deleting them again");
+    daemon.assert_diff_clean("kernel", None, "deleting them again");
 }
 
 fn leg_state(daemon: &Daemon) -> Option<(bool, String)> {
@@ -152,6 +154,7 @@ fn a_netlink_overrun_ends_in_a_resync_and_a_correct_state() {
     let own = lab_addresses();
     let installed = || kernel_routes(&lab.router);
     converge(&installed, &daemon, &own, "start-up");
+    daemon.assert_diff_clean("kernel", None, "start-up");
 
     // Stop the daemon so its socket buffer fills during a burst of changes.
     let pid = daemon.pid();
@@ -173,6 +176,7 @@ fn a_netlink_overrun_ends_in_a_resync_and_a_correct_state() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
 
     converge(&installed, &daemon, &own, "the overrun and resync");
+    daemon.assert_diff_clean("kernel", None, "the overrun and resync");
     let log = daemon.log();
     assert!(
         log.contains("ENOBUFS"),

@@ -1,6 +1,7 @@
 //! Operator commands that work on the pinned datapath.
 
 pub mod attach;
+pub mod diff;
 pub mod feasibility;
 pub mod lookup;
 pub mod status;

@@ -17,6 +17,8 @@
 //! it is counted, left to `bpf_fib_lookup`, and its covering prefix is made
 //! to defer to the kernel too, so it never answers for the longer prefix.
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod slots;
 
 use std::net::IpAddr;
@@ -38,7 +40,9 @@ use crate::datapath::{
 
 /// One path of a route: out of `ifindex`, via `gateway` (none: the
 /// destination is on the link).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Leg {
     pub ifindex: u32,
     pub gateway: Option<IpAddr>,
@@ -46,7 +50,8 @@ pub struct Leg {
 }
 
 /// What a prefix should do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     Forward(Vec<Leg>),
     Blackhole,
@@ -107,6 +112,43 @@ pub fn nexthop_key(info: &NexthopInfo) -> Option<NexthopKey> {
         ifindex: info.ifindex,
         gateway,
     })
+}
+
+/// The `NEXTHOPS` entry for a gateway, given its interface and neighbour.
+pub fn resolve_nexthop(
+    key: &NexthopKey,
+    link: Option<&LinkInfo>,
+    neighbour: Option<&[u8; 6]>,
+) -> Nexthop {
+    let mut nexthop = Nexthop {
+        tx_ifindex: key.ifindex,
+        ..Default::default()
+    };
+    if key.gateway.is_ipv6() {
+        nexthop.flags |= NH_F_GATEWAY_V6;
+    }
+    let Some(link) = link else {
+        return nexthop;
+    };
+    nexthop.smac = link.mac;
+    nexthop.mtu = link.mtu.min(u16::MAX as u32) as u16;
+    if let Some((vlan_id, tpid, parent)) = link.vlan {
+        nexthop.tx_ifindex = parent;
+        nexthop.vlan_id = vlan_id;
+        nexthop.vlan_proto = tpid;
+    }
+    if let (true, Some(mac)) = (link.up, neighbour) {
+        nexthop.dmac = *mac;
+        nexthop.flags |= NH_F_RESOLVED;
+    }
+    nexthop
+}
+
+/// Whether the datapath can forward `legs` itself: every leg has a gateway
+/// (on-link destinations each need their own neighbour, which the kernel's
+/// lookup resolves) and a group holds them all.
+pub fn offloadable(legs: &[Leg]) -> bool {
+    !legs.is_empty() && legs.len() <= ECMP_MAX_LEGS && legs.iter().all(|l| l.gateway.is_some())
 }
 
 /// Map writes, so the programmer runs against real maps or a test double.
@@ -334,28 +376,7 @@ impl<W: MapWriter> Programmer<W> {
     }
 
     fn resolve(&self, key: &NexthopKey) -> Nexthop {
-        let mut nexthop = Nexthop {
-            tx_ifindex: key.ifindex,
-            ..Default::default()
-        };
-        if key.gateway.is_ipv6() {
-            nexthop.flags |= NH_F_GATEWAY_V6;
-        }
-        let Some(link) = self.links.get(&key.ifindex) else {
-            return nexthop;
-        };
-        nexthop.smac = link.mac;
-        nexthop.mtu = link.mtu.min(u16::MAX as u32) as u16;
-        if let Some((vlan_id, tpid, parent)) = link.vlan {
-            nexthop.tx_ifindex = parent;
-            nexthop.vlan_id = vlan_id;
-            nexthop.vlan_proto = tpid;
-        }
-        if let (true, Some(mac)) = (link.up, self.neighbours.get(key)) {
-            nexthop.dmac = *mac;
-            nexthop.flags |= NH_F_RESOLVED;
-        }
-        nexthop
+        resolve_nexthop(key, self.links.get(&key.ifindex), self.neighbours.get(key))
     }
 
     /// Rewrites nexthop `id` into a fresh slot if its value changed.
@@ -541,11 +562,8 @@ impl<W: MapWriter> Programmer<W> {
             Target::Local => simple(RouteKind::Local),
             Target::Kernel => simple(RouteKind::Fib),
             Target::Forward(legs) => {
-                let on_link = legs.iter().any(|l| l.gateway.is_none());
-                if legs.is_empty() || on_link || legs.len() > ECMP_MAX_LEGS {
-                    // On-link destinations each have their own neighbour;
-                    // the kernel's lookup resolves them.
-                    if !on_link {
+                if !offloadable(legs) {
+                    if legs.iter().all(|l| l.gateway.is_some()) {
                         self.stats.unsupported_routes += 1;
                     }
                     return simple(RouteKind::Fib);

@@ -66,6 +66,52 @@ impl Daemon {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `pf-sidecar diff --json --against <against>` in the router: the exit
+    /// code, the JSON if it printed any, and stderr.
+    pub fn diff(
+        &self,
+        against: &str,
+        frr_pathspace: Option<&str>,
+    ) -> (i32, Option<serde_json::Value>, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"));
+        command
+            .args(["--netns", &self.netns, "--pin-dir"])
+            .arg(&self.pin_dir)
+            .args(["diff", "--json", "--against", against]);
+        if let Some(pathspace) = frr_pathspace {
+            command.args(["--frr-pathspace", pathspace]);
+        }
+        let output = command.output().expect("run pf-sidecar diff");
+        (
+            output.status.code().unwrap_or(-1),
+            serde_json::from_slice(&output.stdout).ok(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Waits until `diff --against <against>` exits 0 (in sync).
+    pub fn assert_diff_clean(&self, against: &str, frr_pathspace: Option<&str>, step: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (code, json, stderr) = self.diff(against, frr_pathspace);
+            if code == 0
+                && json
+                    .as_ref()
+                    .is_some_and(|j| j["summary"]["in_sync"] == true)
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "after {step}, `diff --against {against}` is not clean (exit {code}):\n{}\n{stderr}\n--- daemon log ---\n{}",
+                    json.map(|j| format!("{j:#}")).unwrap_or_default(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 impl Drop for Daemon {

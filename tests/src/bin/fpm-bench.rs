@@ -352,6 +352,31 @@ fn main() {
     // Steady state: the replay has been declared over (replay_quiet_ms
     // without a message) and swept before the churn starts.
     std::thread::sleep(Duration::from_millis(REPLAY_QUIET_MS + 1000));
+    // diff on the full table: the daemon's FPM view against the pinned maps.
+    let diff_started = Instant::now();
+    let diff = Command::new(&daemon_bin)
+        .args([
+            "--netns",
+            &router.name,
+            "--pin-dir",
+            &pin_dir,
+            "diff",
+            "--against",
+            "fpm",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let diff_took = diff_started.elapsed();
+    let report: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap_or_default();
+    println!(
+        "diff --against fpm on the full table: {:.2} s, exit {}, {} prefixes and {} nexthops compared, in sync: {}",
+        diff_took.as_secs_f64(),
+        diff.status.code().unwrap_or(-1),
+        report["summary"]["compared_prefixes"],
+        report["summary"]["compared_nexthops"],
+        report["summary"]["in_sync"],
+    );
     let mut latencies = Vec::with_capacity(CHURN);
     for (prefix, object) in churn.iter_mut() {
         let before = maps.action(prefix.network().into()).unwrap();

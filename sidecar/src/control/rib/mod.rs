@@ -25,7 +25,7 @@ use crate::{
     programmer::{Leg, LinkInfo, MapWriter, Programmer, Target},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Kernel,

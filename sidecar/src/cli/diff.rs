@@ -1,0 +1,460 @@
+//! `pf-sidecar diff`: the pinned maps against the kernel FIB or FRR's RIB.
+//!
+//! The maps are read from their pins (never from the daemon's memory). The
+//! expected state is rebuilt the way the daemon builds it: the kernel's dump
+//! (or FRR's installed routes) goes through the same decoder and RIB, and
+//! the kernel's addresses always supply the local entries.
+
+use std::{
+    net::IpAddr,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    process::Command,
+    str::FromStr,
+};
+
+use anyhow::{bail, Context};
+use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData};
+use ipnet::{IpNet, Ipv6Net};
+use pf_common::{
+    layout::{Tbl24Element, Tbl8Group},
+    maps as names, EcmpGroup, Nexthop, NexthopInfo,
+};
+use serde::Serialize;
+
+use crate::{
+    collections::FastMap,
+    control::{
+        decode::{decode, Decoded},
+        rib::{FibSink, Rib, Source},
+    },
+    datapath::{mmap::MmapRegion, pins},
+    diff::{compare, DriftKind, MapsView, Report},
+    programmer::{nexthop_key, resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
+    query,
+    source::kernel,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Against {
+    /// The kernel FIB (a netlink dump of the configured tables).
+    Kernel,
+    /// FRR's RIB: the routes `vtysh` shows as installed in the FIB.
+    Frr,
+    /// The routes the running daemon took from zebra's FPM stream.
+    Fpm,
+}
+
+pub struct DiffOptions<'a> {
+    pub pin_dir: &'a Path,
+    pub against: Against,
+    pub tables: Vec<u32>,
+    /// `vtysh -N`: the pathspace of the FRR instance to ask.
+    pub frr_pathspace: Option<&'a str>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub against: Against,
+    pub generation: PathBuf,
+    pub in_sync: bool,
+    pub compared_prefixes: usize,
+    pub compared_nexthops: usize,
+    pub missing: usize,
+    pub extra: usize,
+    pub different: usize,
+    pub nexthops_different: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiffOutcome {
+    pub summary: Summary,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// The pinned maps of the live generation, the IPv4 tables mapped read-only.
+pub struct PinnedView {
+    generation: PathBuf,
+    tbl24: MmapRegion,
+    tbl8: MmapRegion,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    nh_ptr: Array<MapData, u32>,
+    nexthops: Array<MapData, Nexthop>,
+    nh_info: Array<MapData, NexthopInfo>,
+    grp_ptr: Array<MapData, u32>,
+    groups: Array<MapData, EcmpGroup>,
+}
+
+fn open_map(dir: &Path, name: &str) -> anyhow::Result<MapData> {
+    let path = dir.join(name);
+    MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+fn mmap_pinned(dir: &Path, name: &str, element_size: usize) -> anyhow::Result<MmapRegion> {
+    let data = open_map(dir, name)?;
+    let entries = data.info()?.max_entries() as usize;
+    MmapRegion::map(data.fd().as_fd(), entries * element_size, false)
+        .with_context(|| format!("mapping {name} read-only"))
+}
+
+impl PinnedView {
+    pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
+        let generation = pins::current_generation(pin_dir)
+            .with_context(|| format!("no datapath is pinned in {}", pin_dir.display()))?;
+        let g = generation.as_path();
+        Ok(Self {
+            tbl24: mmap_pinned(g, names::V4_TBL24, size_of::<Tbl24Element>())?,
+            tbl8: mmap_pinned(g, names::V4_TBL8, size_of::<Tbl8Group>())?,
+            v6: Map::LpmTrie(open_map(g, names::V6_ROUTES)?).try_into()?,
+            nh_ptr: Map::Array(open_map(g, names::NH_PTR)?).try_into()?,
+            nexthops: Map::Array(open_map(g, names::NEXTHOPS)?).try_into()?,
+            nh_info: Map::Array(open_map(g, names::NH_INFO)?).try_into()?,
+            grp_ptr: Map::Array(open_map(g, names::GRP_PTR)?).try_into()?,
+            groups: Map::Array(open_map(g, names::GROUPS)?).try_into()?,
+            generation,
+        })
+    }
+}
+
+impl MapsView for PinnedView {
+    fn tbl24(&self, block: u32) -> u32 {
+        self.tbl24.load(block as usize)
+    }
+
+    fn tbl8(&self, group: u32, offset: u32) -> u32 {
+        let index = group as usize * 256 + offset as usize;
+        if index >= self.tbl8.len_words() {
+            return u32::MAX;
+        }
+        self.tbl8.load(index)
+    }
+
+    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>> {
+        let mut entries = Vec::new();
+        for item in self.v6.iter() {
+            let (key, action) = item?;
+            let prefix = Ipv6Net::new(key.data().into(), key.prefix_len() as u8)?;
+            entries.push((prefix, action));
+        }
+        Ok(entries)
+    }
+
+    fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)> {
+        let key = nexthop_key(&self.nh_info.get(&id, 0).ok()?)?;
+        let slot = self.nh_ptr.get(&id, 0).ok()?;
+        Some((key, self.nexthops.get(&slot, 0).ok()?))
+    }
+
+    fn group_buckets(&self, id: u32) -> Option<Vec<u32>> {
+        let slot = self.grp_ptr.get(&id, 0).ok()?;
+        let group = self.groups.get(&slot, 0).ok()?;
+        let count = (group.bucket_count as usize).min(group.buckets.len());
+        (count > 0).then(|| group.buckets[..count].to_vec())
+    }
+}
+
+/// Links and neighbours as the kernel dump states them; routes are read
+/// from the RIB afterwards.
+#[derive(Default)]
+struct Neighbourhood {
+    links: FastMap<u32, LinkInfo>,
+    neighbours: FastMap<NexthopKey, [u8; 6]>,
+}
+
+impl FibSink for Neighbourhood {
+    fn upsert(&mut self, _: IpNet, _: Target) {}
+    fn remove(&mut self, _: IpNet) {}
+    fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
+        match link {
+            Some(link) => self.links.insert(ifindex, link),
+            None => self.links.remove(&ifindex),
+        };
+    }
+    fn set_neighbour(&mut self, ifindex: u32, gateway: IpAddr, mac: Option<[u8; 6]>) {
+        let key = NexthopKey { ifindex, gateway };
+        match mac {
+            Some(mac) => self.neighbours.insert(key, mac),
+            None => self.neighbours.remove(&key),
+        };
+    }
+}
+
+/// The kernel's state through the daemon's decoder and RIB. With
+/// `routes` false, only links, neighbours and addresses are followed.
+fn kernel_rib(tables: Vec<u32>, routes: bool) -> anyhow::Result<(Rib, Neighbourhood)> {
+    let route_source = if routes { Source::Kernel } else { Source::Fpm };
+    let mut rib = Rib::new(route_source, tables);
+    let mut events = Vec::new();
+    kernel::dump_all(&mut |message| {
+        if let Ok(Decoded::Event(event)) = decode(message) {
+            events.push(event);
+        }
+    })
+    .context("dumping the kernel's state over netlink")?;
+    let mut neighbourhood = Neighbourhood::default();
+    rib.apply_batch(Source::Kernel, events, &mut neighbourhood);
+    Ok((rib, neighbourhood))
+}
+
+/// Runs `vtysh` with a fixed argument vector (never through a shell).
+fn vtysh(pathspace: Option<&str>, command: &str) -> anyhow::Result<String> {
+    let mut cmd = Command::new("vtysh");
+    if let Some(n) = pathspace {
+        cmd.args(["-N", n]);
+    }
+    let output = cmd
+        .args(["-c", command])
+        .output()
+        .context("running vtysh (is FRR installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "vtysh -c '{command}' failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Routes FRR shows as installed in the FIB, from `show ip route json` or
+/// `show ipv6 route json`, as forwarding targets.
+pub fn frr_installed_routes(json: &str) -> anyhow::Result<Vec<(IpNet, Target)>> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(json).context("vtysh printed something that is not JSON")?;
+    let Some(prefixes) = parsed.as_object() else {
+        bail!("vtysh JSON is not an object of prefixes");
+    };
+    let mut routes = Vec::new();
+    for (prefix, entries) in prefixes {
+        let prefix = IpNet::from_str(prefix)
+            .with_context(|| format!("vtysh JSON names {prefix:?}, not a prefix"))?
+            .trunc();
+        for entry in entries.as_array().into_iter().flatten() {
+            if entry["installed"] != true {
+                continue;
+            }
+            let mut legs = Vec::new();
+            let mut target = None;
+            for nexthop in entry["nexthops"].as_array().into_iter().flatten() {
+                if nexthop["fib"] != true {
+                    continue;
+                }
+                if nexthop["unreachable"] == true || nexthop["blackhole"] == true {
+                    target = Some(if nexthop["reject"] == true {
+                        Target::Unreachable
+                    } else if nexthop["admin-prohibited"] == true {
+                        Target::Prohibit
+                    } else {
+                        Target::Blackhole
+                    });
+                    continue;
+                }
+                let ifindex = nexthop["interfaceIndex"].as_u64().unwrap_or(0) as u32;
+                let gateway = nexthop["ip"].as_str().and_then(|s| s.parse().ok());
+                let weight = nexthop["weight"].as_u64().unwrap_or(1).max(1) as u32;
+                legs.push(Leg {
+                    ifindex,
+                    gateway,
+                    weight,
+                });
+            }
+            let target = target.unwrap_or(if legs.is_empty() {
+                Target::Kernel
+            } else {
+                Target::Forward(legs)
+            });
+            routes.push((prefix, target));
+        }
+    }
+    Ok(routes)
+}
+
+fn frr_rib(
+    tables: &[u32],
+    pathspace: Option<&str>,
+    locals: Vec<(IpNet, Target)>,
+) -> anyhow::Result<Vec<(IpNet, Target)>> {
+    let mut by_prefix: std::collections::BTreeMap<IpNet, Target> = Default::default();
+    // The first configured table wins, as in the daemon.
+    for table in tables.iter().rev() {
+        for family in ["ip", "ipv6"] {
+            let command = if *table == 254 {
+                format!("show {family} route json")
+            } else {
+                format!("show {family} route table {table} json")
+            };
+            for (prefix, target) in frr_installed_routes(&vtysh(pathspace, &command)?)? {
+                by_prefix.insert(prefix, target);
+            }
+        }
+    }
+    // Local entries come from the kernel's addresses whatever the source.
+    by_prefix.extend(locals);
+    Ok(by_prefix.into_iter().collect())
+}
+
+pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
+    let view = PinnedView::open(options.pin_dir)?;
+    let (expected, neighbourhood) = match options.against {
+        Against::Kernel => {
+            let (rib, neighbourhood) = kernel_rib(options.tables.clone(), true)?;
+            (rib.desired(), neighbourhood)
+        }
+        Against::Frr => {
+            let (rib, neighbourhood) = kernel_rib(options.tables.clone(), false)?;
+            let expected = frr_rib(&options.tables, options.frr_pathspace, rib.desired())?;
+            (expected, neighbourhood)
+        }
+        Against::Fpm => {
+            let view = query::route_view(options.pin_dir)?;
+            if view.route_source != Source::Fpm {
+                bail!("the daemon takes its routes from the kernel, not FPM; use --against kernel");
+            }
+            if !view.replay_complete {
+                bail!("zebra's FPM replay is not complete yet; try again once it is");
+            }
+            let (_, neighbourhood) = kernel_rib(options.tables.clone(), false)?;
+            (view.routes, neighbourhood)
+        }
+    };
+    let resolve = |key: &NexthopKey| {
+        resolve_nexthop(
+            key,
+            neighbourhood.links.get(&key.ifindex),
+            neighbourhood.neighbours.get(key),
+        )
+    };
+    let bar = options.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(1);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "comparing IPv4 blocks {wide_bar} {percent:>3}% {elapsed}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let mut progress = |done: u64, all: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(all);
+            bar.set_position(done);
+        }
+    };
+    let report = compare(&view, &expected, &resolve, &mut progress)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(DiffOutcome {
+        summary: Summary {
+            against: options.against,
+            generation: view.generation.clone(),
+            in_sync: report.in_sync(),
+            compared_prefixes: report.compared_prefixes,
+            compared_nexthops: report.compared_nexthops,
+            missing: report.count(DriftKind::Missing),
+            extra: report.count(DriftKind::Extra),
+            different: report.count(DriftKind::Different),
+            nexthops_different: report.nexthops.len(),
+        },
+        report,
+    })
+}
+
+pub fn render(outcome: &DiffOutcome) -> String {
+    let mut out = String::new();
+    for d in &outcome.report.drift {
+        let kind = match d.kind {
+            DriftKind::Missing => "missing",
+            DriftKind::Extra => "extra",
+            DriftKind::Different => "different",
+        };
+        out += &format!(
+            "{kind:<10} {:<24} expected: {}  actual: {}\n",
+            d.prefix.to_string(),
+            d.expected,
+            d.actual
+        );
+    }
+    for n in &outcome.report.nexthops {
+        out += &format!(
+            "nexthop    {} ifindex {} (id {})  expected: {}  actual: {}\n",
+            n.gateway, n.ifindex, n.id, n.expected, n.actual
+        );
+    }
+    let s = &outcome.summary;
+    let against = match s.against {
+        Against::Kernel => "the kernel FIB",
+        Against::Frr => "FRR's RIB",
+        Against::Fpm => "the daemon's FPM view",
+    };
+    out += &format!(
+        "{} prefixes and {} nexthops compared with {against}: {} missing, {} extra, {} different, {} nexthops different: {}\n",
+        s.compared_prefixes,
+        s.compared_nexthops,
+        s.missing,
+        s.extra,
+        s.different,
+        s.nexthops_different,
+        if s.in_sync { "in sync" } else { "DRIFT" }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frr_json_gives_installed_routes_with_their_fib_nexthops_only() {
+        let json = r#"{
+          "198.51.100.0/24": [{"prefix": "198.51.100.0/24", "protocol": "static", "installed": true,
+            "nexthops": [
+              {"fib": true, "ip": "192.0.2.1", "afi": "ipv4", "interfaceIndex": 3, "active": true, "weight": 1},
+              {"fib": true, "ip": "192.0.2.2", "afi": "ipv4", "interfaceIndex": 4, "active": true},
+              {"ip": "192.0.2.9", "afi": "ipv4", "interfaceIndex": 4}
+            ]}],
+          "203.0.113.0/24": [
+            {"protocol": "bgp", "selected": false, "nexthops": [{"ip": "192.0.2.7", "interfaceIndex": 3}]},
+            {"protocol": "static", "installed": true, "nexthops": [{"fib": true, "unreachable": true, "blackhole": true}]}
+          ],
+          "203.0.113.0/25": [{"installed": true, "nexthops": [{"fib": true, "unreachable": true, "reject": true}]}],
+          "192.0.2.0/24": [{"protocol": "connected", "installed": true,
+            "nexthops": [{"fib": true, "directlyConnected": true, "interfaceIndex": 3}]}]
+        }"#;
+        let mut routes = frr_installed_routes(json).unwrap();
+        routes.sort_by_key(|(p, _)| *p);
+        let leg = |ifindex, gw: &str| Leg {
+            ifindex,
+            gateway: Some(gw.parse().unwrap()),
+            weight: 1,
+        };
+        assert_eq!(
+            routes,
+            vec![
+                (
+                    "192.0.2.0/24".parse().unwrap(),
+                    Target::Forward(vec![Leg {
+                        ifindex: 3,
+                        gateway: None,
+                        weight: 1
+                    }])
+                ),
+                (
+                    "198.51.100.0/24".parse().unwrap(),
+                    Target::Forward(vec![leg(3, "192.0.2.1"), leg(4, "192.0.2.2")])
+                ),
+                ("203.0.113.0/24".parse().unwrap(), Target::Blackhole),
+                ("203.0.113.0/25".parse().unwrap(), Target::Unreachable),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_a_route_table_is_refused_with_a_reason() {
+        assert!(frr_installed_routes("[]").is_err());
+        let err = frr_installed_routes(r#"{"not a prefix": []}"#).unwrap_err();
+        assert!(err.to_string().contains("not a prefix"), "{err}");
+    }
+}

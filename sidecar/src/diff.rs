@@ -1,0 +1,563 @@
+//! `diff`: what the maps do, against what a route source says they should.
+//!
+//! The comparison is by behaviour, because the maps hold no prefixes for
+//! IPv4 (DIR-24-8 expands them) and name nexthops by ids the daemon chose.
+//! The expected routes are expanded into a DIR-24-8 table of their own, and
+//! both tables are walked block by block, so every IPv4 address is compared;
+//! a difference is reported against the longest expected prefix covering
+//! it, or, where none does, as an extra range. IPv6 entries are compared
+//! prefix by prefix. Nexthops used by the maps are compared with what the
+//! kernel's links and neighbours say they should hold.
+
+use std::{fmt, net::IpAddr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pf_common::{maps::ECMP_BUCKETS, Nexthop, RouteAction, RouteKind};
+use prefix_trie::PrefixMap;
+use serde::Serialize;
+
+use crate::{
+    collections::{FastMap, FastSet, HashMapExt, HashSetExt},
+    datapath::{
+        dir24::{Dir24, Dir24Store, VecStore},
+        ecmp::{build_group, Leg as EcmpLeg},
+    },
+    programmer::{offloadable, NexthopKey, Target},
+};
+
+/// One way out of a forwarding behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Path {
+    pub ifindex: u32,
+    pub gateway: IpAddr,
+    /// Buckets of the ECMP table (1 for a single nexthop).
+    pub share: u32,
+}
+
+/// What the datapath does with a packet, independent of ids and slots.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Behaviour {
+    /// No entry, or an explicit hand-off to `bpf_fib_lookup`.
+    Kernel,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    Local,
+    Forward {
+        paths: Vec<Path>,
+    },
+    /// An entry the datapath cannot use (an unknown kind or a dangling id).
+    Invalid {
+        action: u32,
+    },
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Behaviour::Kernel => f.write_str("kernel"),
+            Behaviour::Blackhole => f.write_str("blackhole"),
+            Behaviour::Unreachable => f.write_str("unreachable"),
+            Behaviour::Prohibit => f.write_str("prohibit"),
+            Behaviour::Local => f.write_str("local"),
+            Behaviour::Invalid { action } => write!(f, "invalid entry {action:#x}"),
+            Behaviour::Forward { paths } => {
+                for (i, p) in paths.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "via {} ifindex {}", p.gateway, p.ifindex)?;
+                    if paths.len() > 1 {
+                        write!(f, " ({}/{ECMP_BUCKETS})", p.share)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn merge_paths(mut paths: Vec<Path>) -> Vec<Path> {
+    paths.sort();
+    let mut merged: Vec<Path> = Vec::with_capacity(paths.len());
+    for p in paths {
+        match merged.last_mut() {
+            Some(last) if last.ifindex == p.ifindex && last.gateway == p.gateway => {
+                last.share += p.share
+            }
+            _ => merged.push(p),
+        }
+    }
+    merged
+}
+
+/// What the programmer writes for `target`, as a behaviour.
+pub fn expected_behaviour(target: &Target) -> Behaviour {
+    match target {
+        Target::Blackhole => Behaviour::Blackhole,
+        Target::Unreachable => Behaviour::Unreachable,
+        Target::Prohibit => Behaviour::Prohibit,
+        Target::Local => Behaviour::Local,
+        Target::Kernel => Behaviour::Kernel,
+        Target::Forward(legs) if !offloadable(legs) => Behaviour::Kernel,
+        Target::Forward(legs) => {
+            let mut keyed: Vec<(NexthopKey, u32)> = legs
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        NexthopKey {
+                            ifindex: l.ifindex,
+                            gateway: l.gateway?,
+                        },
+                        l.weight.max(1),
+                    ))
+                })
+                .collect();
+            if let [(key, _)] = keyed.as_slice() {
+                return Behaviour::Forward {
+                    paths: vec![Path {
+                        ifindex: key.ifindex,
+                        gateway: key.gateway,
+                        share: 1,
+                    }],
+                };
+            }
+            // The programmer orders a group's legs this way before it builds
+            // the bucket table, so the shares come out the same.
+            keyed.sort();
+            let ecmp: Vec<EcmpLeg> = keyed
+                .iter()
+                .enumerate()
+                .map(|(i, (_, weight))| EcmpLeg {
+                    nexthop_id: i as u32,
+                    weight: *weight,
+                })
+                .collect();
+            let Ok(group) = build_group(&ecmp) else {
+                return Behaviour::Kernel;
+            };
+            let mut shares = vec![0u32; keyed.len()];
+            for id in &group.buckets[..group.bucket_count as usize] {
+                shares[*id as usize] += 1;
+            }
+            let paths = keyed
+                .iter()
+                .zip(shares)
+                .map(|((key, _), share)| Path {
+                    ifindex: key.ifindex,
+                    gateway: key.gateway,
+                    share,
+                })
+                .collect();
+            Behaviour::Forward {
+                paths: merge_paths(paths),
+            }
+        }
+    }
+}
+
+/// Read access to a datapath's maps.
+pub trait MapsView {
+    /// The raw `V4_TBL24` action of a /24 block.
+    fn tbl24(&self, block: u32) -> u32;
+    /// The raw action at `offset` of second-level group `group`.
+    fn tbl8(&self, group: u32, offset: u32) -> u32;
+    /// Every `V6_ROUTES` entry.
+    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>>;
+    /// Nexthop `id`: the gateway it stands for and its current value.
+    fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)>;
+    /// The bucket table (nexthop ids) of group `id`.
+    fn group_buckets(&self, id: u32) -> Option<Vec<u32>>;
+}
+
+/// Turns raw actions into behaviours, remembering each and the nexthops seen.
+struct Resolver<'a, V: MapsView> {
+    view: &'a V,
+    cache: FastMap<u32, Behaviour>,
+    nexthops_seen: FastSet<u32>,
+}
+
+impl<'a, V: MapsView> Resolver<'a, V> {
+    fn new(view: &'a V) -> Self {
+        Self {
+            view,
+            cache: FastMap::new(),
+            nexthops_seen: FastSet::new(),
+        }
+    }
+
+    fn behaviour(&mut self, raw: u32) -> Behaviour {
+        if let Some(b) = self.cache.get(&raw) {
+            return b.clone();
+        }
+        let behaviour = self.resolve(RouteAction(raw));
+        self.cache.insert(raw, behaviour.clone());
+        behaviour
+    }
+
+    fn path(&mut self, id: u32, share: u32) -> Option<Path> {
+        let (key, _) = self.view.nexthop(id)?;
+        self.nexthops_seen.insert(id);
+        Some(Path {
+            ifindex: key.ifindex,
+            gateway: key.gateway,
+            share,
+        })
+    }
+
+    fn resolve(&mut self, action: RouteAction) -> Behaviour {
+        let invalid = Behaviour::Invalid { action: action.0 };
+        match action.kind() {
+            Some(RouteKind::Miss | RouteKind::Fib) => Behaviour::Kernel,
+            Some(RouteKind::Blackhole) => Behaviour::Blackhole,
+            Some(RouteKind::Unreachable) => Behaviour::Unreachable,
+            Some(RouteKind::Prohibit) => Behaviour::Prohibit,
+            Some(RouteKind::Local) => Behaviour::Local,
+            Some(RouteKind::Nexthop) => match self.path(action.index(), 1) {
+                Some(path) => Behaviour::Forward { paths: vec![path] },
+                None => invalid,
+            },
+            Some(RouteKind::Group) => {
+                let Some(buckets) = self.view.group_buckets(action.index()) else {
+                    return invalid;
+                };
+                let mut counts: FastMap<u32, u32> = FastMap::new();
+                for id in buckets {
+                    *counts.entry(id).or_default() += 1;
+                }
+                let mut paths = Vec::with_capacity(counts.len());
+                for (id, share) in counts {
+                    match self.path(id, share) {
+                        Some(p) => paths.push(p),
+                        None => return invalid,
+                    }
+                }
+                Behaviour::Forward {
+                    paths: merge_paths(paths),
+                }
+            }
+            Some(RouteKind::Tbl8) | None => invalid,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    /// An expected prefix whose packets the maps leave to the kernel.
+    Missing,
+    /// Addresses no expected prefix covers that the maps handle.
+    Extra,
+    /// An expected prefix the maps handle differently.
+    Different,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub kind: DriftKind,
+    pub prefix: IpNet,
+    pub expected: Behaviour,
+    pub actual: Behaviour,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NexthopDrift {
+    pub id: u32,
+    pub ifindex: u32,
+    pub gateway: IpAddr,
+    pub expected: String,
+    pub actual: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub drift: Vec<Drift>,
+    pub nexthops: Vec<NexthopDrift>,
+    pub compared_prefixes: usize,
+    pub compared_nexthops: usize,
+}
+
+impl Report {
+    pub fn in_sync(&self) -> bool {
+        self.drift.is_empty() && self.nexthops.is_empty()
+    }
+
+    pub fn count(&self, kind: DriftKind) -> usize {
+        self.drift.iter().filter(|d| d.kind == kind).count()
+    }
+}
+
+/// Progress callback: (step done, steps in all).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+const BLOCKS: u32 = 1 << 24;
+
+/// Compares the maps behind `view` with the `expected` routes; `resolve`
+/// says what a nexthop entry should hold.
+pub fn compare(
+    view: &impl MapsView,
+    expected: &[(IpNet, Target)],
+    resolve: &dyn Fn(&NexthopKey) -> Nexthop,
+    progress: Progress<'_>,
+) -> anyhow::Result<Report> {
+    let mut resolver = Resolver::new(view);
+    let mut report = Report {
+        compared_prefixes: expected.len(),
+        ..Default::default()
+    };
+    let (v4, v6): (Vec<_>, Vec<_>) = expected
+        .iter()
+        .map(|(p, t)| (*p, expected_behaviour(t)))
+        .partition(|(p, _)| p.addr().is_ipv4());
+    let v4: Vec<(Ipv4Net, Behaviour)> = v4
+        .into_iter()
+        .filter_map(|(p, b)| match p {
+            IpNet::V4(p) => Some((p.trunc(), b)),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    compare_v4(&mut resolver, &v4, &mut report, progress);
+    let v6: FastMap<Ipv6Net, Behaviour> = v6
+        .into_iter()
+        .filter_map(|(p, b)| match p {
+            IpNet::V6(p) => Some((p.trunc(), b)),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    compare_v6(&mut resolver, &v6, &mut report)?;
+    let mut seen: Vec<u32> = resolver.nexthops_seen.iter().copied().collect();
+    seen.sort_unstable();
+    report.compared_nexthops = seen.len();
+    for id in seen {
+        let Some((key, actual)) = view.nexthop(id) else {
+            continue;
+        };
+        let expected = resolve(&key);
+        if expected != actual {
+            report.nexthops.push(NexthopDrift {
+                id,
+                ifindex: key.ifindex,
+                gateway: key.gateway,
+                expected: describe_nexthop(&expected),
+                actual: describe_nexthop(&actual),
+            });
+        }
+    }
+    report.drift.sort_by_key(|d| (d.kind, d.prefix));
+    Ok(report)
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn describe_nexthop(n: &Nexthop) -> String {
+    let state = if n.is_resolved() {
+        format!("resolved {}", mac(n.dmac))
+    } else {
+        "unresolved".to_string()
+    };
+    let vlan = if n.vlan_id != 0 {
+        format!(" vlan {} ({:#06x})", n.vlan_id, n.vlan_proto)
+    } else {
+        String::new()
+    };
+    format!(
+        "{state}, out ifindex {} from {}{vlan}, mtu {}",
+        n.tx_ifindex,
+        mac(n.smac),
+        n.mtu
+    )
+}
+
+fn compare_v4<V: MapsView>(
+    resolver: &mut Resolver<'_, V>,
+    expected: &[(Ipv4Net, Behaviour)],
+    report: &mut Report,
+    progress: Progress<'_>,
+) {
+    // Expected behaviours by id; 0 is "kernel", which a missing entry means.
+    let mut ids: FastMap<Behaviour, u32> = FastMap::new();
+    let mut behaviours = vec![Behaviour::Kernel];
+    ids.insert(Behaviour::Kernel, 0);
+    let long_blocks: FastSet<u32> = expected
+        .iter()
+        .filter(|(p, _)| p.prefix_len() > 24)
+        .map(|(p, _)| u32::from(p.network()) >> 8)
+        .collect();
+    let mut table = Dir24::new(VecStore::new(long_blocks.len() as u32 + 1));
+    let mut covering: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
+    for (prefix, behaviour) in expected {
+        let id = *ids.entry(behaviour.clone()).or_insert_with(|| {
+            behaviours.push(behaviour.clone());
+            behaviours.len() as u32 - 1
+        });
+        // Groups are sized for every long block, so this cannot defer.
+        let _ = table.insert(*prefix, RouteAction::new(RouteKind::Nexthop, id));
+        covering.insert(*prefix, id);
+    }
+    let expected_at = |raw: u32| -> u32 {
+        if raw == 0 {
+            0
+        } else {
+            RouteAction(raw).index()
+        }
+    };
+
+    let mut reported: FastSet<Ipv4Net> = FastSet::new();
+    // Contiguous addresses no expected prefix covers, with what the maps do there.
+    let mut extra: Option<(u32, u32, Behaviour)> = None;
+    let mut extras: Vec<(u32, u32, Behaviour)> = Vec::new();
+    let mut note = |addr: u32, len: u32, want: u32, got: Behaviour, report: &mut Report| {
+        let lpm = covering.get_lpm(&Ipv4Net::new(addr.into(), 32).expect("32 is valid"));
+        match lpm {
+            Some((prefix, _)) => {
+                if reported.insert(prefix) {
+                    let expected = behaviours[want as usize].clone();
+                    let kind = if got == Behaviour::Kernel {
+                        DriftKind::Missing
+                    } else {
+                        DriftKind::Different
+                    };
+                    report.drift.push(Drift {
+                        kind,
+                        prefix: IpNet::V4(prefix),
+                        expected,
+                        actual: got,
+                    });
+                }
+            }
+            None => match &mut extra {
+                Some((start, end, b)) if *end == addr && *b == got => *end = addr + len,
+                _ => {
+                    if let Some(done) = extra.replace((addr, addr.wrapping_add(len), got)) {
+                        extras.push(done);
+                    }
+                }
+            },
+        }
+    };
+
+    let store = table.store();
+    // Neighbouring blocks mostly hold the same pair of entries.
+    let mut last_equal: Option<(u32, u32)> = None;
+    for block in 0..BLOCKS {
+        if block % (1 << 16) == 0 {
+            progress(block as u64, BLOCKS as u64);
+        }
+        let want_raw = store.tbl24(block);
+        let got_raw = resolver.view.tbl24(block);
+        let want_ext = RouteAction(want_raw).kind() == Some(RouteKind::Tbl8);
+        let got_ext = RouteAction(got_raw).kind() == Some(RouteKind::Tbl8);
+        let base = block << 8;
+        if !want_ext && !got_ext {
+            if last_equal == Some((want_raw, got_raw)) {
+                continue;
+            }
+            let want = expected_at(want_raw);
+            let got = resolver.behaviour(got_raw);
+            if behaviours[want as usize] == got {
+                last_equal = Some((want_raw, got_raw));
+            } else {
+                note(base, 256, want, got, report);
+            }
+            continue;
+        }
+        for offset in 0..256u32 {
+            let want = if want_ext {
+                expected_at(store.tbl8(RouteAction(want_raw).index(), offset))
+            } else {
+                expected_at(want_raw)
+            };
+            let got = if got_ext {
+                resolver.behaviour(resolver.view.tbl8(RouteAction(got_raw).index(), offset))
+            } else {
+                resolver.behaviour(got_raw)
+            };
+            if behaviours[want as usize] != got {
+                note(base + offset, 1, want, got, report);
+            }
+        }
+    }
+    progress(BLOCKS as u64, BLOCKS as u64);
+    extras.extend(extra);
+    for (start, end, actual) in extras {
+        // `end` wraps to 0 for a range that reaches 255.255.255.255.
+        let last = end.wrapping_sub(1);
+        for prefix in ipnet::Ipv4Subnets::new(start.into(), last.into(), 0) {
+            report.drift.push(Drift {
+                kind: DriftKind::Extra,
+                prefix: IpNet::V4(prefix),
+                expected: Behaviour::Kernel,
+                actual: actual.clone(),
+            });
+        }
+    }
+}
+
+fn compare_v6<V: MapsView>(
+    resolver: &mut Resolver<'_, V>,
+    expected: &FastMap<Ipv6Net, Behaviour>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let actual: FastMap<Ipv6Net, u32> = resolver.view.v6_entries()?.into_iter().collect();
+    let mut actual_trie: PrefixMap<Ipv6Net, u32> = PrefixMap::new();
+    for (prefix, raw) in &actual {
+        actual_trie.insert(*prefix, *raw);
+    }
+    for (prefix, want) in expected {
+        match actual.get(prefix) {
+            // Without an entry the longest actual prefix above answers; for
+            // an on-link route that is right when it too leaves the packet
+            // to the kernel.
+            None if *want == Behaviour::Kernel => {
+                let above = actual_trie.get_lpm(prefix).map(|(_, raw)| *raw);
+                let got = above.map_or(Behaviour::Kernel, |raw| resolver.behaviour(raw));
+                if got != Behaviour::Kernel {
+                    report.drift.push(Drift {
+                        kind: DriftKind::Different,
+                        prefix: IpNet::V6(*prefix),
+                        expected: want.clone(),
+                        actual: got,
+                    });
+                }
+            }
+            None => report.drift.push(Drift {
+                kind: DriftKind::Missing,
+                prefix: IpNet::V6(*prefix),
+                expected: want.clone(),
+                actual: Behaviour::Kernel,
+            }),
+            Some(raw) => {
+                let got = resolver.behaviour(*raw);
+                if got != *want {
+                    report.drift.push(Drift {
+                        kind: DriftKind::Different,
+                        prefix: IpNet::V6(*prefix),
+                        expected: want.clone(),
+                        actual: got,
+                    });
+                }
+            }
+        }
+    }
+    for (prefix, raw) in &actual {
+        if !expected.contains_key(prefix) {
+            let got = resolver.behaviour(*raw);
+            report.drift.push(Drift {
+                kind: DriftKind::Extra,
+                prefix: IpNet::V6(*prefix),
+                expected: Behaviour::Kernel,
+                actual: got,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

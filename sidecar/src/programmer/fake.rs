@@ -1,0 +1,104 @@
+//! Maps in memory for unit tests of the programmer and of `diff`.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
+
+use super::MapWriter;
+use crate::datapath::dir24::{Covering, Dir24, Dir24Error, VecStore};
+
+/// Maps in memory, with a log of writes in order.
+pub(crate) struct FakeMaps {
+    pub v4: Dir24<VecStore>,
+    pub v6: HashMap<Ipv6Net, RouteAction>,
+    pub nh_ptr: HashMap<u32, u32>,
+    pub nexthops: HashMap<u32, Nexthop>,
+    pub info: HashMap<u32, NexthopInfo>,
+    pub grp_ptr: HashMap<u32, u32>,
+    pub groups: HashMap<u32, EcmpGroup>,
+    pub log: Vec<String>,
+}
+
+impl FakeMaps {
+    pub fn new() -> Self {
+        Self {
+            v4: Dir24::new(VecStore::new(4)),
+            v6: HashMap::new(),
+            nh_ptr: HashMap::new(),
+            nexthops: HashMap::new(),
+            info: HashMap::new(),
+            grp_ptr: HashMap::new(),
+            groups: HashMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// What the datapath would see for an IPv4 address: the action and,
+    /// for a nexthop, its value.
+    pub fn lookup_v4(&self, addr: Ipv4Addr) -> (RouteAction, Option<Nexthop>) {
+        let action = self.v4.lookup(u32::from(addr));
+        (action, self.nexthop_of(action))
+    }
+
+    pub fn lookup_v6(&self, addr: Ipv6Addr) -> RouteAction {
+        self.v6
+            .iter()
+            .filter(|(p, _)| p.contains(&addr))
+            .max_by_key(|(p, _)| p.prefix_len())
+            .map(|(_, a)| *a)
+            .unwrap_or(RouteAction::MISS)
+    }
+
+    pub fn nexthop_of(&self, action: RouteAction) -> Option<Nexthop> {
+        if action.kind() != Some(RouteKind::Nexthop) {
+            return None;
+        }
+        let slot = self.nh_ptr.get(&action.index())?;
+        self.nexthops.get(slot).copied()
+    }
+}
+
+impl MapWriter for FakeMaps {
+    type Error = String;
+    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), String> {
+        self.log.push(format!("nexthop {id} slot {slot}"));
+        self.nexthops.insert(slot, *nexthop);
+        self.nh_ptr.insert(id, slot);
+        Ok(())
+    }
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), String> {
+        self.info.insert(id, *info);
+        Ok(())
+    }
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), String> {
+        self.log.push(format!("group {id} slot {slot}"));
+        self.groups.insert(slot, *group);
+        self.grp_ptr.insert(id, slot);
+        Ok(())
+    }
+    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
+        self.log.push(format!("route {prefix}"));
+        self.v4.insert(prefix, action)
+    }
+    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
+        self.log.push(format!("unroute {prefix}"));
+        self.v4.remove(prefix, covering, last_in_block)
+    }
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
+        self.log.push(format!("route {prefix}"));
+        self.v6.insert(prefix, action);
+        Ok(())
+    }
+    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+        self.log.push(format!("unroute {prefix}"));
+        self.v6.remove(&prefix);
+        Ok(())
+    }
+    fn reclaim(&mut self) {
+        self.v4.reclaim();
+    }
+}

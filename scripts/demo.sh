@@ -1,59 +1,111 @@
 #!/usr/bin/env bash
-# A small real run of the datapath: three namespaces (client, router,
-# server) joined by veth, fast_path attached to both router ports, a few
-# pings through it, the counters, and a clean tear-down.
+# make demo: the lab (scripts/lab) with real FRR, BIRD and BGP, real traffic
+# through pf-sidecar's fast path, a clean diff, and an upstream withdrawal
+# with the convergence time measured. Everything is torn down at the end.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-BIN=${PF_SIDECAR_BIN:-target/release/pf-sidecar}
-RUN="pfdemo-$$"
-PIN_DIR="/sys/fs/bpf/$RUN"
-CLIENT="$RUN-client" ROUTER="$RUN-router" SERVER="$RUN-server"
+export PF_SIDECAR_BIN=${PF_SIDECAR_BIN:-target/release/pf-sidecar}
+BIN=$PF_SIDECAR_BIN
+NAME=demo$(($$ % 100000))
+eval "$(scripts/lab env "$NAME")"
 
-say() { printf '\n== %s\n' "$*"; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+sidecar() { "$BIN" --netns "$LAB_ROUTER" --pin-dir "$LAB_PIN_DIR" "$@"; }
+counter() { sidecar status --json | jq "[.counters[] | select(.name == \"$1\") | .value] | add // 0"; }
+rx_packets() { in_ns "$1" cat "/sys/class/net/$2/statistics/rx_packets"; }
+now_ms() { date +%s%3N; }
 
-cleanup() {
-  "$BIN" --netns "$ROUTER" --pin-dir "$PIN_DIR" detach --all >/dev/null 2>&1 || true
-  rm -rf "$PIN_DIR" 2>/dev/null || true
-  for ns in "$CLIENT" "$ROUTER" "$SERVER"; do ip netns del "$ns" 2>/dev/null || true; done
-}
+cleanup() { scripts/lab down "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-[ -x "$BIN" ] || { echo "demo: $BIN not built (run make demo)" >&2; exit 1; }
+say "Starting the lab: client - router (FRR + pf-sidecar) - up1 (BIRD) / up2 (FRR) - server"
+scripts/lab up "$NAME"
+cat <<EOF
 
-say "Building a three-namespace lab ($RUN)"
-for ns in "$CLIENT" "$ROUTER" "$SERVER"; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done
-ip link add c0 netns "$CLIENT" type veth peer name r0 netns "$ROUTER"
-ip link add s0 netns "$SERVER" type veth peer name r1 netns "$ROUTER"
-in_ns "$CLIENT" ip addr add 192.0.2.2/24 dev c0
-in_ns "$CLIENT" ip addr add 2001:db8:1::2/64 dev c0 nodad
-in_ns "$ROUTER" ip addr add 192.0.2.1/24 dev r0
-in_ns "$ROUTER" ip addr add 2001:db8:1::1/64 dev r0 nodad
-in_ns "$ROUTER" ip addr add 198.51.100.1/24 dev r1
-in_ns "$ROUTER" ip addr add 2001:db8:2::1/64 dev r1 nodad
-in_ns "$SERVER" ip addr add 198.51.100.2/24 dev s0
-in_ns "$SERVER" ip addr add 2001:db8:2::2/64 dev s0 nodad
-for pair in "$CLIENT c0" "$ROUTER r0" "$ROUTER r1" "$SERVER s0"; do
-  set -- $pair; in_ns "$1" ip link set "$2" up
+  client $LAB_CLIENT_V4 / $LAB_CLIENT_V6  ->  router  ->  up1 or up2  ->  server $LAB_SERVER_V4 / $LAB_SERVER_V6
+  The router learns 203.0.113.0/24 and 2001:db8:ff::/48 from both upstreams over
+  BGP (ECMP). zebra streams its FIB to pf-sidecar over FPM; pf-sidecar writes it
+  into BPF maps, and fast_path on the router's ports forwards from those maps.
+EOF
+
+say "The router's FIB according to FRR"
+in_ns "$LAB_ROUTER" vtysh --vty_socket "/var/run/frr/$LAB_ROUTER_FRR" \
+  -c "show ip route bgp" -c "show ipv6 route bgp" | grep -E '^[A-Z]|^ +\*'
+
+say "What the maps say for the server (pf-sidecar lookup)"
+sidecar lookup "$LAB_SERVER_V4"
+
+before=$(counter redirect_cache)
+say "Traffic: ICMP over IPv4 and IPv6"
+in_ns "$LAB_CLIENT" ping -c 5 -i 0.2 -W 2 "$LAB_SERVER_V4" | tail -2
+in_ns "$LAB_CLIENT" ping -6 -c 5 -i 0.2 -W 2 "$LAB_SERVER_V6" | tail -2
+
+say "Traffic: a TCP transfer (4 flows, 3 s, IPv4) and UDP (IPv6, 3 s)"
+in_ns "$LAB_SERVER" iperf3 -s -D -p 5201 --pidfile "$LAB_DIR/iperf3.pid"
+sleep 0.5
+in_ns "$LAB_CLIENT" iperf3 -c "$LAB_SERVER_V4" -p 5201 -t 3 -P 4 -f m | grep -E 'SUM.*(sender|receiver)'
+sleep 1
+in_ns "$LAB_CLIENT" iperf3 -6 -c "$LAB_SERVER_V6" -p 5201 -t 3 -u -b 50M -f m | grep -A1 -E 'Jitter' | tail -1
+
+after=$(counter redirect_cache)
+say "pf-sidecar status: redirect_cache counts packets fast_path forwarded from the maps"
+sidecar status
+echo
+echo "fast_path forwarded $((after - before)) packets of that traffic from the route cache."
+[ $((after - before)) -gt 0 ] || { echo "demo: fast_path forwarded nothing" >&2; exit 1; }
+
+say "pf-sidecar diff: the maps against FRR's RIB and against the kernel FIB"
+sidecar diff --config "$LAB_SIDECAR_CONFIG" --against frr --frr-pathspace "$LAB_ROUTER_FRR" | tail -1
+sidecar diff --config "$LAB_SIDECAR_CONFIG" --against kernel | tail -1
+
+say "Withdrawing 203.0.113.0/24 at up2 while UDP flows run; traffic must move to up1"
+sleep 1
+in_ns "$LAB_CLIENT" iperf3 -c "$LAB_SERVER_V4" -p 5201 -t 8 -u -b 20M -P 8 >/dev/null &
+flow=$!
+sleep 2
+u1=$(rx_packets "$LAB_UP1" u1) u2=$(rx_packets "$LAB_UP2" u2)
+sleep 1
+u1_rate=$(( $(rx_packets "$LAB_UP1" u1) - u1 )) u2_rate=$(( $(rx_packets "$LAB_UP2" u2) - u2 ))
+echo "before: up1 receives $u1_rate packets/s, up2 receives $u2_rate packets/s (ECMP)"
+t0=$(now_ms)
+in_ns "$LAB_UP2" vtysh --vty_socket "/var/run/frr/$LAB_UP2_FRR" -c "configure terminal" \
+  -c "router bgp 64502" -c "address-family ipv4 unicast" -c "no network 203.0.113.0/24" >/dev/null
+until [ "$(in_ns "$LAB_ROUTER" vtysh --vty_socket "/var/run/frr/$LAB_ROUTER_FRR" -c 'show ip route 203.0.113.0/24 json' \
+        | jq '[.[][] | select(.installed == true) | .nexthops[] | select(.fib == true)] | length')" = 1 ]; do
+  [ $(( $(now_ms) - t0 )) -lt 15000 ] || { echo "demo: FRR did not converge" >&2; exit 1; }
+  sleep 0.01
 done
-in_ns "$CLIENT" ip route add default via 192.0.2.1
-in_ns "$CLIENT" ip -6 route add default via 2001:db8:1::1
-in_ns "$SERVER" ip route add default via 198.51.100.1
-in_ns "$SERVER" ip -6 route add default via 2001:db8:2::1
-in_ns "$ROUTER" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-# A veth end receives redirected frames only with XDP or GRO enabled on it.
-in_ns "$CLIENT" ethtool -K c0 gro on >/dev/null
-in_ns "$SERVER" ethtool -K s0 gro on >/dev/null
+t_frr=$(now_ms)
+until [ "$(sidecar lookup "$LAB_SERVER_V4" --json | jq '.maps.legs | length')" = 1 ]; do
+  [ $(( $(now_ms) - t0 )) -lt 15000 ] || { echo "demo: the maps did not follow" >&2; exit 1; }
+  sleep 0.01
+done
+t_maps=$(now_ms)
+sleep 1
+u1=$(rx_packets "$LAB_UP1" u1) u2=$(rx_packets "$LAB_UP2" u2)
+sleep 1
+u1_rate=$(( $(rx_packets "$LAB_UP1" u1) - u1 )) u2_rate=$(( $(rx_packets "$LAB_UP2" u2) - u2 ))
+echo "after:  up1 receives $u1_rate packets/s, up2 receives $u2_rate packets/s"
+echo "convergence: FRR's FIB changed $((t_frr - t0)) ms after the withdrawal; the maps $((t_maps - t0)) ms after it ($((t_maps - t_frr)) ms after FRR)"
+wait $flow || true
+[ "$u2_rate" -eq 0 ] || { echo "demo: traffic still reaches up2" >&2; exit 1; }
 
-say "Attaching fast_path to the router's ports (maps pinned in $PIN_DIR)"
-"$BIN" --netns "$ROUTER" --pin-dir "$PIN_DIR" attach r0 r1
+say "Announcing it again: back to two paths"
+in_ns "$LAB_UP2" vtysh --vty_socket "/var/run/frr/$LAB_UP2_FRR" -c "configure terminal" \
+  -c "router bgp 64502" -c "address-family ipv4 unicast" -c "network 203.0.113.0/24" >/dev/null
+t0=$(now_ms)
+until [ "$(sidecar lookup "$LAB_SERVER_V4" --json | jq '.maps.legs | length')" = 2 ]; do
+  [ $(( $(now_ms) - t0 )) -lt 15000 ] || { echo "demo: the second path did not come back" >&2; exit 1; }
+  sleep 0.05
+done
+sidecar lookup "$LAB_SERVER_V4"
+sidecar diff --config "$LAB_SIDECAR_CONFIG" --against frr --frr-pathspace "$LAB_ROUTER_FRR" | tail -1
 
-say "Sending traffic client -> server (the first packet of each family resolves the neighbour in the kernel)"
-in_ns "$CLIENT" ping -c 5 -i 0.2 -W 2 198.51.100.2
-in_ns "$CLIENT" ping -6 -c 5 -i 0.2 -W 2 2001:db8:2::2
-
-say "pf-sidecar status: redirect_fib counts packets fast_path forwarded with bpf_fib_lookup"
-"$BIN" --netns "$ROUTER" --pin-dir "$PIN_DIR" status
-redirected=$("$BIN" --netns "$ROUTER" --pin-dir "$PIN_DIR" status --json | jq '[.counters[] | select(.name == "redirect_fib" or .name == "redirect_cache") | .value] | add')
-say "fast_path forwarded $redirected packets; tearing down"
-[ "$redirected" -gt 0 ] || { echo "demo: fast_path forwarded nothing" >&2; exit 1; }
+say "Tearing the lab down"
+trap - EXIT
+scripts/lab down "$NAME"
+left=$(ip netns list | grep -c "pfl-$NAME-" || true)
+echo "namespaces left: $left; pins left: $(ls /sys/fs/bpf | grep -c "pfl-$NAME" || true)"
+say "Demo complete"

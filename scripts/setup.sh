@@ -10,7 +10,7 @@ NIGHTLY=nightly
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev libelf-dev
   frr frr-pythontools bird2 bpftool iproute2 xdp-tools tcpdump iputils-ping
-  netcat-openbsd jq procps ethtool
+  netcat-openbsd jq procps ethtool iperf3
 )
 
 step() { printf '==> %s\n' "$*"; }
@@ -29,7 +29,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   skip "all installed"
 else
   echo "    installing: ${missing[*]}"
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/pf-setup-apt.log 2>&1; then
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/pf-setup-apt.log 2>&1; then
     apt-get update -qq || die "apt-get update failed"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
       >/tmp/pf-setup-apt.log 2>&1 || { tail -20 /tmp/pf-setup-apt.log >&2; die "apt-get install failed (log: /tmp/pf-setup-apt.log)"; }

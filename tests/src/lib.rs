@@ -2,11 +2,13 @@
 //! commands run inside them, and a guard that skips root-only tests with a
 //! loud message when not root.
 
+pub mod capture;
 pub mod fixture;
 pub mod frames;
 pub mod frr;
 pub mod lab;
 pub mod netns;
+pub mod script_lab;
 
 /// True when the process may load BPF programs and create namespaces.
 pub fn is_root() -> bool {

@@ -13,6 +13,8 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 /// test panics).
 pub struct NetNs {
     pub name: String,
+    /// Deleted on drop; false for a namespace someone else manages.
+    owned: bool,
 }
 
 impl NetNs {
@@ -23,9 +25,18 @@ impl NetNs {
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
         run_ok("ip", &["netns", "add", &name]);
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A handle on an existing namespace (for example one of `scripts/lab`'s),
+    /// left in place on drop.
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            owned: false,
+        }
     }
 
     /// Runs `ip <args>` inside the namespace and panics with its stderr on failure.
@@ -93,6 +104,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -1,0 +1,103 @@
+//! The lab of `scripts/lab` (the one `make demo` runs), started and torn
+//! down by a guard, so end-to-end tests drive the same topology.
+
+use std::{collections::HashMap, path::PathBuf, process::Command};
+
+use crate::netns::NetNs;
+
+pub struct ScriptLab {
+    pub name: String,
+    pub env: HashMap<String, String>,
+    pub client: NetNs,
+    pub router: NetNs,
+    pub up1: NetNs,
+    pub up2: NetNs,
+    pub server: NetNs,
+    pub sidecar: PathBuf,
+    script: PathBuf,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab")
+}
+
+impl ScriptLab {
+    /// `scripts/lab up <name>` with `sidecar` as the pf-sidecar binary; it
+    /// returns once BGP has converged and `diff` is clean.
+    pub fn up(tag: &str, sidecar: &str) -> Self {
+        let name = format!("{tag}{}", std::process::id() % 100_000);
+        let script = script();
+        let out = Command::new(&script)
+            .args(["up", &name])
+            .env("PF_SIDECAR_BIN", sidecar)
+            .output()
+            .expect("run scripts/lab");
+        if !out.status.success() {
+            let _ = Command::new(&script).args(["down", &name]).output();
+            panic!(
+                "scripts/lab up {name} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let listing = Command::new(&script)
+            .args(["env", &name])
+            .output()
+            .expect("scripts/lab env");
+        let env: HashMap<String, String> = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let ns = |key: &str| NetNs::existing(&env[key]);
+        Self {
+            client: ns("LAB_CLIENT"),
+            router: ns("LAB_ROUTER"),
+            up1: ns("LAB_UP1"),
+            up2: ns("LAB_UP2"),
+            server: ns("LAB_SERVER"),
+            name,
+            env,
+            sidecar: PathBuf::from(sidecar),
+            script,
+        }
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        &self.env[key]
+    }
+
+    /// Runs `pf-sidecar <args>` against the lab's router.
+    pub fn sidecar(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.sidecar)
+            .args(["--netns", &self.router.name, "--pin-dir", self.var("LAB_PIN_DIR")])
+            .args(args)
+            .output()
+            .expect("run pf-sidecar")
+    }
+
+    /// vtysh on the router's FRR (or up2's with `up2`).
+    pub fn vtysh(&self, up2: bool, commands: &[&str]) -> String {
+        let (ns, pathspace) = if up2 {
+            (&self.up2, self.var("LAB_UP2_FRR"))
+        } else {
+            (&self.router, self.var("LAB_ROUTER_FRR"))
+        };
+        let socket = format!("/var/run/frr/{pathspace}");
+        let mut args = vec!["--vty_socket", socket.as_str()];
+        for c in commands {
+            args.extend(["-c", c]);
+        }
+        ns.exec_ok("vtysh", &args)
+    }
+
+    pub fn sidecar_log(&self) -> String {
+        std::fs::read_to_string(self.var("LAB_SIDECAR_LOG")).unwrap_or_default()
+    }
+}
+
+impl Drop for ScriptLab {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script).args(["down", &self.name]).output();
+    }
+}

@@ -43,7 +43,10 @@ impl Capture {
         let thread = std::thread::spawn(move || {
             let ns = File::open(&path).expect("open netns");
             // SAFETY: setns on this thread only.
-            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
             let name = std::ffi::CString::new(ifname.clone()).unwrap();
             // SAFETY: plain socket calls on a fresh fd we own.
             let (fd, ifindex) = unsafe {
@@ -54,7 +57,11 @@ impl Capture {
                     libc::SOCK_RAW,
                     (libc::ETH_P_ALL as u16).to_be() as i32,
                 );
-                assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                assert!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
                 let mut addr: libc::sockaddr_ll = std::mem::zeroed();
                 addr.sll_family = libc::AF_PACKET as u16;
                 addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
@@ -65,7 +72,10 @@ impl Capture {
                     std::mem::size_of::<libc::sockaddr_ll>() as u32,
                 );
                 assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-                let timeout = libc::timeval { tv_sec: 0, tv_usec: 20_000 };
+                let timeout = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 20_000,
+                };
                 libc::setsockopt(
                     fd,
                     libc::SOL_SOCKET,

@@ -70,7 +70,12 @@ impl ScriptLab {
     /// Runs `pf-sidecar <args>` against the lab's router.
     pub fn sidecar(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.sidecar)
-            .args(["--netns", &self.router.name, "--pin-dir", self.var("LAB_PIN_DIR")])
+            .args([
+                "--netns",
+                &self.router.name,
+                "--pin-dir",
+                self.var("LAB_PIN_DIR"),
+            ])
             .args(args)
             .output()
             .expect("run pf-sidecar")
@@ -98,6 +103,8 @@ impl ScriptLab {
 
 impl Drop for ScriptLab {
     fn drop(&mut self) {
-        let _ = Command::new(&self.script).args(["down", &self.name]).output();
+        let _ = Command::new(&self.script)
+            .args(["down", &self.name])
+            .output();
     }
 }

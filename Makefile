@@ -33,6 +33,7 @@ bench: setup
 	$(CARGO) build --release --locked -p pf-sidecar -p integration-tests --bins
 	./target/release/datapath-bench
 	./target/release/fpm-bench
+	./target/release/throughput-bench
 
 clean:
 	$(CARGO) clean

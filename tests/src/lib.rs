@@ -8,6 +8,7 @@ pub mod frames;
 pub mod frr;
 pub mod lab;
 pub mod netns;
+pub mod raw_xdp;
 pub mod script_lab;
 
 /// True when the process may load BPF programs and create namespaces.

@@ -98,3 +98,49 @@ pub fn run_xdp(
         ns_per_run: attr.duration,
     })
 }
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: frames the program returns `XDP_TX` or
+/// `XDP_REDIRECT` for are really transmitted.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// Runs `prog` over `frame` `repeat` times in live-frames mode, as if each
+/// copy arrived on `ingress_ifindex`: what the program transmits leaves
+/// through the device (a traffic generator, as `xdp-trafficgen` is).
+pub fn run_xdp_live(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    batch_size: u32,
+) -> std::io::Result<()> {
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex,
+        ..Default::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: repeat.max(1),
+        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_in: &ctx as *const XdpMd as u64,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..Default::default()
+    };
+    // SAFETY: attr points at a frame and a context that outlive the call;
+    // live-frames mode writes no output buffer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

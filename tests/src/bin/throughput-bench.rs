@@ -1,0 +1,347 @@
+//! Forwarding throughput on veth: a generator namespace transmits UDP with
+//! an XDP program in live-frames mode (what `xdp-trafficgen` does; the
+//! Debian 12 build of xdp-tools cannot load on kernel 6.18), the router
+//! forwards, and a sink namespace counts and drops with XDP. In the same
+//! run it measures the kernel's own forwarding (no XDP on the router),
+//! pf-sidecar's fast path on a cache hit and on the `bpf_fib_lookup`
+//! fallback, and `fib-only` mode (`xdp_fwd`-style), with 1 route and with
+//! a full synthetic table of 1M IPv4 routes (in the kernel FIB and in the
+//! maps). Prints packets per second and the ratios.
+//!
+//! Run as root after `cargo build --release`: `make bench` runs it.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    frames::{self, Tagging},
+    netns::{veth_pair, NetNs},
+    raw_xdp,
+};
+use ipnet::Ipv4Net;
+use pf_common::{layout::NH_F_RESOLVED, Config, Counter, Mode, Nexthop, RouteAction, RouteKind};
+use pf_sidecar::{
+    cli::attach::{attach, detach, AttachMode, AttachOptions},
+    datapath::{test_run::run_xdp_live, Capacities, Datapath},
+};
+
+/// Packets per measurement; at a few Mpps this is about a second.
+const PACKETS: u32 = 3_000_000;
+const ROUNDS: usize = 5;
+const FULL_TABLE: usize = 1_000_000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
+    let len = match rng.next() % 100 {
+        0..=59 => 24,
+        60..=74 => 22 + (rng.next() % 2) as u8,
+        75..=94 => 16 + (rng.next() % 6) as u8,
+        _ => 25 + (rng.next() % 8) as u8,
+    };
+    let addr = ((1 + rng.next() % 126) as u32) << 24 | (rng.next() as u32 & 0x00ff_ffff);
+    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
+}
+
+/// Frames the sink's XDP program dropped (veth counts them per queue; they
+/// never reach `rx_packets`).
+fn rx_packets(ns: &NetNs, ifname: &str) -> u64 {
+    ns.exec_ok("ethtool", &["-S", ifname])
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rx_queue_") && l.contains("_xdp_drops:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+struct Lab {
+    gen: NetNs,
+    router: NetNs,
+    sink: NetNs,
+    frame: Vec<u8>,
+    g0: u32,
+}
+
+impl Lab {
+    /// Forwarded packets per second: the sink's count over the generator's time.
+    fn measure(&self, generator: &std::os::fd::OwnedFd) -> f64 {
+        let mut rates = Vec::new();
+        for _ in 0..ROUNDS {
+            let before = rx_packets(&self.sink, "s0");
+            let started = Instant::now();
+            self.gen.enter(|| {
+                run_xdp_live(generator.as_fd(), &self.frame, self.g0, PACKETS, 64)
+                    .expect("live-frames test run")
+            });
+            let took = started.elapsed();
+            std::thread::sleep(Duration::from_millis(50));
+            let delivered = rx_packets(&self.sink, "s0") - before;
+            rates.push(delivered as f64 / took.as_secs_f64());
+        }
+        rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rates[ROUNDS / 2]
+    }
+}
+
+fn main() {
+    assert!(integration_tests::is_root(), "run as root");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "machine: {} CPUs, {cpu}, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!("method: {PACKETS} UDP packets per round from an XDP live-frames generator, {ROUNDS} rounds, median of forwarded packets/s at the XDP sink\n");
+
+    let gen = NetNs::new("tput-g");
+    let router = NetNs::new("tput-r");
+    let sink = NetNs::new("tput-s");
+    veth_pair(&gen, "g0", &router, "r0");
+    veth_pair(&router, "r1", &sink, "s0");
+    gen.ip(&["addr", "add", "192.0.2.2/24", "dev", "g0"]);
+    router.ip(&["addr", "add", "192.0.2.1/24", "dev", "r0"]);
+    router.ip(&["addr", "add", "198.51.100.1/24", "dev", "r1"]);
+    sink.ip(&["addr", "add", "198.51.100.2/24", "dev", "s0"]);
+    router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let (s0_mac, r1_mac, r0_mac, g0_mac) = (
+        sink.mac("s0"),
+        router.mac("r1"),
+        router.mac("r0"),
+        gen.mac("g0"),
+    );
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    router.ip(&[
+        "neigh",
+        "add",
+        "198.51.100.2",
+        "lladdr",
+        &mac(s0_mac),
+        "dev",
+        "r1",
+        "nud",
+        "permanent",
+    ]);
+    router.ip(&[
+        "neigh",
+        "add",
+        "192.0.2.2",
+        "lladdr",
+        &mac(g0_mac),
+        "dev",
+        "r0",
+        "nud",
+        "permanent",
+    ]);
+    router.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"]);
+    // Without XDP on r0 (the kernel case) veth delivers frames transmitted
+    // by XDP only with GRO (NAPI) on.
+    router.exec_ok("ethtool", &["-K", "r0", "gro", "on"]);
+
+    let sink_prog =
+        raw_xdp::constant_program(raw_xdp::XDP_DROP, "pf_bench_sink").expect("load the sink");
+    let s0 = sink.ifindex("s0");
+    let _sink_link = sink.enter(|| raw_xdp::attach(&sink_prog, s0).expect("attach the sink"));
+    let mut frame = frames::udp4(
+        Tagging::Untagged,
+        Ipv4Addr::new(192, 0, 2, 2),
+        Ipv4Addr::new(203, 0, 113, 9),
+        64,
+        1000,
+        9,
+    );
+    frame[0..6].copy_from_slice(&r0_mac);
+    frame[6..12].copy_from_slice(&g0_mac);
+    let generator =
+        raw_xdp::generator_program(&frame[..42], "pf_bench_gen").expect("load the generator");
+    let lab = Lab {
+        g0: gen.ifindex("g0"),
+        gen,
+        router,
+        sink,
+        frame,
+    };
+
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/pf-tput-{}", std::process::id()));
+    let caps = Capacities {
+        tbl8_groups: 65_536,
+        v6_routes: 1024,
+        nexthops: 64,
+        ecmp_groups: 8,
+        ports: 16,
+    };
+    let r1 = lab.router.ifindex("r1");
+    let mut results: Vec<(String, f64)> = Vec::new();
+
+    for table in ["1 route", "1M routes"] {
+        let mut full_table: Vec<Ipv4Net> = Vec::new();
+        if table == "1M routes" {
+            let mut rng = Rng(0x7707_7707_1234_5678);
+            let mut seen = std::collections::HashSet::new();
+            let prefixes: Vec<Ipv4Net> = std::iter::from_fn(|| Some(v4_prefix(&mut rng)))
+                .filter(|p| seen.insert(*p))
+                .take(FULL_TABLE)
+                .collect();
+            let batch = std::env::temp_dir().join(format!("pf-tput-{}.batch", std::process::id()));
+            let text: String = prefixes
+                .iter()
+                .map(|p| format!("route add {p} via 198.51.100.2\n"))
+                .collect();
+            std::fs::write(&batch, text).unwrap();
+            let started = Instant::now();
+            let out = Command::new("ip")
+                .args(["-n", &lab.router.name, "-batch"])
+                .arg(&batch)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip -batch: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = std::fs::remove_file(&batch);
+            println!(
+                "installed {FULL_TABLE} routes in the router's kernel FIB in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            full_table = prefixes;
+        }
+
+        // 1. The kernel forwards (nothing attached to the router).
+        let kernel = lab.measure(&generator);
+        results.push((format!("kernel forwarding ({table})"), kernel));
+
+        // 2.-4. pf-sidecar's datapath on r0 and r1.
+        lab.router.enter(|| {
+            attach(&AttachOptions {
+                interfaces: &["r0".to_string(), "r1".to_string()],
+                attach_mode: AttachMode::Native,
+                mode: Mode::CacheAndFib,
+                dry_run: false,
+                pin_dir: &pin_dir,
+                capacities: caps,
+            })
+            .expect("attach fast_path");
+            // The same table in the maps.
+            let (mut dp, _) = Datapath::load_current(&caps, &pin_dir).unwrap();
+            for p in &full_table {
+                let _ = dp
+                    .maps
+                    .v4
+                    .insert(*p, RouteAction::new(RouteKind::Nexthop, 1));
+            }
+        });
+        let set = |mode: Mode, cached: bool| {
+            lab.router.enter(|| {
+                let (mut dp, _) = Datapath::load_current(&caps, &pin_dir).unwrap();
+                let nexthop = Nexthop {
+                    tx_ifindex: r1,
+                    mtu: 1500,
+                    dmac: s0_mac,
+                    smac: r1_mac,
+                    flags: NH_F_RESOLVED,
+                    ..Default::default()
+                };
+                dp.maps.write_nexthop(1, 1, &nexthop).unwrap();
+                let prefix: Ipv4Net = "203.0.113.0/24".parse().unwrap();
+                // An explicit hand-off to the kernel, so the lookup misses.
+                let action = if cached {
+                    RouteAction::new(RouteKind::Nexthop, 1)
+                } else {
+                    RouteAction::simple(RouteKind::Fib)
+                };
+                dp.maps.v4.insert(prefix, action).unwrap();
+                // No daemon here: the fail-safe is off (stale_after_ns 0).
+                dp.maps
+                    .set_config(&Config {
+                        mode: mode as u32,
+                        ..Default::default()
+                    })
+                    .unwrap();
+            })
+        };
+        // Each case checks that its packets took the path it is named for.
+        let counter = |c: Counter| {
+            lab.router.enter(|| {
+                Datapath::load_current(&caps, &pin_dir)
+                    .unwrap()
+                    .0
+                    .maps
+                    .counter(c)
+                    .unwrap()
+            })
+        };
+        for (case, mode, cached, path) in [
+            (
+                "pf-sidecar cache hit",
+                Mode::CacheAndFib,
+                true,
+                Counter::RedirectCache,
+            ),
+            (
+                "pf-sidecar miss -> bpf_fib_lookup",
+                Mode::CacheAndFib,
+                false,
+                Counter::RedirectFib,
+            ),
+            (
+                "fib-only, xdp_fwd-style",
+                Mode::FibOnly,
+                false,
+                Counter::RedirectFib,
+            ),
+        ] {
+            set(mode, cached);
+            let before = counter(path);
+            let pps = lab.measure(&generator);
+            let taken = counter(path) - before;
+            assert!(
+                taken >= (ROUNDS as u64 * PACKETS as u64) * 9 / 10,
+                "{case}: only {taken} packets counted as {path:?}"
+            );
+            results.push((format!("{case} ({table})"), pps));
+        }
+        lab.router
+            .enter(|| detach(&pin_dir, &[], true).expect("detach"));
+    }
+
+    println!("\n| case | forwarded packets/s | × kernel (same table) |");
+    println!("|---|---:|---:|");
+    for (case, pps) in &results {
+        let table = if case.contains("1M") {
+            "1M routes"
+        } else {
+            "1 route"
+        };
+        let kernel = results
+            .iter()
+            .find(|(c, _)| c.starts_with("kernel") && c.contains(table))
+            .map(|(_, p)| *p)
+            .unwrap();
+        println!("| {case} | {:.0} | {:.2} |", pps, pps / kernel);
+    }
+    let _ = std::fs::remove_dir_all(&pin_dir);
+}

@@ -11,6 +11,11 @@ use pf_sidecar::inspect::{Answer, PinnedMaps};
 use support::{converge, kernel_routes, lab_addresses, Bird, Daemon};
 
 const KERNEL_SOURCE: &str = "[routes]\nfrom = \"kernel\"\n";
+/// The kernel protocols come from the snippet operators deploy.
+const BIRD_SNIPPET: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../frr-integration/bird.conf.snippet"
+);
 
 #[test]
 fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
@@ -23,8 +28,9 @@ fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
          protocol device { scan time 1; }\n\
          protocol static static4 { ipv4; route 203.0.113.0/24 via 198.51.100.2; route 203.0.113.128/25 via 198.51.100.66; route 198.51.100.192/26 blackhole; }\n\
          protocol static static6 { ipv6; route 2001:db8:ff::/48 via 2001:db8:2::2; }\n\
-         protocol kernel kernel4 { ipv4 { export all; }; merge paths on; }\n\
-         protocol kernel kernel6 { ipv6 { export all; }; merge paths on; }\n",
+         include \"{BIRD_SNIPPET}\";\n"
+            .replace("{BIRD_SNIPPET}", BIRD_SNIPPET)
+            .as_str(),
     );
     let own = lab_addresses();
     let installed = || kernel_routes(&lab.router);

@@ -16,3 +16,21 @@ fn every_datapath_counter_is_documented_in_datapath_md() {
         "docs/datapath.md does not document: {missing:?}"
     );
 }
+
+#[test]
+fn the_lab_runs_the_frr_integration_snippets_verbatim() {
+    let lab =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab")).unwrap();
+    for snippet in [
+        "frr-integration/frr.conf.snippet",
+        "frr-integration/daemons.snippet",
+    ] {
+        assert!(lab.contains(snippet), "scripts/lab does not use {snippet}");
+    }
+    let bird_test = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sidecar/tests/daemon_kernel.rs"
+    ))
+    .unwrap();
+    assert!(bird_test.contains("frr-integration/bird.conf.snippet"));
+}

@@ -13,7 +13,7 @@ eval "$(scripts/lab env "$NAME")"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 sidecar() { "$BIN" --netns "$LAB_ROUTER" --pin-dir "$LAB_PIN_DIR" "$@"; }
-counter() { sidecar status --json | jq "[.counters[] | select(.name == \"$1\") | .value] | add // 0"; }
+counter() { sidecar status --json --rate-interval-ms 0 | jq "[.counters[] | select(.name == \"$1\") | .value] | add // 0"; }
 rx_packets() { in_ns "$1" cat "/sys/class/net/$2/statistics/rx_packets"; }
 now_ms() { date +%s%3N; }
 

@@ -79,6 +79,8 @@ pub struct DaemonState {
     pub routes: usize,
     pub nexthops: usize,
     pub ecmp_groups: usize,
+    pub v6_entries: u32,
+    pub v4_tbl8_groups: usize,
     pub programmer: crate::programmer::ProgrammerStats,
     pub rib: crate::control::rib::RibStats,
     pub taken_over: bool,
@@ -323,6 +325,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 state.routes = programmer.route_count();
                 state.nexthops = programmer.nexthops_in_use();
                 state.ecmp_groups = programmer.groups_in_use();
+                state.v6_entries = programmer.v6_entries();
+                state.v4_tbl8_groups = programmer.writer().v4.groups_in_use();
                 state.programmer = programmer.stats.clone();
                 state.rib = rib.stats.clone();
                 write_state(&state_file, &state);

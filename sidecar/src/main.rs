@@ -115,6 +115,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Read the counters twice this far apart to give each a rate (0: no rates).
+        #[arg(long, default_value_t = 1000)]
+        rate_interval_ms: u64,
     },
 }
 
@@ -243,8 +246,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::DRIFT);
             }
         }
-        Command::Status { json } => {
-            let status = status::read(&pin_dir)?;
+        Command::Status {
+            json,
+            rate_interval_ms,
+        } => {
+            let status =
+                status::read(&pin_dir, std::time::Duration::from_millis(rate_interval_ms))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -91,6 +91,55 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
         Some(2),
         "{status}"
     );
+    // Occupancy: the two gateways (IPv4 and IPv6) are two nexthops.
+    let nexthops = status["occupancy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["table"].as_str().unwrap().starts_with("nexthops"))
+        .unwrap();
+    assert_eq!(nexthops["used"], 2, "{status}");
+    assert!(nexthops["capacity"].as_u64().unwrap() >= 1024, "{status}");
+    // Rates: a bounded ping stream runs while status measures over 500 ms.
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client.name,
+            "ping",
+            "-c",
+            "60",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            SERVER_V4,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+        .args(["--netns", &lab.router.name, "--pin-dir"])
+        .arg(&daemon.pin_dir)
+        .args(["status", "--json", "--rate-interval-ms", "500"])
+        .output()
+        .unwrap();
+    let _ = pinger.wait_with_output();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["rate_interval_s"], 0.5);
+    let rate = status["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "redirect_cache")
+        .unwrap()["rate_per_s"]
+        .as_f64()
+        .unwrap();
+    // Echo requests and replies at 100/s each way, all from the cache.
+    assert!(
+        (40.0..=400.0).contains(&rate),
+        "redirect_cache at {rate}/s: {status}"
+    );
 
     frr.configure(&["ip route 203.0.113.0/24 198.51.100.66"]);
     converge(&installed, &daemon, &own, "adding a second path (ECMP)");

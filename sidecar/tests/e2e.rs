@@ -24,7 +24,7 @@ fn lab(tag: &str) -> ScriptLab {
 }
 
 fn counter(lab: &ScriptLab, name: &str) -> u64 {
-    let out = lab.sidecar(&["status", "--json"]);
+    let out = lab.sidecar(&["status", "--json", "--rate-interval-ms", "0"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     status["counters"]
         .as_array()

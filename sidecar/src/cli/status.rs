@@ -23,13 +23,26 @@ pub struct Status {
     pub fail_safe_active: bool,
     pub program_ids: Vec<(String, u32)>,
     pub daemon: Option<crate::daemon::DaemonState>,
+    /// Table use against capacity (use is known while the daemon runs).
+    pub occupancy: Vec<Occupancy>,
+    /// Over how long the rates were measured.
+    pub rate_interval_s: f64,
     pub counters: Vec<CounterValue>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Occupancy {
+    pub table: &'static str,
+    pub used: Option<u64>,
+    pub capacity: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct CounterValue {
     pub name: &'static str,
     pub value: u64,
+    /// Per second over `rate_interval_s` (none when not measured).
+    pub rate_per_s: Option<f64>,
 }
 
 fn open(pin_dir: &Path, name: &str) -> anyhow::Result<MapData> {
@@ -42,7 +55,23 @@ fn open(pin_dir: &Path, name: &str) -> anyhow::Result<MapData> {
     })
 }
 
-pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
+fn read_counters(counters: &PerCpuArray<MapData, u64>) -> anyhow::Result<Vec<u64>> {
+    Counter::ALL
+        .iter()
+        .map(|c| Ok(counters.get(&(*c as u32), 0)?.iter().sum()))
+        .collect()
+}
+
+fn capacity(pin_dir: &Path, name: &str) -> u64 {
+    open(pin_dir, name)
+        .ok()
+        .and_then(|m| m.info().ok())
+        .map_or(0, |i| i.max_entries() as u64)
+}
+
+/// Reads the status; with a non-zero `rate_interval` the counters are read
+/// twice that far apart and each gets a rate.
+pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Result<Status> {
     let generation = pins::current_generation(pin_dir).with_context(|| {
         format!(
             "no datapath is pinned in {} (is it attached?)",
@@ -56,14 +85,54 @@ pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
         Map::PerCpuArray(open(pin_dir, names::COUNTERS)?).try_into()?;
     let config: Array<_, Config> = Map::Array(open(pin_dir, names::CONFIG)?).try_into()?;
     let config = config.get(&0, 0)?;
-    let mut values = Vec::new();
-    for counter in Counter::ALL {
-        let per_cpu = counters.get(&(*counter as u32), 0)?;
-        values.push(CounterValue {
-            name: counter.name(),
-            value: per_cpu.iter().sum(),
-        });
-    }
+    let first = read_counters(&counters)?;
+    let (last, rates) = if rate_interval.is_zero() {
+        (first.clone(), None)
+    } else {
+        let started = std::time::Instant::now();
+        std::thread::sleep(rate_interval);
+        let last = read_counters(&counters)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let rates: Vec<f64> = first
+            .iter()
+            .zip(&last)
+            .map(|(a, b)| b.saturating_sub(*a) as f64 / seconds)
+            .collect();
+        (last, Some(rates))
+    };
+    let values: Vec<CounterValue> = Counter::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CounterValue {
+            name: c.name(),
+            value: last[i],
+            rate_per_s: rates.as_ref().map(|r| r[i]),
+        })
+        .collect();
+    let daemon = crate::daemon::read_state(pin_root);
+    let used = |f: fn(&crate::daemon::DaemonState) -> u64| daemon.as_ref().map(f);
+    let occupancy = vec![
+        Occupancy {
+            table: "IPv4 second-level groups (V4_TBL8)",
+            used: used(|d| d.v4_tbl8_groups as u64),
+            capacity: capacity(pin_dir, names::V4_TBL8),
+        },
+        Occupancy {
+            table: "IPv6 routes (V6_ROUTES)",
+            used: used(|d| d.v6_entries as u64),
+            capacity: capacity(pin_dir, names::V6_ROUTES),
+        },
+        Occupancy {
+            table: "nexthops (NH_PTR)",
+            used: used(|d| d.nexthops as u64),
+            capacity: capacity(pin_dir, names::NH_PTR),
+        },
+        Occupancy {
+            table: "ECMP groups (GRP_PTR)",
+            used: used(|d| d.ecmp_groups as u64),
+            capacity: capacity(pin_dir, names::GRP_PTR),
+        },
+    ];
     let now = {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -90,7 +159,9 @@ pub fn read(pin_dir: &Path) -> anyhow::Result<Status> {
         fail_safe_after_s: config.stale_after_ns as f64 / 1e9,
         fail_safe_active,
         program_ids,
-        daemon: crate::daemon::read_state(pin_root),
+        daemon,
+        occupancy,
+        rate_interval_s: rate_interval.as_secs_f64(),
         mode: Mode::from_u32(config.mode)
             .map(Mode::name)
             .unwrap_or("unknown"),
@@ -173,9 +244,27 @@ pub fn render(status: &Status) -> String {
         None => out
             .push_str("daemon         not running (the datapath keeps forwarding from its pins)\n"),
     }
-    out.push_str("counters (non-zero)\n");
+    out.push_str("tables\n");
+    for o in &status.occupancy {
+        let used = o.used.map_or("?".to_string(), |u| u.to_string());
+        let percent = o
+            .used
+            .filter(|_| o.capacity > 0)
+            .map_or(String::new(), |u| {
+                format!(" ({:.1}%)", u as f64 * 100.0 / o.capacity as f64)
+            });
+        out.push_str(&format!(
+            "  {:<38} {used:>9} of {}{percent}\n",
+            o.table, o.capacity
+        ));
+    }
+    out.push_str(&format!(
+        "counters (non-zero)                 total      per s (over {:.1} s)\n",
+        status.rate_interval_s
+    ));
     for c in status.counters.iter().filter(|c| c.value != 0) {
-        out.push_str(&format!("  {:<26} {:>12}\n", c.name, c.value));
+        let rate = c.rate_per_s.map_or("-".to_string(), |r| format!("{r:.1}"));
+        out.push_str(&format!("  {:<26} {:>12} {:>12}\n", c.name, c.value, rate));
     }
     out
 }

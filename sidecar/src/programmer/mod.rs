@@ -327,6 +327,11 @@ impl<W: MapWriter> Programmer<W> {
         self.group_ids.len()
     }
 
+    /// IPv6 entries in the trie (installed routes, not deferred ones).
+    pub fn v6_entries(&self) -> u32 {
+        self.v6_count
+    }
+
     /// Every programmed prefix with its action and whether it is deferred.
     pub fn routes(&self) -> impl Iterator<Item = (IpNet, RouteAction, bool)> + '_ {
         self.routes.iter().map(|(p, r)| (p, r.action, r.deferred))

@@ -52,7 +52,7 @@ replay_max_ms = 60000
 receive_buffer = 8388608
 
 [metrics]
-listen = ""
+listen = "127.0.0.1:9469"
 
 [events]
 endpoint = ""
@@ -328,21 +328,14 @@ impl Config {
                 "false: offload replies are not implemented yet",
             ));
         }
-        if !self.metrics.listen.is_empty() {
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "metrics.listen",
                 &self.metrics.listen,
-                "\"\": the metrics endpoint is not implemented yet",
+                "\"\" (off) or ADDRESS:PORT, e.g. \"127.0.0.1:9469\"",
             ));
         }
         let endpoint = &self.events.endpoint;
-        if !endpoint.is_empty() {
-            return Err(invalid(
-                "events.endpoint",
-                endpoint,
-                "\"\": the event stream is not implemented yet",
-            ));
-        }
         let loopback_tcp = endpoint
             .strip_prefix("tcp://")
             .and_then(|a| a.parse::<SocketAddr>().ok())
@@ -468,15 +461,18 @@ mod tests {
     }
 
     #[test]
-    fn features_not_built_yet_are_refused_rather_than_ignored() {
-        for toml in [
+    fn events_go_to_ipc_or_loopback_tcp_and_metrics_to_an_address_and_port() {
+        for ok in [
             "[events]\nendpoint = \"ipc:///run/pf-sidecar/events\"\n",
-            "[metrics]\nlisten = \"127.0.0.1:9469\"\n",
-            "[fpm]\noffload_replies = true\n",
+            "[events]\nendpoint = \"tcp://127.0.0.1:9470\"\n",
+            "[metrics]\nlisten = \"\"\n",
         ] {
-            let err = load(toml, &[]).unwrap_err().to_string();
-            assert!(err.contains("not implemented yet"), "{err}");
+            assert!(load(ok, &[]).is_ok(), "{ok}");
         }
+        let err = load("[events]\nendpoint = \"tcp://192.0.2.1:9470\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("events.endpoint"), "{err}");
+        let err = load("[metrics]\nlisten = \"localhost\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
     }
 
     #[test]

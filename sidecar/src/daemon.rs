@@ -36,6 +36,8 @@ use crate::{
         rib::{ReplayTracker, Rib, Source},
     },
     datapath::{maps::DatapathMaps, pins, Datapath, Programs},
+    events::{Event as Published, Publisher},
+    metrics::{self, TableUse},
     programmer::{Limits, Programmer},
     query::{self, RouteView},
     source::{
@@ -130,6 +132,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let pin_dir = config.general.pin_dir.clone();
+    // Whether the datapath we take over had fallen back to bpf_fib_lookup.
+    let fail_safe_at_start = crate::cli::status::read(&pin_dir, Duration::ZERO)
+        .map(|s| s.fail_safe_active)
+        .unwrap_or(false);
     let (mut datapath, generation) = Datapath::load_next_generation(&config.capacity, &pin_dir)
         .with_context(|| format!("loading a new generation under {}", pin_dir.display()))?;
     tracing::info!(generation = %generation.display(), "loaded a new datapath generation");
@@ -156,6 +162,14 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         v6_routes: config.capacity.v6_routes,
     };
     let mut programmer = Programmer::new(maps, limits);
+    let publisher = if config.events.endpoint.is_empty() {
+        Publisher::off()
+    } else {
+        let publisher = Publisher::bind(&config.events.endpoint).await?;
+        tracing::info!(endpoint = %config.events.endpoint, "publishing events");
+        publisher
+    };
+    programmer.record_events(publisher.is_on());
     let route_source = if config.routes.from == "kernel" {
         Source::Kernel
     } else {
@@ -243,8 +257,60 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         }
     });
 
+    let (pages_tx, mut pages_rx) = mpsc::channel::<oneshot::Sender<String>>(4);
+    if !config.metrics.listen.is_empty() {
+        let listen: std::net::SocketAddr = config.metrics.listen.parse()?;
+        let listener = metrics::bind(listen)
+            .await
+            .with_context(|| format!("binding the metrics listener on {listen}"))?;
+        tracing::info!(%listen, "serving Prometheus metrics on /metrics");
+        tokio::spawn(metrics::serve(listener, pages_tx));
+    }
+    let publish = |programmer: &mut Programmer<&mut DatapathMaps>| {
+        for event in programmer.take_events() {
+            publisher.publish(event);
+        }
+    };
+    let swept_before = |rib: &Rib| rib.stats.swept;
+    let finish = |rib: &mut Rib, programmer: &mut Programmer<&mut DatapathMaps>, source: Source| {
+        let before = swept_before(rib);
+        rib.finish_resync(source, programmer);
+        let swept = rib.stats.swept - before;
+        publisher.publish(Published::ResyncDone {
+            source: source_name(source).into(),
+            swept,
+        });
+        if swept > 0 {
+            publisher.publish(Published::Drift {
+                detail: format!(
+                    "the {} resync found entries the source no longer has; they were removed",
+                    source_name(source)
+                ),
+                entries: swept,
+            });
+        }
+    };
+
     loop {
         tokio::select! {
+            Some(reply) = pages_rx.recv() => {
+                refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
+                let counters = programmer.writer().counters().unwrap_or_default();
+                let tables = [
+                    TableUse { table: "v4_tbl8_groups", used: programmer.writer().v4.groups_in_use() as u64, capacity: config.capacity.tbl8_groups as u64 },
+                    TableUse { table: "v6_routes", used: programmer.v6_entries() as u64, capacity: config.capacity.v6_routes as u64 },
+                    TableUse { table: "nexthops", used: programmer.nexthops_in_use() as u64, capacity: config.capacity.nexthops as u64 },
+                    TableUse { table: "ecmp_groups", used: programmer.groups_in_use() as u64, capacity: config.capacity.ecmp_groups as u64 },
+                ];
+                let page = metrics::render(&metrics::Snapshot {
+                    state: &state,
+                    counters: &counters,
+                    tables: &tables,
+                    fail_safe_active: !state.taken_over && fail_safe_at_start,
+                    events_dropped: publisher.dropped.load(Ordering::Relaxed),
+                });
+                let _ = reply.send(page);
+            }
             Some(feed) = kernel_rx.recv() => {
                 let mut batch = Vec::new();
                 let mut next = Some(feed);
@@ -255,12 +321,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                             rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
                             tracing::info!(%reason, "kernel resync");
                             state.kernel_resyncs += 1;
+                            publisher.publish(Published::Resync { source: "kernel".into(), reason: reason.clone() });
                             state.last_resync_reason = Some(reason);
                             rib.begin_resync(Source::Kernel);
                         }
                         KernelFeed::ResyncDone => {
                             rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
-                            rib.finish_resync(Source::Kernel, &mut programmer);
+                            finish(&mut rib, &mut programmer, Source::Kernel);
                             state.kernel_synced = true;
                         }
                         KernelFeed::Failed { error } => tracing::error!(%error, "kernel source failed; retrying"),
@@ -270,6 +337,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     }
                 }
                 rib.apply_batch(Source::Kernel, batch, &mut programmer);
+                publish(&mut programmer);
             }
             Some(feed) = fpm_rx.recv() => match feed {
                 FpmFeed::Connected(peer) => {
@@ -277,6 +345,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     state.fpm_peer = Some(peer.to_string());
                     state.fpm_replay_complete = false;
                     replay.connected(Instant::now());
+                    publisher.publish(Published::Resync { source: "fpm".into(), reason: format!("zebra connected from {peer}") });
                     rib.begin_resync(Source::Fpm);
                 }
                 FpmFeed::Frame(frame) => {
@@ -285,6 +354,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     last_fpm_message = Some(now);
                     state.decode_errors += frame.decode_errors;
                     rib.apply_batch(Source::Fpm, frame.events, &mut programmer);
+                    publish(&mut programmer);
                 }
                 FpmFeed::Failed(error) => {
                     state.fpm_frame_errors += 1;
@@ -299,7 +369,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
             _ = grace.tick() => {
                 programmer.reclaim();
                 if replay.poll(Instant::now()) {
-                    rib.finish_resync(Source::Fpm, &mut programmer);
+                    finish(&mut rib, &mut programmer, Source::Fpm);
+                    publish(&mut programmer);
                     state.fpm_replay_complete = true;
                     tracing::info!(routes = rib.route_count(), "FPM replay complete");
                 }
@@ -309,6 +380,12 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 if !state.taken_over && state.kernel_synced && routes_ready {
                     go_live(&config, &pin_dir, &generation, &mut programs, &interfaces)?;
                     state.taken_over = true;
+                    if fail_safe_at_start {
+                        publisher.publish(Published::FailSafe {
+                            active: false,
+                            detail: "the daemon is back and reconciled; the route cache is trusted again".into(),
+                        });
+                    }
                 }
             }
             _ = heartbeat.tick() => {
@@ -318,17 +395,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                         tracing::error!(%err, "writing the heartbeat failed");
                     }
                 }
-                state.fpm_last_message_age_ms = last_fpm_message.map(|t| t.elapsed().as_millis() as u64);
-                state.fpm_sessions = listener_stats.sessions.load(Ordering::Relaxed);
-                state.fpm_refused = listener_stats.refused_busy.load(Ordering::Relaxed)
-                    + listener_stats.refused_peer.load(Ordering::Relaxed);
-                state.routes = programmer.route_count();
-                state.nexthops = programmer.nexthops_in_use();
-                state.ecmp_groups = programmer.groups_in_use();
-                state.v6_entries = programmer.v6_entries();
-                state.v4_tbl8_groups = programmer.writer().v4.groups_in_use();
-                state.programmer = programmer.stats.clone();
-                state.rib = rib.stats.clone();
+                refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
                 write_state(&state_file, &state);
             }
             Some(reply) = query_rx.recv() => {
@@ -356,6 +423,33 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     let _ = std::fs::remove_file(&state_file);
     let _ = std::fs::remove_file(query::socket_path(&pin_dir));
     Ok(())
+}
+
+fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Kernel => "kernel",
+        Source::Fpm => "fpm",
+    }
+}
+
+fn refresh_state(
+    state: &mut DaemonState,
+    programmer: &Programmer<&mut DatapathMaps>,
+    rib: &Rib,
+    listener_stats: &ListenerStats,
+    last_fpm_message: Option<Instant>,
+) {
+    state.fpm_last_message_age_ms = last_fpm_message.map(|t| t.elapsed().as_millis() as u64);
+    state.fpm_sessions = listener_stats.sessions.load(Ordering::Relaxed);
+    state.fpm_refused = listener_stats.refused_busy.load(Ordering::Relaxed)
+        + listener_stats.refused_peer.load(Ordering::Relaxed);
+    state.routes = programmer.route_count();
+    state.nexthops = programmer.nexthops_in_use();
+    state.ecmp_groups = programmer.groups_in_use();
+    state.v6_entries = programmer.v6_entries();
+    state.v4_tbl8_groups = programmer.writer().v4.groups_in_use();
+    state.programmer = programmer.stats.clone();
+    state.rib = rib.stats.clone();
 }
 
 fn push_decoded(message: &[u8], batch: &mut Vec<Event>, state: &mut DaemonState) {

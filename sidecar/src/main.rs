@@ -7,7 +7,7 @@ use pf_common::Mode;
 use pf_sidecar::{
     cli::{
         attach::{self, AttachMode, AttachOptions},
-        diff, exit, feasibility, lookup, status, DEFAULT_PIN_DIR,
+        diff, exit, feasibility, lookup, status, watch, DEFAULT_PIN_DIR,
     },
     config::{Config, Overrides},
     datapath::Capacities,
@@ -108,6 +108,25 @@ enum Command {
         /// The pathspace of the FRR instance to ask (`vtysh -N`).
         #[arg(long)]
         frr_pathspace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the daemon's events (routes, nexthops, neighbours, resyncs,
+    /// drift, fail-safe) as they come.
+    Watch {
+        /// Configuration file, for events.endpoint.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The event endpoint, overriding the configuration.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only these topics (route, nexthop, neighbour, bulk, resync, resync_done, drift, fail_safe).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Exit after this many events.
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -245,6 +264,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if !outcome.summary.in_sync {
                 return Ok(exit::DRIFT);
             }
+        }
+        Command::Watch {
+            config,
+            endpoint,
+            topics,
+            count,
+            json,
+        } => {
+            let endpoint = match endpoint {
+                Some(endpoint) => endpoint,
+                None => match Config::load(config.as_deref(), &Overrides::default()) {
+                    Ok(loaded) => loaded.events.endpoint,
+                    Err(err) => {
+                        eprintln!("pf-sidecar: configuration error: {err}");
+                        return Ok(exit::ERROR);
+                    }
+                },
+            };
+            watch::run(&watch::WatchOptions {
+                endpoint,
+                topics,
+                count,
+                json,
+            })?;
         }
         Command::Status {
             json,

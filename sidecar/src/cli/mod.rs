@@ -5,6 +5,7 @@ pub mod diff;
 pub mod feasibility;
 pub mod lookup;
 pub mod status;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -37,6 +37,7 @@ use crate::datapath::{
     dir24::{Covering, Dir24Error},
     ecmp::{build_group, Leg as EcmpLeg},
 };
+use crate::events::Event;
 
 /// One path of a route: out of `ifindex`, via `gateway` (none: the
 /// destination is on the link).
@@ -258,7 +259,52 @@ pub struct Programmer<W: MapWriter> {
     /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
     v6_shadowed: FastMap<Ipv6Net, u32>,
     v6_count: u32,
+    recorder: Option<Recorder>,
     pub stats: ProgrammerStats,
+}
+
+/// Programming events kept for the event stream until the daemon drains them.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<Event>,
+    folded_routes: u64,
+    folded_nexthops: u64,
+}
+
+/// Events kept between drains; beyond this they are folded into counts.
+const RECORDED_EVENTS: usize = 1024;
+
+impl Recorder {
+    fn record(&mut self, event: Event) {
+        if self.events.len() < RECORDED_EVENTS {
+            self.events.push(event);
+        } else if matches!(event, Event::Route { .. }) {
+            self.folded_routes += 1;
+        } else {
+            self.folded_nexthops += 1;
+        }
+    }
+}
+
+/// How an action reads in events and logs.
+pub fn describe_action(action: RouteAction) -> String {
+    match action.kind() {
+        Some(RouteKind::Nexthop) => format!("nexthop {}", action.index()),
+        Some(RouteKind::Group) => format!("group {}", action.index()),
+        Some(RouteKind::Blackhole) => "blackhole".into(),
+        Some(RouteKind::Unreachable) => "unreachable".into(),
+        Some(RouteKind::Prohibit) => "prohibit".into(),
+        Some(RouteKind::Local) => "local".into(),
+        Some(RouteKind::Fib) | Some(RouteKind::Miss) => "kernel".into(),
+        Some(RouteKind::Tbl8) | None => format!("invalid {:#x}", action.0),
+    }
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl<W: MapWriter> Programmer<W> {
@@ -280,7 +326,40 @@ impl<W: MapWriter> Programmer<W> {
             v6_deferred: PrefixMap::new(),
             v6_shadowed: FastMap::new(),
             v6_count: 0,
+            recorder: None,
             stats: ProgrammerStats::default(),
+        }
+    }
+
+    /// Starts (or stops) keeping programming events for [`Programmer::take_events`].
+    pub fn record_events(&mut self, on: bool) {
+        self.recorder = on.then(Recorder::default);
+    }
+
+    /// The events since the last call; a flood is folded into one `Bulk`.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        let Some(recorder) = &mut self.recorder else {
+            return Vec::new();
+        };
+        let taken = std::mem::take(recorder);
+        if taken.folded_routes + taken.folded_nexthops == 0 {
+            return taken.events;
+        }
+        let routes = taken
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Route { .. }))
+            .count() as u64;
+        let nexthops = taken.events.len() as u64 - routes;
+        vec![Event::Bulk {
+            routes: routes + taken.folded_routes,
+            nexthops: nexthops + taken.folded_nexthops,
+        }]
+    }
+
+    fn record(&mut self, event: impl FnOnce() -> Event) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.record(event());
         }
     }
 
@@ -374,6 +453,11 @@ impl<W: MapWriter> Programmer<W> {
             None => self.neighbours.remove(&key).is_some(),
         };
         if changed {
+            self.record(|| Event::Neighbour {
+                ifindex,
+                ip,
+                mac: mac.as_ref().map(mac_text),
+            });
             if let Some(id) = self.nexthop_ids.get(&key) {
                 self.refresh_nexthop(id);
             }
@@ -415,6 +499,15 @@ impl<W: MapWriter> Programmer<W> {
         match self.writer.write_nexthop(id, slot, &value) {
             Ok(()) => {
                 self.nexthops.insert(id, NexthopState { slot, value });
+                if let Some(key) = self.nexthop_ids.key_of(id).copied() {
+                    self.record(|| Event::Nexthop {
+                        id,
+                        ifindex: key.ifindex,
+                        gateway: key.gateway,
+                        resolved: value.is_resolved(),
+                        dmac: mac_text(&value.dmac),
+                    });
+                }
                 true
             }
             Err(err) => {
@@ -636,6 +729,12 @@ impl<W: MapWriter> Programmer<W> {
             }
         }
         self.routes.insert(prefix, Programmed { action, deferred });
+        self.record(|| Event::Route {
+            prefix,
+            op: "upsert".into(),
+            action: describe_action(action),
+            deferred,
+        });
     }
 
     /// Removes a route.
@@ -655,6 +754,12 @@ impl<W: MapWriter> Programmer<W> {
             }
         }
         self.release(old.action);
+        self.record(|| Event::Route {
+            prefix,
+            op: "remove".into(),
+            action: describe_action(old.action),
+            deferred: old.deferred,
+        });
     }
 
     fn write_v4(&mut self, prefix: Ipv4Net, action: RouteAction, was_deferred: bool) -> bool {

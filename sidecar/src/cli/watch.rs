@@ -1,0 +1,80 @@
+//! `pf-sidecar watch`: prints the daemon's events as they come.
+
+use crate::events::{subscribe, Event};
+
+pub struct WatchOptions {
+    pub endpoint: String,
+    pub topics: Vec<String>,
+    /// Stop after this many events (0: run until interrupted).
+    pub count: u64,
+    pub json: bool,
+}
+
+pub fn line(event: &Event) -> String {
+    match event {
+        Event::Route {
+            prefix,
+            op,
+            action,
+            deferred,
+        } => format!(
+            "route      {op:<6} {prefix} {action}{}",
+            if *deferred {
+                " (deferred: table full)"
+            } else {
+                ""
+            }
+        ),
+        Event::Nexthop {
+            id,
+            ifindex,
+            gateway,
+            resolved,
+            dmac,
+        } => format!(
+            "nexthop    {id} via {gateway} ifindex {ifindex} {}",
+            if *resolved {
+                format!("resolved {dmac}")
+            } else {
+                "unresolved".into()
+            }
+        ),
+        Event::Neighbour { ifindex, ip, mac } => format!(
+            "neighbour  {ip} ifindex {ifindex} {}",
+            mac.as_deref().unwrap_or("gone or unusable")
+        ),
+        Event::Bulk { routes, nexthops } => {
+            format!("bulk       {routes} route and {nexthops} nexthop changes (folded)")
+        }
+        Event::Resync { source, reason } => format!("resync     {source}: {reason}"),
+        Event::ResyncDone { source, swept } => {
+            format!("resync     {source} done, {swept} stale entries removed")
+        }
+        Event::Drift { detail, entries } => format!("DRIFT      {entries} entries: {detail}"),
+        Event::FailSafe { active, detail } => format!(
+            "fail-safe  {}: {detail}",
+            if *active { "ACTIVE" } else { "inactive" }
+        ),
+    }
+}
+
+pub fn run(options: &WatchOptions) -> anyhow::Result<()> {
+    if options.endpoint.is_empty() {
+        anyhow::bail!(
+            "events are off: set events.endpoint in the configuration (or pass --endpoint)"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut seen = 0u64;
+    runtime.block_on(subscribe(&options.endpoint, &options.topics, |event| {
+        if options.json {
+            println!("{}", serde_json::to_string(&event).unwrap_or_default());
+        } else {
+            println!("{}", line(&event));
+        }
+        seen += 1;
+        options.count == 0 || seen < options.count
+    }))
+}

@@ -1,0 +1,363 @@
+//! Prometheus metrics: the text exposition format over plain HTTP.
+//!
+//! The daemon renders a page from its state and the datapath's counters on
+//! each scrape ([`render`] is pure); [`serve`] answers `GET /metrics` and
+//! nothing else, with bounded reads so a client cannot hold memory.
+
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+use pf_common::Counter;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+
+use crate::daemon::DaemonState;
+
+/// One table's use against its capacity.
+#[derive(Debug, Clone)]
+pub struct TableUse {
+    pub table: &'static str,
+    pub used: u64,
+    pub capacity: u64,
+}
+
+/// What a scrape shows.
+pub struct Snapshot<'a> {
+    pub state: &'a DaemonState,
+    pub counters: &'a [(Counter, u64)],
+    pub tables: &'a [TableUse],
+    pub fail_safe_active: bool,
+    pub events_dropped: u64,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let escaped = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = write!(out, "{k}=\"{escaped}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    family(out, name, kind, help);
+    sample(out, name, &[], value);
+}
+
+fn flag(value: bool) -> f64 {
+    if value {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The exposition page.
+pub fn render(s: &Snapshot<'_>) -> String {
+    let mut out = String::new();
+    let d = s.state;
+    family(
+        &mut out,
+        "pf_sidecar_datapath_packets_total",
+        "counter",
+        "Packets by what the datapath did with them (docs/datapath.md explains each counter).",
+    );
+    for (counter, value) in s.counters {
+        sample(
+            &mut out,
+            "pf_sidecar_datapath_packets_total",
+            &[("counter", counter.name())],
+            *value as f64,
+        );
+    }
+    family(
+        &mut out,
+        "pf_sidecar_table_used",
+        "gauge",
+        "Entries in use per datapath table.",
+    );
+    for t in s.tables {
+        sample(
+            &mut out,
+            "pf_sidecar_table_used",
+            &[("table", t.table)],
+            t.used as f64,
+        );
+    }
+    family(
+        &mut out,
+        "pf_sidecar_table_capacity",
+        "gauge",
+        "Capacity of each datapath table.",
+    );
+    for t in s.tables {
+        sample(
+            &mut out,
+            "pf_sidecar_table_capacity",
+            &[("table", t.table)],
+            t.capacity as f64,
+        );
+    }
+    family(
+        &mut out,
+        "pf_sidecar_routes",
+        "gauge",
+        "Routes programmed, by family.",
+    );
+    sample(
+        &mut out,
+        "pf_sidecar_routes",
+        &[("family", "ipv4")],
+        d.programmer.routes_v4 as f64,
+    );
+    sample(
+        &mut out,
+        "pf_sidecar_routes",
+        &[("family", "ipv6")],
+        d.programmer.routes_v6 as f64,
+    );
+    family(
+        &mut out,
+        "pf_sidecar_routes_deferred",
+        "gauge",
+        "Routes left to bpf_fib_lookup because a table is full, by family.",
+    );
+    sample(
+        &mut out,
+        "pf_sidecar_routes_deferred",
+        &[("family", "ipv4")],
+        d.programmer.deferred_v4 as f64,
+    );
+    sample(
+        &mut out,
+        "pf_sidecar_routes_deferred",
+        &[("family", "ipv6")],
+        d.programmer.deferred_v6 as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_fail_safe_active",
+        "gauge",
+        "1 while the datapath ignores the route cache (stale heartbeat).",
+        flag(s.fail_safe_active),
+    );
+    single(
+        &mut out,
+        "pf_sidecar_live",
+        "gauge",
+        "1 once this daemon's maps carry the traffic.",
+        flag(d.taken_over),
+    );
+    single(
+        &mut out,
+        "pf_sidecar_kernel_synced",
+        "gauge",
+        "1 once the kernel dump has been applied.",
+        flag(d.kernel_synced),
+    );
+    single(
+        &mut out,
+        "pf_sidecar_kernel_resyncs_total",
+        "counter",
+        "Full resyncs with the kernel (start, overruns).",
+        d.kernel_resyncs as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_fpm_connected",
+        "gauge",
+        "1 while zebra's FPM session is open.",
+        flag(d.fpm_connected),
+    );
+    single(
+        &mut out,
+        "pf_sidecar_fpm_replay_complete",
+        "gauge",
+        "1 once zebra's replay after the last connect has been swept.",
+        flag(d.fpm_replay_complete),
+    );
+    single(
+        &mut out,
+        "pf_sidecar_fpm_sessions_total",
+        "counter",
+        "FPM sessions accepted.",
+        d.fpm_sessions as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_fpm_refused_total",
+        "counter",
+        "FPM connections refused (a second session, or a peer not allowed).",
+        d.fpm_refused as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_fpm_frame_errors_total",
+        "counter",
+        "Malformed FPM frames (each closed the session).",
+        d.fpm_frame_errors as f64,
+    );
+    if let Some(age) = d.fpm_last_message_age_ms {
+        single(
+            &mut out,
+            "pf_sidecar_fpm_last_message_age_seconds",
+            "gauge",
+            "Seconds since the last FPM message.",
+            age as f64 / 1000.0,
+        );
+    }
+    single(
+        &mut out,
+        "pf_sidecar_decode_errors_total",
+        "counter",
+        "Messages that could not be decoded (skipped).",
+        d.decode_errors as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_rib_events_total",
+        "counter",
+        "Decoded events applied to the RIB.",
+        d.rib.events as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_resync_swept_total",
+        "counter",
+        "Entries a resync found stale and removed.",
+        d.rib.swept as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_map_write_errors_total",
+        "counter",
+        "Map writes the kernel refused.",
+        d.programmer.write_errors as f64,
+    );
+    single(
+        &mut out,
+        "pf_sidecar_events_dropped_total",
+        "counter",
+        "Events not published because the queue was full.",
+        s.events_dropped as f64,
+    );
+    out
+}
+
+/// The longest request head read before answering.
+const MAX_REQUEST: usize = 8192;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `listen`; each scrape asks the daemon's loop for
+/// a fresh page through `pages`.
+pub async fn serve(listener: TcpListener, pages: mpsc::Sender<oneshot::Sender<String>>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let pages = pages.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            let mut buffer = [0u8; 1024];
+            let complete = tokio::time::timeout(READ_TIMEOUT, async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                true
+            })
+            .await
+            .unwrap_or(false);
+            if !complete {
+                return;
+            }
+            let request_line = String::from_utf8_lossy(&head);
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, content_type, body) = if method != "GET" {
+                (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "GET only\n".to_string(),
+                )
+            } else if path != "/metrics" {
+                ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+            } else {
+                let (tx, rx) = oneshot::channel();
+                if pages.send(tx).await.is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(page) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", page),
+                    Err(_) => return,
+                }
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(listen).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_has_help_and_type_for_every_family_and_escapes_labels() {
+        let state = DaemonState {
+            fpm_connected: true,
+            fpm_last_message_age_ms: Some(1500),
+            ..Default::default()
+        };
+        let page = render(&Snapshot {
+            state: &state,
+            counters: &[(Counter::RedirectCache, 42)],
+            tables: &[TableUse {
+                table: "nexthops \"ids\"",
+                used: 3,
+                capacity: 4096,
+            }],
+            fail_safe_active: false,
+            events_dropped: 0,
+        });
+        assert!(page.contains("pf_sidecar_datapath_packets_total{counter=\"redirect_cache\"} 42\n"));
+        assert!(page.contains("pf_sidecar_table_used{table=\"nexthops \\\"ids\\\"\"} 3\n"));
+        assert!(page.contains("pf_sidecar_fpm_connected 1\n"));
+        assert!(page.contains("pf_sidecar_fpm_last_message_age_seconds 1.5\n"));
+        for line in page.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                page.contains(&format!("# TYPE {name} ")),
+                "{name} has no TYPE line"
+            );
+        }
+    }
+}

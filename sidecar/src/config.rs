@@ -321,13 +321,6 @@ impl Config {
                 "at least 65536 bytes",
             ));
         }
-        if self.fpm.offload_replies {
-            return Err(invalid(
-                "fpm.offload_replies",
-                true,
-                "false: offload replies are not implemented yet",
-            ));
-        }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "metrics.listen",

@@ -15,9 +15,10 @@ use std::{
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig};
+use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig, RouteKind};
 use serde::Serialize;
 use tokio::{
+    io::AsyncWriteExt,
     net::TcpListener,
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot},
@@ -32,7 +33,8 @@ use crate::{
     config::Config,
     control::{
         decode::{decode, Decoded, Event},
-        fpm::{FpmCodec, Frame, FrameError},
+        fpm::{frame, FpmCodec, Frame, FrameError},
+        offload,
         rib::{ReplayTracker, Rib, Source},
     },
     datapath::{maps::DatapathMaps, pins, Datapath, Programs},
@@ -48,11 +50,14 @@ use crate::{
 
 /// How often freed ids, slots and groups move one step towards reuse.
 const GRACE_PERIOD: Duration = Duration::from_millis(50);
+/// Reply frames queued for zebra before more are dropped.
+const OFFLOAD_QUEUE: usize = 256;
 /// Most kernel messages applied as one batch.
 const KERNEL_BATCH: usize = 4096;
 
 enum FpmFeed {
-    Connected(std::net::SocketAddr),
+    /// A session opened; replies to zebra go through the sender.
+    Connected(std::net::SocketAddr, mpsc::Sender<Vec<u8>>),
     /// One frame's messages, decoded on the session's task so decoding runs
     /// beside the RIB and programmer instead of before them.
     Frame(DecodedFrame),
@@ -82,6 +87,9 @@ pub struct DaemonState {
     pub nexthops: usize,
     pub ecmp_groups: usize,
     pub v6_entries: u32,
+    /// Offload replies sent to zebra, and dropped because it did not read them.
+    pub offload_replies_sent: u64,
+    pub offload_replies_dropped: u64,
     pub v4_tbl8_groups: usize,
     pub programmer: crate::programmer::ProgrammerStats,
     pub rib: crate::control::rib::RibStats,
@@ -204,8 +212,17 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
             let result = serve(listener, allow, stats, move |stream, peer| {
                 let tx = fpm_tx.clone();
                 async move {
-                    let _ = tx.send(FpmFeed::Connected(peer)).await;
-                    let mut frames = FramedRead::new(stream, FpmCodec);
+                    let (read, mut write) = stream.into_split();
+                    let (replies_tx, mut replies_rx) = mpsc::channel::<Vec<u8>>(OFFLOAD_QUEUE);
+                    tokio::spawn(async move {
+                        while let Some(bytes) = replies_rx.recv().await {
+                            if write.write_all(&bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let _ = tx.send(FpmFeed::Connected(peer, replies_tx)).await;
+                    let mut frames = FramedRead::new(read, FpmCodec);
                     while let Some(item) = frames.next().await {
                         let feed = match item {
                             Ok(frame) => FpmFeed::Frame(DecodedFrame::of(&frame)),
@@ -241,6 +258,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         Duration::from_millis(config.fpm.replay_max_ms),
     );
     let mut last_fpm_message: Option<Instant> = None;
+    let mut fpm_replies: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -340,7 +358,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 publish(&mut programmer);
             }
             Some(feed) = fpm_rx.recv() => match feed {
-                FpmFeed::Connected(peer) => {
+                FpmFeed::Connected(peer, replies) => {
+                    fpm_replies = config.fpm.offload_replies.then_some(replies);
                     state.fpm_connected = true;
                     state.fpm_peer = Some(peer.to_string());
                     state.fpm_replay_complete = false;
@@ -355,6 +374,9 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     state.decode_errors += frame.decode_errors;
                     rib.apply_batch(Source::Fpm, frame.events, &mut programmer);
                     publish(&mut programmer);
+                    if let Some(replies) = &fpm_replies {
+                        send_offload_replies(&rib, &programmer, replies, &mut state);
+                    }
                 }
                 FpmFeed::Failed(error) => {
                     state.fpm_frame_errors += 1;
@@ -362,6 +384,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 }
                 FpmFeed::Closed => {
                     state.fpm_connected = false;
+                    fpm_replies = None;
                     // An unfinished replay sweeps nothing: the next one will.
                     replay.disconnected();
                 }
@@ -423,6 +446,58 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     let _ = std::fs::remove_file(&state_file);
     let _ = std::fs::remove_file(query::socket_path(&pin_dir));
     Ok(())
+}
+
+/// Tells zebra, route by route, whether the fast path forwards what the
+/// last FPM batch changed (see `control::offload`).
+fn send_offload_replies(
+    rib: &Rib,
+    programmer: &Programmer<&mut DatapathMaps>,
+    replies: &mpsc::Sender<Vec<u8>>,
+    state: &mut DaemonState,
+) {
+    let mut messages = Vec::new();
+    for prefix in rib.last_published() {
+        let Some(route) = rib.winning_route(prefix) else {
+            continue;
+        };
+        let offloaded = programmer
+            .programmed(prefix)
+            .is_some_and(|(action, deferred)| {
+                !deferred
+                    && matches!(
+                        action.kind(),
+                        Some(RouteKind::Nexthop | RouteKind::Group | RouteKind::Blackhole)
+                    )
+            });
+        messages.push(offload::reply(
+            *prefix,
+            route.table,
+            route.protocol,
+            offloaded,
+        ));
+    }
+    let mut batch: Vec<&[u8]> = Vec::new();
+    let mut size = 0;
+    let flush = |batch: &mut Vec<&[u8]>, state: &mut DaemonState| {
+        if batch.is_empty() {
+            return;
+        }
+        match replies.try_send(frame(batch)) {
+            Ok(()) => state.offload_replies_sent += batch.len() as u64,
+            Err(_) => state.offload_replies_dropped += batch.len() as u64,
+        }
+        batch.clear();
+    };
+    for message in &messages {
+        if size + message.len() + 4 > 60_000 {
+            flush(&mut batch, state);
+            size = 0;
+        }
+        size += (message.len() + 3) & !3;
+        batch.push(message);
+    }
+    flush(&mut batch, state);
 }
 
 fn source_name(source: Source) -> &'static str {

@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod fixture;
+pub mod fpm_messages;
 pub mod frames;
 pub mod frr;
 pub mod lab;

@@ -3,4 +3,5 @@
 
 pub mod decode;
 pub mod fpm;
+pub mod offload;
 pub mod rib;

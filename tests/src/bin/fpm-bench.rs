@@ -15,13 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::netns::{veth_pair, NetNs};
-use ipnet::{Ipv4Net, Ipv6Net};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage};
-use netlink_packet_route::{
-    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType},
-    AddressFamily, RouteNetlinkMessage,
+use integration_tests::{
+    fpm_messages::{nexthop_message, route_message},
+    netns::{veth_pair, NetNs},
 };
+use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{RouteAction, RouteKind};
 use pf_sidecar::{
     control::fpm::frame,
@@ -67,62 +65,6 @@ fn v6_prefix(rng: &mut Rng) -> Ipv6Net {
     let addr =
         (0x2001_0db8u128 << 96) | ((rng.next() as u128 & 0xffff_ffff) << 64) | (rng.next() as u128);
     Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc()
-}
-
-fn route_message(prefix: ipnet::IpNet, nexthop_id: u32) -> Vec<u8> {
-    let mut m = RouteMessage::default();
-    m.header.address_family = if prefix.addr().is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    m.header.destination_prefix_length = prefix.prefix_len();
-    m.header.table = RouteHeader::RT_TABLE_MAIN;
-    m.header.protocol = RouteProtocol::Bgp;
-    m.header.kind = RouteType::Unicast;
-    m.attributes = vec![
-        RouteAttribute::Destination(match prefix.addr() {
-            std::net::IpAddr::V4(a) => RouteAddress::Inet(a),
-            std::net::IpAddr::V6(a) => RouteAddress::Inet6(a),
-        }),
-        RouteAttribute::Priority(20),
-        RouteAttribute::NhId(nexthop_id),
-    ];
-    let mut packet = NetlinkMessage::new(
-        NetlinkHeader::default(),
-        RouteNetlinkMessage::NewRoute(m).into(),
-    );
-    packet.finalize();
-    let mut bytes = vec![0; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-    bytes
-}
-
-/// RTM_NEWNEXTHOP: a gateway, or a group of member ids (equal weights).
-fn nexthop_message(id: u32, ifindex: u32, gateway: Option<Ipv6Addr>, group: &[u32]) -> Vec<u8> {
-    let mut body = vec![10u8, 0, 0, 0, 0, 0, 0, 0];
-    let mut attr = |kind: u16, value: &[u8]| {
-        body.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        body.extend_from_slice(&kind.to_ne_bytes());
-        body.extend_from_slice(value);
-        body.resize((body.len() + 3) & !3, 0);
-    };
-    attr(1, &id.to_ne_bytes());
-    if group.is_empty() {
-        attr(5, &ifindex.to_ne_bytes());
-        attr(6, &gateway.unwrap().octets());
-    } else {
-        let entries: Vec<u8> = group
-            .iter()
-            .flat_map(|m| [m.to_ne_bytes().as_slice(), &[0, 0, 0, 0]].concat())
-            .collect();
-        attr(2, &entries);
-    }
-    let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
-    m.extend_from_slice(&104u16.to_ne_bytes());
-    m.extend_from_slice(&[0; 10]);
-    m.extend_from_slice(&body);
-    m
 }
 
 /// Packs messages into FPM frames of at most ~60 KiB.
@@ -256,9 +198,7 @@ fn main() {
             nexthop_message(
                 id,
                 ifindex,
-                Some(Ipv6Addr::from(
-                    (0x2001_0db8_0002u128 << 80) | (0x1000 + id as u128),
-                )),
+                Some(Ipv6Addr::from((0x2001_0db8_0002u128 << 80) | (0x1000 + id as u128)).into()),
                 &[],
             )
         })

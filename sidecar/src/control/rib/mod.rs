@@ -200,6 +200,8 @@ pub struct Rib {
     locals: PrefixHashMap<u32>,
     /// Prefixes whose routes name each nexthop object id.
     object_users: FastMap<u32, FastSet<IpNet>>,
+    /// The prefixes the last batch or resync published.
+    last_published: Vec<IpNet>,
     pub stats: RibStats,
 }
 
@@ -219,6 +221,7 @@ impl Rib {
             addresses: FastMap::new(),
             locals: PrefixHashMap::new(),
             object_users: FastMap::new(),
+            last_published: Vec::new(),
             stats: RibStats::default(),
         }
     }
@@ -270,9 +273,15 @@ impl Rib {
     fn publish_all(&mut self, mut touched: Vec<IpNet>, sink: &mut impl FibSink) {
         touched.sort_unstable();
         touched.dedup();
-        for prefix in touched {
-            self.publish(prefix, sink);
+        for prefix in &touched {
+            self.publish(*prefix, sink);
         }
+        self.last_published = touched;
+    }
+
+    /// The prefixes the last batch or resync re-evaluated (for offload replies).
+    pub fn last_published(&self) -> &[IpNet] {
+        &self.last_published
     }
 
     fn apply(

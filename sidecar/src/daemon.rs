@@ -208,19 +208,29 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tracing::info!(%listen, "waiting for zebra's FPM connection");
         let allow = config.fpm_allow()?;
         let stats = listener_stats.clone();
+        let config_offload_replies = config.fpm.offload_replies;
         tokio::spawn(async move {
+            let offload_replies = config_offload_replies;
             let result = serve(listener, allow, stats, move |stream, peer| {
                 let tx = fpm_tx.clone();
                 async move {
+                    // Dropping the write half would half-close the session,
+                    // and zebra treats that as a disconnect: it lives as
+                    // long as the session, in the writer when replies are on.
                     let (read, mut write) = stream.into_split();
                     let (replies_tx, mut replies_rx) = mpsc::channel::<Vec<u8>>(OFFLOAD_QUEUE);
-                    tokio::spawn(async move {
-                        while let Some(bytes) = replies_rx.recv().await {
-                            if write.write_all(&bytes).await.is_err() {
-                                break;
+                    let _idle_write = if offload_replies {
+                        tokio::spawn(async move {
+                            while let Some(bytes) = replies_rx.recv().await {
+                                if write.write_all(&bytes).await.is_err() {
+                                    break;
+                                }
                             }
-                        }
-                    });
+                        });
+                        None
+                    } else {
+                        Some(write)
+                    };
                     let _ = tx.send(FpmFeed::Connected(peer, replies_tx)).await;
                     let mut frames = FramedRead::new(read, FpmCodec);
                     while let Some(item) = frames.next().await {

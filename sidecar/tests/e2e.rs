@@ -11,6 +11,7 @@ use std::{
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use integration_tests::{
     capture::{Capture, Frame},
+    differential,
     netns::NetNs,
     require_root,
     script_lab::ScriptLab,
@@ -497,56 +498,6 @@ impl XorShift {
     }
 }
 
-/// Destinations `fast_path` hands to the kernel before any lookup (the
-/// `pass_special_address` and `pass_l3_multicast` rules).
-fn passed_before_lookup(address: IpAddr) -> bool {
-    match address {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            o[0] == 0
-                || o[0] == 127
-                || (o[0] == 169 && o[1] == 254)
-                || a.is_multicast()
-                || a.is_broadcast()
-        }
-        IpAddr::V6(a) => {
-            a.is_unspecified()
-                || a.is_loopback()
-                || a.is_multicast()
-                || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Whether the datapath's decision for an address is the kernel's: the same
-/// egress and gateway (one of the legs for a multipath route, as the kernel
-/// picks one per flow), or both pass or drop the same way.
-fn agrees(
-    maps: &pf_sidecar::inspect::Answer,
-    kernel: &pf_sidecar::cli::lookup::KernelAnswer,
-) -> bool {
-    let kernel_kind = kernel.kind.as_str();
-    match maps.kind.as_str() {
-        "Nexthop" | "Group" => {
-            kernel_kind == "Unicast"
-                && maps
-                    .legs
-                    .iter()
-                    .any(|l| Some(l.ifindex) == kernel.ifindex && l.gateway == kernel.gateway)
-        }
-        "Blackhole" => kernel_kind.contains("blackhole") || kernel_kind == "BlackHole",
-        "Unreachable" => kernel_kind.starts_with("unreachable") || kernel_kind == "Unreachable",
-        "Prohibit" => kernel_kind.contains("prohibit") || kernel_kind == "Prohibit",
-        "Local" => kernel_kind == "Local",
-        // No entry: the packet goes to bpf_fib_lookup. That is only right
-        // where the kernel has no gatewayed route the maps should carry.
-        "Miss" | "Fib" => {
-            kernel_kind != "Local" && !(kernel_kind == "Unicast" && kernel.gateway.is_some())
-        }
-        _ => false,
-    }
-}
-
 #[test]
 fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does() {
     require_root!();
@@ -642,7 +593,8 @@ fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does(
     let mut disagreements = Vec::new();
     for ((destination, maps), kernel) in destinations.iter().zip(&answers).zip(&kernel) {
         *by_kind.entry(maps.kind.clone()).or_default() += 1;
-        if !passed_before_lookup(*destination) && !agrees(maps, kernel) {
+        if !differential::passed_before_lookup(*destination) && !differential::agrees(maps, kernel)
+        {
             disagreements.push(format!("{destination}: maps {maps:?} kernel {kernel:?}"));
         }
     }

@@ -3,6 +3,7 @@
 //! loud message when not root.
 
 pub mod capture;
+pub mod differential;
 pub mod fixture;
 pub mod fpm_messages;
 pub mod frames;

@@ -1,0 +1,241 @@
+//! Differential soak on the lab: random churn through real FRR (static
+//! adds and deletes, ECMP membership, gateway changes, blackholes and
+//! unreachables, IPv4 and IPv6, BGP withdrawals) and neighbour changes,
+//! with a check at every quiet point: `diff` clean against FPM, FRR and the
+//! kernel, and the datapath deciding as `ip route get` on a random sample.
+//!
+//! 60 s here; `scripts/soak.sh` runs it for 10 minutes (PF_SOAK_SECONDS).
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{differential, require_root, script_lab::ScriptLab};
+use pf_sidecar::inspect::PinnedMaps;
+
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+fn diff_clean(lab: &ScriptLab) -> Result<(), String> {
+    for against in ["fpm", "frr", "kernel"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = lab.sidecar(&[
+                "diff",
+                "--json",
+                "--config",
+                lab.var("LAB_SIDECAR_CONFIG"),
+                "--against",
+                against,
+                "--frr-pathspace",
+                lab.var("LAB_ROUTER_FRR"),
+            ]);
+            if out.status.code() == Some(0) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "diff --against {against} exits {:?}: {}{}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    Ok(())
+}
+
+fn sample(rng: &mut XorShift, n: usize) -> Vec<IpAddr> {
+    (0..n)
+        .map(|_| {
+            let r = rng.next();
+            match r % 4 {
+                0 | 1 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, (r >> 8) as u8)),
+                2 => IpAddr::V4(Ipv4Addr::new(198, 51, 100, (r >> 8) as u8)),
+                _ => IpAddr::V6(Ipv6Addr::from(
+                    (0x2001_0db8_00ffu128 << 80)
+                        | (((r >> 8) as u128 & 0xf) << 64)
+                        | (rng.next() as u128 & 0xffff),
+                )),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
+    require_root!();
+    let seconds: u64 = std::env::var("PF_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let lab = ScriptLab::up("soak", env!("CARGO_BIN_EXE_pf-sidecar"));
+    lab.router.ip(&[
+        "neigh",
+        "replace",
+        "198.51.100.3",
+        "lladdr",
+        "02:00:00:00:0a:0a",
+        "dev",
+        "r1",
+        "nud",
+        "permanent",
+    ]);
+    let mut rng = XorShift(
+        std::env::var("PF_SOAK_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x50a_c0ffee),
+    );
+    let gateways4 = ["198.51.100.2", "198.51.100.66", "198.51.100.3"];
+    let gateways6 = ["2001:db8:2::2", "2001:db8:3::2"];
+    let mut ops: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut quiet_points = 0;
+    let mut destinations_checked = 0;
+    let mut up2_announcing = true;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        // A burst of 10 to 40 changes, then a quiet point.
+        let mut lines = vec!["configure terminal".to_owned()];
+        for _ in 0..10 + rng.next() % 30 {
+            let slot = rng.next() % 32;
+            let len = *rng.pick(&[27u8, 28, 29, 30, 32]);
+            let v4 = format!(
+                "203.0.113.{}/{len}",
+                (slot * 8) & !((1u64 << (32 - len)) - 1)
+            );
+            let v6 = format!("2001:db8:ff:{:x}::/64", slot % 16);
+            let (op, line) = match rng.next() % 9 {
+                0 => ("add v4", format!("ip route {v4} {}", rng.pick(&gateways4))),
+                1 => ("ecmp v4", format!("ip route {v4} {}", rng.pick(&gateways4))),
+                2 => (
+                    "delete v4",
+                    format!("no ip route {v4} {}", rng.pick(&gateways4)),
+                ),
+                3 => ("blackhole v4", format!("ip route {v4} blackhole")),
+                4 => ("unreachable v4", format!("ip route {v4} reject")),
+                5 => (
+                    "delete kind v4",
+                    format!("no ip route {v4} {}", rng.pick(&["blackhole", "reject"])),
+                ),
+                6 => (
+                    "add v6",
+                    format!("ipv6 route {v6} {}", rng.pick(&gateways6)),
+                ),
+                7 => (
+                    "delete v6",
+                    format!("no ipv6 route {v6} {}", rng.pick(&gateways6)),
+                ),
+                _ => ("blackhole v6", format!("ipv6 route {v6} blackhole")),
+            };
+            *ops.entry(op).or_default() += 1;
+            lines.push(line);
+        }
+        // vtysh refuses a delete of what is not there; apply line by line.
+        for line in &lines[1..] {
+            let _ = lab.router.exec(
+                "vtysh",
+                &[
+                    "--vty_socket",
+                    &format!("/var/run/frr/{}", lab.var("LAB_ROUTER_FRR")),
+                    "-c",
+                    "configure terminal",
+                    "-c",
+                    line,
+                ],
+            );
+        }
+        match rng.next() % 4 {
+            0 => {
+                let mac = format!(
+                    "02:00:00:00:{:02x}:{:02x}",
+                    rng.next() as u8,
+                    rng.next() as u8
+                );
+                lab.router.ip(&[
+                    "neigh",
+                    "replace",
+                    "198.51.100.3",
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    "r1",
+                    "nud",
+                    "permanent",
+                ]);
+                *ops.entry("neighbour change").or_default() += 1;
+            }
+            1 => {
+                let verb = if up2_announcing {
+                    "no network 203.0.113.0/24"
+                } else {
+                    "network 203.0.113.0/24"
+                };
+                lab.vtysh(
+                    true,
+                    &[
+                        "configure terminal",
+                        "router bgp 64502",
+                        "address-family ipv4 unicast",
+                        verb,
+                    ],
+                );
+                up2_announcing = !up2_announcing;
+                *ops.entry("bgp withdraw/announce").or_default() += 1;
+            }
+            _ => {}
+        }
+
+        // Quiet point.
+        if let Err(problem) = diff_clean(&lab) {
+            panic!(
+                "quiet point {quiet_points}: {problem}\n{}",
+                lab.sidecar_log()
+            );
+        }
+        let destinations = sample(&mut rng, 500);
+        let maps = PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR"))).unwrap();
+        let answers: Vec<_> = destinations
+            .iter()
+            .map(|d| maps.answer(*d).unwrap())
+            .collect();
+        let kernel: Vec<_> = lab.router.enter(|| {
+            destinations
+                .iter()
+                .map(|d| pf_sidecar::cli::lookup::kernel_route_get(*d).unwrap())
+                .collect()
+        });
+        for ((destination, maps), kernel) in destinations.iter().zip(&answers).zip(&kernel) {
+            assert!(
+                differential::passed_before_lookup(*destination)
+                    || differential::agrees(maps, kernel),
+                "quiet point {quiet_points}: {destination}: maps {maps:?}, kernel {kernel:?}"
+            );
+        }
+        destinations_checked += destinations.len();
+        quiet_points += 1;
+    }
+    let total: u64 = ops.values().sum();
+    println!(
+        "soak: {:.0} s, {total} changes {ops:?}, {quiet_points} quiet points all in sync, {destinations_checked} destinations decided as the kernel",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        quiet_points >= 3,
+        "the soak reached only {quiet_points} quiet points"
+    );
+}

@@ -1,0 +1,53 @@
+//! The datapath's decision for a destination against the kernel's, for the
+//! differential tests.
+
+use std::net::IpAddr;
+
+use pf_sidecar::{cli::lookup::KernelAnswer, inspect::Answer};
+
+/// Destinations `fast_path` hands to the kernel before any lookup (the
+/// `pass_special_address` and `pass_l3_multicast` rules).
+pub fn passed_before_lookup(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o[0] == 0
+                || o[0] == 127
+                || (o[0] == 169 && o[1] == 254)
+                || a.is_multicast()
+                || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Whether the datapath's decision for an address is the kernel's: the same
+/// egress and gateway (one of the legs for a multipath route, as the kernel
+/// picks one per flow), or both pass or drop the same way.
+pub fn agrees(maps: &Answer, kernel: &KernelAnswer) -> bool {
+    let kernel_kind = kernel.kind.as_str();
+    match maps.kind.as_str() {
+        "Nexthop" | "Group" => {
+            kernel_kind == "Unicast"
+                && maps
+                    .legs
+                    .iter()
+                    .any(|l| Some(l.ifindex) == kernel.ifindex && l.gateway == kernel.gateway)
+        }
+        "Blackhole" => kernel_kind.contains("blackhole") || kernel_kind == "BlackHole",
+        "Unreachable" => kernel_kind.starts_with("unreachable") || kernel_kind == "Unreachable",
+        "Prohibit" => kernel_kind.contains("prohibit") || kernel_kind == "Prohibit",
+        "Local" => kernel_kind == "Local",
+        // No entry: the packet goes to bpf_fib_lookup. That is only right
+        // where the kernel has no gatewayed route the maps should carry.
+        "Miss" | "Fib" => {
+            kernel_kind != "Local" && !(kernel_kind == "Unicast" && kernel.gateway.is_some())
+        }
+        _ => false,
+    }
+}

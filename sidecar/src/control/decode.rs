@@ -574,6 +574,59 @@ mod tests {
     }
 
     #[test]
+    fn a_real_frr_bgp_replay_decodes_ecmp_groups_blackholes_and_ipv4_over_ipv6() {
+        let capture = include_bytes!("../../../tests/fixtures/fpm/frr-8.4-bgp-lab-replay.bin");
+        let mut buf = bytes::BytesMut::from(&capture[..]);
+        let mut events = Vec::new();
+        while let Some(frame) = tokio_util::codec::Decoder::decode(&mut FpmCodec, &mut buf).unwrap()
+        {
+            for message in frame.messages() {
+                if let Decoded::Event(e) = decode(message).unwrap() {
+                    events.push(e);
+                }
+            }
+        }
+        let route = |prefix: &str| {
+            let prefix: IpNet = prefix.parse().unwrap();
+            events.iter().find_map(|e| match e {
+                Event::Route(Op::Upsert, r) if r.key.prefix == prefix => Some(r.clone()),
+                _ => None,
+            })
+        };
+        let object = |id: u32| {
+            events.iter().find_map(|e| match e {
+                Event::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
+                _ => None,
+            })
+        };
+        let ecmp = route("203.0.113.0/24").expect("the BGP ECMP route");
+        assert_eq!(ecmp.protocol, 186, "bgp");
+        let NextHops::Object(group) = ecmp.next else {
+            panic!("{ecmp:?}")
+        };
+        assert!(matches!(object(group), Some(NexthopDef::Group(m)) if m.len() == 2));
+        let rfc5549 = route("203.0.113.192/26").expect("the IPv4 route over an IPv6 next hop");
+        let NextHops::Object(id) = rfc5549.next else {
+            panic!("{rfc5549:?}")
+        };
+        assert!(
+            matches!(
+                object(id),
+                Some(NexthopDef::Gateway {
+                    gateway: Some(IpAddr::V6(_)),
+                    ..
+                })
+            ),
+            "{:?}",
+            object(id)
+        );
+        assert_eq!(route("192.0.2.128/26").unwrap().kind, Kind::Blackhole);
+        assert_eq!(route("198.51.100.192/27").unwrap().kind, Kind::Unreachable);
+        assert_eq!(route("2001:db8:ff:1::/64").unwrap().kind, Kind::Blackhole);
+        assert!(route("2001:db8:ff::/48").is_some());
+    }
+
+    #[test]
     fn a_gateway_route_decodes_with_table_metric_and_protocol() {
         let mut m = route_message(
             "198.51.100.0/24",

@@ -1,0 +1,17 @@
+//! The FPM framer and the decoder behind it never panic, whatever arrives.
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use pf_sidecar::control::{decode::decode, fpm::FpmCodec};
+use tokio_util::codec::Decoder;
+
+fuzz_target!(|data: &[u8]| {
+    let mut codec = FpmCodec;
+    let mut buffer = BytesMut::from(data);
+    while let Ok(Some(frame)) = codec.decode(&mut buffer) {
+        for message in frame.messages() {
+            let _ = decode(message);
+        }
+    }
+});

@@ -34,6 +34,7 @@ bench: setup
 	./target/release/datapath-bench
 	./target/release/fpm-bench
 	./target/release/throughput-bench
+	./target/release/frr-table-bench
 
 clean:
 	$(CARGO) clean

@@ -23,8 +23,7 @@ for target in "${TARGETS[@]}"; do
     result="CRASH (see $log and fuzz/artifacts/$target)"
     failed=1
   fi
-  execs=$(grep -Eo 'stat::number_of_executed_units: [0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
-  [ -n "$execs" ] || execs=$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  execs=$(grep -Eo '^Done [0-9]+ runs' "$log" | grep -Eo '[0-9]+' | tail -1 || true)
   printf '%-18s %12s  %s\n' "$target" "${execs:-?}" "$result"
   rm -rf "$work"
 done

@@ -102,6 +102,9 @@ fn attach_status_and_detach_all_leave_nothing_behind() {
     );
     assert!(stdout(&out).contains("attached fast_path to v0 (native)"));
 
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&pins.0).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the pin directory is root-only");
     let again = pf_sidecar(&a, &pins.0, &["attach", "v0"]);
     assert_eq!(again.status.code(), Some(2), "a second attach is refused");
 

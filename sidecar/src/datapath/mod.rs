@@ -148,10 +148,16 @@ impl Datapath {
     ) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
         if let Some(dir) = pin_dir {
-            std::fs::create_dir_all(dir).map_err(|source| DatapathError::Io {
-                name: "pin directory",
-                source,
-            })?;
+            // Root-only: the generation and the pin directory above it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| DatapathError::Io {
+                    name: "pin directory",
+                    source,
+                })?;
         }
         for (name, path) in adopt {
             loader.map_pin_path(name, path.as_path());

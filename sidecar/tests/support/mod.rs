@@ -19,6 +19,7 @@ pub struct Daemon {
     pub pin_dir: PathBuf,
     netns: String,
     log: PathBuf,
+    tag: String,
 }
 
 impl Daemon {
@@ -56,7 +57,28 @@ impl Daemon {
             pin_dir,
             netns: lab.router.name.clone(),
             log,
+            tag: tag.to_owned(),
         }
+    }
+
+    /// SIGKILLs the daemon (the datapath stays pinned) and starts it again
+    /// with the same configuration, appending to the same log.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config =
+            std::env::temp_dir().join(format!("pf-test-{}-{}.toml", self.tag, std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+            .args(["--netns", &self.netns, "run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restart pf-sidecar run");
     }
 
     pub fn pid(&self) -> i32 {

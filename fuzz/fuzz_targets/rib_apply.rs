@@ -62,7 +62,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let maps = Maps::default();
-    let mut programmer = Programmer::new(maps, Limits { nexthops: 16, ecmp_groups: 4, v6_routes: 16 });
+    let mut programmer = Programmer::new(
+        maps,
+        Limits {
+            nexthops: 16,
+            ecmp_groups: 4,
+            v6_routes: 16,
+        },
+    );
     let mut rib = Rib::new(Source::Fpm, vec![254, 100]);
     let half = events.len() / 2;
     rib.apply_batch(Source::Fpm, events[..half].to_vec(), &mut programmer);

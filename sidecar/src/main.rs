@@ -61,6 +61,10 @@ enum Command {
         /// Log level, overriding the configuration.
         #[arg(long)]
         log_level: Option<String>,
+        /// On SIGTERM or SIGINT, also detach every interface and remove the
+        /// pins (by default the datapath stays pinned and forwarding).
+        #[arg(long)]
+        detach_on_exit: bool,
     },
     /// Load (or adopt) the pinned datapath and attach fast_path to interfaces.
     Attach {
@@ -160,7 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
     match cli.command {
-        Command::Run { config, log_level } => {
+        Command::Run {
+            config,
+            log_level,
+            detach_on_exit,
+        } => {
             let overrides = Overrides {
                 pin_dir: cli.pin_dir.clone(),
                 log_level,
@@ -179,7 +187,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .with_target(false)
                 .with_writer(std::io::stderr)
                 .init();
+            let pin_dir = loaded.general.pin_dir.clone();
             pf_sidecar::daemon::run(loaded, config)?;
+            if detach_on_exit {
+                for ifname in attach::detach(&pin_dir, &[], true)? {
+                    tracing::info!(%ifname, "detached on exit");
+                }
+            }
         }
         Command::Attach {
             interfaces,

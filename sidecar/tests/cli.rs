@@ -156,3 +156,53 @@ fn a_bad_configuration_key_or_value_is_named_and_exits_2() {
         );
     }
 }
+
+#[test]
+fn run_with_detach_on_exit_leaves_no_program_or_pin_after_sigterm() {
+    require_root!();
+    let lab = integration_tests::lab::Lab::new("doexit");
+    let pins = pins("doexit");
+    let config = std::env::temp_dir().join(format!("pf-doexit-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\npin_dir = \"{}\"\ninterfaces = [\"r0\", \"r1\"]\n[routes]\nfrom = \"kernel\"\n[metrics]\nlisten = \"\"\n",
+            pins.0
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+        .args([
+            "--netns",
+            &lab.router.name,
+            "run",
+            "--detach-on-exit",
+            "--config",
+        ])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lab
+        .router
+        .ip(&["-d", "link", "show", "r1"])
+        .contains("prog/xdp")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never attached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(status.success(), "{status}");
+    assert!(!std::path::Path::new(&pins.0).exists(), "every pin is gone");
+    for port in ["r0", "r1"] {
+        let shown = lab.router.ip(&["-d", "link", "show", port]);
+        assert!(!shown.contains("prog/xdp"), "{port} is detached:\n{shown}");
+    }
+}

@@ -119,6 +119,31 @@ fn a_route_naming_an_unknown_object_waits_for_the_kernel_until_the_object_arrive
 }
 
 #[test]
+fn a_group_naming_an_unknown_member_leaves_its_routes_to_the_kernel_until_the_member_arrives() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            gateway_object(1, "192.0.2.1"),
+            Event::Nexthop(
+                Op::Upsert,
+                10,
+                Some(NexthopDef::Group(vec![(1, 1), (99, 1)])),
+            ),
+            via_object("203.0.113.0/24", 10),
+        ],
+        &mut log,
+    );
+    assert_eq!(log.calls, vec!["upsert 203.0.113.0/24 Kernel".to_string()]);
+    rib.apply_batch(Source::Fpm, [gateway_object(99, "192.0.2.9")], &mut log);
+    let Some((_, Target::Forward(legs))) = rib.desired().into_iter().next() else {
+        panic!("{:?}", rib.desired())
+    };
+    assert_eq!(legs.len(), 2, "{legs:?}");
+}
+
+#[test]
 fn a_group_object_becomes_weighted_legs_and_a_member_change_updates_its_routes() {
     let mut rib = fpm_rib();
     let mut log = Log::default();

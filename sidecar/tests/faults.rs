@@ -76,6 +76,18 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
         frr.kill("zebra");
         frr.restart("zebra", &["-M", "dplane_fpm_nl"]);
         let step = format!("zebra's restart {round} of 10");
+        // The new zebra connects (it retries every 3 s) and replays.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !read_state(&daemon.pin_dir)
+            .is_some_and(|s| s.fpm_sessions > round && s.fpm_connected && s.fpm_replay_complete)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{step}: zebra never replayed\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         for against in ["frr", "fpm", "kernel"] {
             daemon.assert_diff_clean(against, Some(&frr.name), &step);
         }

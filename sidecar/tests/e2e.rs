@@ -15,6 +15,7 @@ use integration_tests::{
     netns::NetNs,
     require_root,
     script_lab::ScriptLab,
+    synthetic::Rng,
 };
 use pf_sidecar::inspect::PinnedMaps;
 
@@ -488,34 +489,24 @@ fn ecmp_spreads_flows_over_both_upstreams_keeps_each_on_one_and_follows_a_withdr
     );
 }
 
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does() {
     require_root!();
     let lab = lab("e2ed");
-    let mut rng = XorShift(0x5eed_1234_abcd_0001);
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
     // More routes of every kind on top of BGP's, overlapping its prefixes.
     let mut lines = Vec::new();
     let mut taken = std::collections::HashSet::new();
     for _ in 0..150 {
-        let len = 25 + (rng.next() % 8) as u8;
-        let host = (rng.next() % 256) as u8;
+        let len = 25 + (rng.next_u64() % 8) as u8;
+        let host = (rng.next_u64() % 256) as u8;
         let prefix = ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(203, 0, 113, host), len)
             .unwrap()
             .trunc();
         if !taken.insert(prefix.to_string()) {
             continue;
         }
-        lines.push(match rng.next() % 6 {
+        lines.push(match rng.next_u64() % 6 {
             0 => format!("ip route {prefix} blackhole"),
             1 => format!("ip route {prefix} reject"),
             2 => format!("ip route {prefix} 198.51.100.66"),
@@ -524,16 +515,16 @@ fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does(
         });
     }
     for _ in 0..80 {
-        let subnet = rng.next() % 0x1_0000;
-        let len = [56u8, 64, 64, 80, 128][(rng.next() % 5) as usize];
+        let subnet = rng.next_u64() % 0x1_0000;
+        let len = [56u8, 64, 64, 80, 128][(rng.next_u64() % 5) as usize];
         let addr = std::net::Ipv6Addr::from(
-            (0x2001_0db8_00ffu128 << 80) | ((subnet as u128) << 64) | rng.next() as u128,
+            (0x2001_0db8_00ffu128 << 80) | ((subnet as u128) << 64) | rng.next_u64() as u128,
         );
         let prefix = ipnet::Ipv6Net::new(addr, len).unwrap().trunc();
         if !taken.insert(prefix.to_string()) {
             continue;
         }
-        lines.push(match rng.next() % 4 {
+        lines.push(match rng.next_u64() % 4 {
             0 => format!("ipv6 route {prefix} blackhole"),
             1 => format!("ipv6 route {prefix} 2001:db8:3::2"),
             _ => format!("ipv6 route {prefix} 2001:db8:2::2"),
@@ -561,7 +552,7 @@ fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does(
         destinations.push(own.parse().unwrap());
     }
     while destinations.len() < 10_000 {
-        let r = rng.next();
+        let r = rng.next_u64();
         let address: IpAddr = match r % 20 {
             0..=7 => std::net::Ipv4Addr::new(203, 0, 113, (r >> 8) as u8).into(),
             8..=10 => std::net::Ipv4Addr::new(198, 51, 100, (r >> 8) as u8).into(),
@@ -569,12 +560,14 @@ fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does(
             12..=16 => std::net::Ipv6Addr::from(
                 (0x2001_0db8_00ffu128 << 80)
                     | (((r >> 8) as u128 & 0xffff) << 64)
-                    | rng.next() as u128 & 0xffff_ffff,
+                    | rng.next_u64() as u128 & 0xffff_ffff,
             )
             .into(),
-            17 => std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | ((rng.next() as u128) << 32))
-                .into(),
-            _ => std::net::Ipv4Addr::from(rng.next() as u32).into(),
+            17 => {
+                std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | ((rng.next_u64() as u128) << 32))
+                    .into()
+            }
+            _ => std::net::Ipv4Addr::from(rng.next_u64() as u32).into(),
         };
         destinations.push(address);
     }

@@ -12,21 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{differential, require_root, script_lab::ScriptLab};
+use integration_tests::{differential, require_root, script_lab::ScriptLab, synthetic::Rng};
 use pf_sidecar::inspect::PinnedMaps;
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
 
 fn diff_clean(lab: &ScriptLab) -> Result<(), String> {
     for against in ["fpm", "frr", "kernel"] {
@@ -59,17 +46,17 @@ fn diff_clean(lab: &ScriptLab) -> Result<(), String> {
     Ok(())
 }
 
-fn sample(rng: &mut XorShift, n: usize) -> Vec<IpAddr> {
+fn sample(rng: &mut Rng, n: usize) -> Vec<IpAddr> {
     (0..n)
         .map(|_| {
-            let r = rng.next();
+            let r = rng.next_u64();
             match r % 4 {
                 0 | 1 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, (r >> 8) as u8)),
                 2 => IpAddr::V4(Ipv4Addr::new(198, 51, 100, (r >> 8) as u8)),
                 _ => IpAddr::V6(Ipv6Addr::from(
                     (0x2001_0db8_00ffu128 << 80)
                         | (((r >> 8) as u128 & 0xf) << 64)
-                        | (rng.next() as u128 & 0xffff),
+                        | (rng.next_u64() as u128 & 0xffff),
                 )),
             }
         })
@@ -95,12 +82,10 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
         "nud",
         "permanent",
     ]);
-    let mut rng = XorShift(
-        std::env::var("PF_SOAK_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x50a_c0ffee),
-    );
+    let mut rng = Rng(std::env::var("PF_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x50a_c0ffee));
     let gateways4 = ["198.51.100.2", "198.51.100.66", "198.51.100.3"];
     let gateways6 = ["2001:db8:2::2", "2001:db8:3::2"];
     let mut ops: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -111,15 +96,15 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
     while started.elapsed() < Duration::from_secs(seconds) {
         // A burst of 10 to 40 changes, then a quiet point.
         let mut lines = vec!["configure terminal".to_owned()];
-        for _ in 0..10 + rng.next() % 30 {
-            let slot = rng.next() % 32;
+        for _ in 0..10 + rng.next_u64() % 30 {
+            let slot = rng.next_u64() % 32;
             let len = *rng.pick(&[27u8, 28, 29, 30, 32]);
             let v4 = format!(
                 "203.0.113.{}/{len}",
                 (slot * 8) & !((1u64 << (32 - len)) - 1)
             );
             let v6 = format!("2001:db8:ff:{:x}::/64", slot % 16);
-            let (op, line) = match rng.next() % 9 {
+            let (op, line) = match rng.next_u64() % 9 {
                 0 => ("add v4", format!("ip route {v4} {}", rng.pick(&gateways4))),
                 1 => ("ecmp v4", format!("ip route {v4} {}", rng.pick(&gateways4))),
                 2 => (
@@ -159,12 +144,12 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
                 ],
             );
         }
-        match rng.next() % 4 {
+        match rng.next_u64() % 4 {
             0 => {
                 let mac = format!(
                     "02:00:00:00:{:02x}:{:02x}",
-                    rng.next() as u8,
-                    rng.next() as u8
+                    rng.next_u64() as u8,
+                    rng.next_u64() as u8
                 );
                 lab.router.ip(&[
                     "neigh",

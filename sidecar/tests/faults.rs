@@ -14,20 +14,11 @@ use integration_tests::{
     frr::{Frr, FrrConfig},
     lab::Lab,
     require_root,
+    synthetic::Rng,
 };
 use ipnet::IpNet;
 use pf_sidecar::{control::fpm::frame, daemon::read_state, inspect::PinnedMaps};
 use support::Daemon;
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 #[test]
 fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_replay() {
@@ -47,16 +38,16 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
     for against in ["frr", "fpm", "kernel"] {
         daemon.assert_diff_clean(against, Some(&frr.name), "the first replay");
     }
-    let mut rng = XorShift(0xfa17_0001_dead_beef);
+    let mut rng = Rng(0xfa17_0001_dead_beef);
     let mut present: Vec<String> = Vec::new();
     for round in 1..=10 {
         // Churn: a handful of adds and deletes, then zebra dies while it is
         // still installing and streaming them.
         let mut lines = Vec::new();
         for _ in 0..6 {
-            let slot = rng.next() % 64;
+            let slot = rng.next_u64() % 64;
             let prefix = format!("203.0.113.{}/30", slot * 4);
-            let via = if rng.next().is_multiple_of(2) {
+            let via = if rng.next_u64().is_multiple_of(2) {
                 "198.51.100.2"
             } else {
                 "198.51.100.66"
@@ -68,7 +59,7 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
             if present.is_empty() {
                 break;
             }
-            let gone = present.remove((rng.next() % present.len() as u64) as usize);
+            let gone = present.remove((rng.next_u64() % present.len() as u64) as usize);
             lines.push(format!("no {gone}"));
         }
         let commands: Vec<&str> = lines.iter().map(String::as_str).collect();

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod raw_xdp;
 pub mod script_lab;
+pub mod synthetic;
 
 /// True when the process may load BPF programs and create namespaces.
 pub fn is_root() -> bool {

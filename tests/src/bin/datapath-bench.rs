@@ -16,6 +16,7 @@ use integration_tests::{
     fixture::{resolved, LOOPBACK, XDP_PASS, XDP_REDIRECT},
     frames::{self, Tagging},
     netns::{veth_pair, NetNs},
+    synthetic::{machine, v4_prefix, Rng},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{maps as names, Config, Mode, RouteAction, RouteKind};
@@ -30,39 +31,14 @@ const ROUNDS: usize = 400;
 const TTL: u8 = 255;
 const NEXTHOPS: u32 = 2000;
 
-/// Deterministic xorshift so every run measures the same tables.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// A full-table-like IPv4 prefix: mostly /24, some shorter, a few longer.
-/// All under 1.0.0.0–126.255.255.255, so 203.0.113.0/24 stays a cache miss.
-fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
-    let len = match rng.next() % 100 {
-        0..=59 => 24,
-        60..=74 => 22 + (rng.next() % 2) as u8,
-        75..=94 => 16 + (rng.next() % 6) as u8,
-        _ => 25 + (rng.next() % 8) as u8,
-    };
-    let first_octet = 1 + (rng.next() % 126) as u32;
-    let addr = (first_octet << 24) | (rng.next() as u32 & 0x00ff_ffff);
-    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
-}
-
 fn v6_prefix(rng: &mut Rng) -> Ipv6Net {
-    let len = match rng.next() % 100 {
+    let len = match rng.next_u64() % 100 {
         0..=69 => 48,
-        70..=89 => 32 + (rng.next() % 16) as u8,
-        _ => 56 + (rng.next() % 9) as u8,
+        70..=89 => 32 + (rng.next_u64() % 16) as u8,
+        _ => 56 + (rng.next_u64() % 9) as u8,
     };
     let addr = (0x2000u128 << 112)
-        | ((rng.next() as u128) << 64 | rng.next() as u128) & ((1u128 << 125) - 1);
+        | ((rng.next_u64() as u128) << 64 | rng.next_u64() as u128) & ((1u128 << 125) - 1);
     Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc()
 }
 
@@ -104,18 +80,7 @@ fn main() {
         integration_tests::is_root(),
         "the benchmark loads BPF programs: run it as root"
     );
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!(
-        "machine: {} CPUs, {cpu}, kernel {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
-    );
+    println!("{}", machine());
     println!("method: BPF_PROG_TEST_RUN, {ROUNDS} calls of repeat {REPEAT} per case, median of the per-call means, frames cycled\n");
 
     let router = NetNs::new("bench-r");
@@ -182,7 +147,7 @@ fn main() {
             let mut deferred = 0;
             while loaded.len() < target {
                 let prefix = v4_prefix(&mut rng);
-                let id = 1 + (rng.next() % NEXTHOPS as u64) as u32;
+                let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
                 if dp.maps.v4.insert(prefix, RouteAction::new(RouteKind::Nexthop, id)).is_err() {
                     deferred += 1;
                 }
@@ -198,8 +163,8 @@ fn main() {
             );
             let hits: Vec<Vec<u8>> = (0..64)
                 .map(|_| {
-                    let p = loaded[(rng.next() % loaded.len() as u64) as usize];
-                    let host = u32::from(p.network()) | (rng.next() as u32 & !u32::from(p.netmask()));
+                    let p = loaded[(rng.next_u64() % loaded.len() as u64) as usize];
+                    let host = u32::from(p.network()) | (rng.next_u64() as u32 & !u32::from(p.netmask()));
                     frames::udp4(Tagging::Untagged, src, Ipv4Addr::from(host), TTL, 1000, 53)
                 })
                 .collect();
@@ -213,7 +178,7 @@ fn main() {
         let mut v6: Vec<Ipv6Net> = Vec::with_capacity(250_000);
         while v6.len() < 250_000 {
             let prefix = v6_prefix(&mut rng);
-            let id = 1 + (rng.next() % NEXTHOPS as u64) as u32;
+            let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
             dp.maps.set_v6_route(prefix.network().octets(), prefix.prefix_len(), RouteAction::new(RouteKind::Nexthop, id).0).unwrap();
             v6.push(prefix);
         }
@@ -222,8 +187,8 @@ fn main() {
         let src6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
         let hits6: Vec<Vec<u8>> = (0..64)
             .map(|_| {
-                let p = v6[(rng.next() % v6.len() as u64) as usize];
-                let host = u128::from(p.network()) | (((rng.next() as u128) << 64 | rng.next() as u128) & !u128::from(p.netmask()));
+                let p = v6[(rng.next_u64() % v6.len() as u64) as usize];
+                let host = u128::from(p.network()) | (((rng.next_u64() as u128) << 64 | rng.next_u64() as u128) & !u128::from(p.netmask()));
                 frames::udp6(Tagging::Untagged, src6, Ipv6Addr::from(host), TTL, 1000, 53)
             })
             .collect();

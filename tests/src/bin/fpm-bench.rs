@@ -18,6 +18,7 @@ use std::{
 use integration_tests::{
     fpm_messages::{nexthop_message, route_message},
     netns::{veth_pair, NetNs},
+    synthetic::{machine, v4_prefix, v6_doc_prefix, Rng},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{RouteAction, RouteKind};
@@ -33,39 +34,6 @@ const GATEWAYS: u32 = 2000;
 const GROUPS: u32 = 300;
 const CHURN: usize = 2000;
 const REPLAY_QUIET_MS: u64 = 2000;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
-    let len = match rng.next() % 100 {
-        0..=59 => 24,
-        60..=74 => 22 + (rng.next() % 2) as u8,
-        75..=94 => 16 + (rng.next() % 6) as u8,
-        _ => 25 + (rng.next() % 8) as u8,
-    };
-    let addr = ((1 + rng.next() % 126) as u32) << 24 | (rng.next() as u32 & 0x00ff_ffff);
-    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
-}
-
-fn v6_prefix(rng: &mut Rng) -> Ipv6Net {
-    let len = match rng.next() % 100 {
-        0..=69 => 48,
-        70..=89 => 40 + (rng.next() % 8) as u8,
-        _ => 56 + (rng.next() % 9) as u8,
-    };
-    // 2001:db8::/32 with the next 32 bits random: room for 250k distinct /48s.
-    let addr =
-        (0x2001_0db8u128 << 96) | ((rng.next() as u128 & 0xffff_ffff) << 64) | (rng.next() as u128);
-    Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc()
-}
 
 /// Packs messages into FPM frames of at most ~60 KiB.
 fn frames(messages: &[Vec<u8>]) -> Vec<u8> {
@@ -111,13 +79,7 @@ fn main() {
         daemon_bin.exists(),
         "build pf-sidecar first (cargo build --release)"
     );
-    println!(
-        "machine: {} CPUs, kernel {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("{}", machine());
 
     let mut rng = Rng(0xfeed_beef_1234_5678);
     // Distinct prefixes; the last of each family is a host route no longer
@@ -129,7 +91,7 @@ fn main() {
         .collect();
     v4.push("126.255.255.254/32".parse().unwrap());
     let mut seen6 = std::collections::HashSet::new();
-    let mut v6: Vec<Ipv6Net> = std::iter::from_fn(|| Some(v6_prefix(&mut rng)))
+    let mut v6: Vec<Ipv6Net> = std::iter::from_fn(|| Some(v6_doc_prefix(&mut rng)))
         .filter(|p| seen6.insert(*p))
         .take(V6_ROUTES - 1)
         .collect();

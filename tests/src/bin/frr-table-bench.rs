@@ -8,7 +8,6 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -17,43 +16,12 @@ use std::{
 use integration_tests::{
     frr::{Frr, FrrConfig},
     netns::{veth_pair, NetNs},
+    synthetic::{distinct, machine, v4_prefix, v6_doc_prefix, Rng},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 const V4_ROUTES: usize = 1_000_000;
 const V6_ROUTES: usize = 250_000;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
-    let len = match rng.next() % 100 {
-        0..=59 => 24,
-        60..=74 => 22 + (rng.next() % 2) as u8,
-        75..=94 => 16 + (rng.next() % 6) as u8,
-        _ => 25 + (rng.next() % 8) as u8,
-    };
-    let addr = ((1 + rng.next() % 126) as u32) << 24 | (rng.next() as u32 & 0x00ff_ffff);
-    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
-}
-
-fn v6_prefix(rng: &mut Rng) -> Ipv6Net {
-    let len = match rng.next() % 100 {
-        0..=69 => 48,
-        70..=89 => 40 + (rng.next() % 8) as u8,
-        _ => 56 + (rng.next() % 9) as u8,
-    };
-    let addr =
-        (0x2001_0db8u128 << 96) | ((rng.next() as u128 & 0xffff_ffff) << 64) | (rng.next() as u128);
-    Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc()
-}
 
 /// zebra's FIB route count per family (`show ip[v6] route summary json`).
 fn zebra_fib_routes(frr: &Frr, v6: bool) -> u64 {
@@ -79,13 +47,7 @@ fn main() {
         sidecar.exists(),
         "build pf-sidecar first (cargo build --release)"
     );
-    println!(
-        "machine: {} CPUs, kernel {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("{}", machine());
 
     let router = NetNs::new("frrtb-r");
     let peer = NetNs::new("frrtb-p");
@@ -96,16 +58,8 @@ fn main() {
     peer.ip(&["addr", "add", "2001:db8:2::2/64", "dev", "p1", "nodad"]);
 
     let mut rng = Rng(0xf447_ab1e_0000_0001);
-    let mut seen = std::collections::HashSet::new();
-    let v4: Vec<Ipv4Net> = std::iter::from_fn(|| Some(v4_prefix(&mut rng)))
-        .filter(|p| seen.insert(*p))
-        .take(V4_ROUTES)
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    let v6: Vec<Ipv6Net> = std::iter::from_fn(|| Some(v6_prefix(&mut rng)))
-        .filter(|p| seen.insert(*p))
-        .take(V6_ROUTES)
-        .collect();
+    let v4: Vec<Ipv4Net> = distinct(V4_ROUTES, || v4_prefix(&mut rng));
+    let v6: Vec<Ipv6Net> = distinct(V6_ROUTES, || v6_doc_prefix(&mut rng));
     let dir = std::env::temp_dir().join(format!("pf-frrtb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut bird =

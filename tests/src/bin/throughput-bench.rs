@@ -22,6 +22,7 @@ use integration_tests::{
     frames::{self, Tagging},
     netns::{veth_pair, NetNs},
     raw_xdp,
+    synthetic::{distinct, machine, v4_prefix, Rng},
 };
 use ipnet::Ipv4Net;
 use pf_common::{layout::NH_F_RESOLVED, Config, Counter, Mode, Nexthop, RouteAction, RouteKind};
@@ -34,27 +35,6 @@ use pf_sidecar::{
 const PACKETS: u32 = 3_000_000;
 const ROUNDS: usize = 5;
 const FULL_TABLE: usize = 1_000_000;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn v4_prefix(rng: &mut Rng) -> Ipv4Net {
-    let len = match rng.next() % 100 {
-        0..=59 => 24,
-        60..=74 => 22 + (rng.next() % 2) as u8,
-        75..=94 => 16 + (rng.next() % 6) as u8,
-        _ => 25 + (rng.next() % 8) as u8,
-    };
-    let addr = ((1 + rng.next() % 126) as u32) << 24 | (rng.next() as u32 & 0x00ff_ffff);
-    Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
-}
 
 /// Frames the sink's XDP program dropped (veth counts them per queue; they
 /// never reach `rx_packets`).
@@ -97,19 +77,7 @@ impl Lab {
 
 fn main() {
     assert!(integration_tests::is_root(), "run as root");
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        .unwrap_or_default();
-    println!(
-        "machine: {} CPUs, {cpu}, kernel {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("{}", machine());
     println!("method: {PACKETS} UDP packets per round from an XDP live-frames generator, {ROUNDS} rounds, median of forwarded packets/s at the XDP sink\n");
 
     let gen = NetNs::new("tput-g");
@@ -200,11 +168,7 @@ fn main() {
         let mut full_table: Vec<Ipv4Net> = Vec::new();
         if table == "1M routes" {
             let mut rng = Rng(0x7707_7707_1234_5678);
-            let mut seen = std::collections::HashSet::new();
-            let prefixes: Vec<Ipv4Net> = std::iter::from_fn(|| Some(v4_prefix(&mut rng)))
-                .filter(|p| seen.insert(*p))
-                .take(FULL_TABLE)
-                .collect();
+            let prefixes: Vec<Ipv4Net> = distinct(FULL_TABLE, || v4_prefix(&mut rng));
             let batch = std::env::temp_dir().join(format!("pf-tput-{}.batch", std::process::id()));
             let text: String = prefixes
                 .iter()

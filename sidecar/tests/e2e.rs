@@ -37,37 +37,6 @@ fn counter(lab: &ScriptLab, name: &str) -> u64 {
         .sum()
 }
 
-fn assert_diff_clean(lab: &ScriptLab, step: &str) {
-    let config = lab.var("LAB_SIDECAR_CONFIG").to_owned();
-    let pathspace = lab.var("LAB_ROUTER_FRR").to_owned();
-    for against in ["fpm", "frr", "kernel"] {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = lab.sidecar(&[
-                "diff",
-                "--config",
-                &config,
-                "--against",
-                against,
-                "--frr-pathspace",
-                &pathspace,
-            ]);
-            if out.status.code() == Some(0) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{step}: diff --against {against} exits {:?}:\n{}{}\n{}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                lab.sidecar_log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
 /// UDP to `PORT`, as a capture filter.
 fn is_probe(frame: &[u8]) -> bool {
     let Ok(packet) = SlicedPacket::from_ethernet(frame) else {
@@ -220,7 +189,7 @@ fn forwarded_packets_arrive_one_hop_older_with_the_router_macs_and_the_same_payl
         forwarded >= 200,
         "redirect_cache grew by {forwarded}, fewer than the 200 datagrams forwarded"
     );
-    assert_diff_clean(&lab, "after the traffic");
+    lab.assert_diff_clean("after the traffic");
 }
 
 fn wait_until_all_legs_resolved(lab: &ScriptLab, addresses: &[IpAddr]) {
@@ -339,7 +308,7 @@ fn the_first_packet_to_a_new_neighbour_goes_through_the_kernel_and_the_rest_take
         frames.iter().all(|f| f.dst_mac == u1_mac),
         "every frame went to up1's MAC"
     );
-    assert_diff_clean(&lab, "after the neighbour was resolved");
+    lab.assert_diff_clean("after the neighbour was resolved");
 }
 
 /// Which upstream each flow's datagrams reached.
@@ -394,7 +363,7 @@ fn ecmp_spreads_flows_over_both_upstreams_keeps_each_on_one_and_follows_a_withdr
         (160..=240).contains(&up1),
         "up1 took {up1} of 400 flows, up2 {up2}"
     );
-    assert_diff_clean(&lab, "after the ECMP traffic");
+    lab.assert_diff_clean("after the ECMP traffic");
 
     // Withdraw the prefix at up2: once FRR has converged nothing may reach up2.
     let withdrawn = Instant::now();
@@ -442,7 +411,7 @@ fn ecmp_spreads_flows_over_both_upstreams_keeps_each_on_one_and_follows_a_withdr
         maps_converged.as_secs_f64() * 1e3,
         (maps_converged.saturating_sub(frr_converged)).as_secs_f64() * 1e3
     );
-    assert_diff_clean(&lab, "after the withdrawal");
+    lab.assert_diff_clean("after the withdrawal");
     let flows = spread(&lab, server, client, 31000..31200, 2);
     assert_eq!(flows.len(), 200);
     assert!(
@@ -475,7 +444,7 @@ fn ecmp_spreads_flows_over_both_upstreams_keeps_each_on_one_and_follows_a_withdr
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_diff_clean(&lab, "after the re-announcement");
+    lab.assert_diff_clean("after the re-announcement");
     let cached = counter(&lab, "redirect_cache");
     let flows = spread(&lab, server, client, 32000..32200, 2);
     let to_up2 = flows.values().filter(|s| s[0] == 2).count();
@@ -539,7 +508,7 @@ fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does(
         commands.extend(chunk.iter().map(String::as_str));
         lab.vtysh(false, &commands);
     }
-    assert_diff_clean(&lab, "after adding the static routes");
+    lab.assert_diff_clean("after adding the static routes");
 
     let mut destinations: Vec<IpAddr> = Vec::new();
     for own in [

@@ -84,34 +84,6 @@ fn wait_gone(pid: i32) {
     }
 }
 
-fn assert_diff_clean(lab: &ScriptLab, step: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for against in ["fpm", "frr", "kernel"] {
-        loop {
-            let out = lab.sidecar(&[
-                "diff",
-                "--config",
-                lab.var("LAB_SIDECAR_CONFIG"),
-                "--against",
-                against,
-                "--frr-pathspace",
-                lab.var("LAB_ROUTER_FRR"),
-            ]);
-            if out.status.code() == Some(0) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{step}: diff --against {against}: {}{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                lab.sidecar_log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
 #[test]
 fn a_steady_flow_keeps_flowing_while_the_sidecar_is_killed_restarted_and_hung() {
     require_root!();
@@ -166,7 +138,7 @@ fn a_steady_flow_keeps_flowing_while_the_sidecar_is_killed_restarted_and_hung() 
     signal(pid, libc::SIGKILL);
     wait_gone(pid);
     let pid = restart(&lab);
-    assert_diff_clean(&lab, "after two kills and a restart");
+    lab.assert_diff_clean("after two kills and a restart");
     let log = lab.sidecar_log();
     assert!(log.contains("loaded a new datapath generation"), "{log}");
 
@@ -206,24 +178,14 @@ fn a_steady_flow_keeps_flowing_while_the_sidecar_is_killed_restarted_and_hung() 
     );
 
     let output = ping.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_owned();
-    let numbers: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    let (sent, received) = (numbers[0], numbers[1]);
+    let (summary, sent, received) = integration_tests::ping_summary(&output.stdout);
     println!("steady flow through two kills, two restarts and a hang: {summary}");
     let lost = sent - received;
     assert!(
         lost * 100 <= sent,
         "lost {lost} of {sent} packets: {summary}"
     );
-    assert_diff_clean(&lab, "at the end");
+    lab.assert_diff_clean("at the end");
 }
 
 /// UDP to port 9100 from the client, as a capture filter at up1.
@@ -263,7 +225,7 @@ fn a_neighbour_flapping_a_thousand_times_a_second_for_30_s_never_gets_a_wrong_ma
         "nud",
         "permanent",
     ]);
-    assert_diff_clean(&lab, "before the storm");
+    lab.assert_diff_clean("before the storm");
 
     let capture = Capture::start(&lab.up1, "u1", Duration::from_secs(45), |f| {
         probe_mac(f).is_some()
@@ -366,5 +328,5 @@ fn a_neighbour_flapping_a_thousand_times_a_second_for_30_s_never_gets_a_wrong_ma
             .unwrap();
     assert_eq!(answer.legs[0].dmac, mac_x, "{answer:?}");
     assert!(answer.legs[0].resolved);
-    assert_diff_clean(&lab, "after the storm");
+    lab.assert_diff_clean("after the storm");
 }

@@ -15,37 +15,6 @@ use std::{
 use integration_tests::{differential, require_root, script_lab::ScriptLab, synthetic::Rng};
 use pf_sidecar::inspect::PinnedMaps;
 
-fn diff_clean(lab: &ScriptLab) -> Result<(), String> {
-    for against in ["fpm", "frr", "kernel"] {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = lab.sidecar(&[
-                "diff",
-                "--json",
-                "--config",
-                lab.var("LAB_SIDECAR_CONFIG"),
-                "--against",
-                against,
-                "--frr-pathspace",
-                lab.var("LAB_ROUTER_FRR"),
-            ]);
-            if out.status.code() == Some(0) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "diff --against {against} exits {:?}: {}{}",
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-    Ok(())
-}
-
 fn sample(rng: &mut Rng, n: usize) -> Vec<IpAddr> {
     (0..n)
         .map(|_| {
@@ -186,7 +155,7 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
         }
 
         // Quiet point.
-        if let Err(problem) = diff_clean(&lab) {
+        if let Err(problem) = lab.diff_clean() {
             panic!(
                 "quiet point {quiet_points}: {problem}\n{}",
                 lab.sidecar_log()

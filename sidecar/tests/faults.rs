@@ -357,20 +357,10 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     assert_eq!(kind_at(&daemon, "1.0.0.1"), "Nexthop");
 
     let output = ping.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    let summary = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_default()
-        .to_owned();
-    let numbers: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    let (summary, sent, received) = integration_tests::ping_summary(&output.stdout);
     println!(
         "the daemon died after zebra had written {written} of {} routes; the flow: {summary}",
         routes.len()
     );
-    let (sent, received) = (numbers[0], numbers[1]);
     assert!((sent - received) * 100 <= sent, "{summary}");
 }

@@ -14,6 +14,22 @@ pub mod raw_xdp;
 pub mod script_lab;
 pub mod synthetic;
 
+/// `ping -q`'s summary line and its (transmitted, received) counts.
+pub fn ping_summary(stdout: &[u8]) -> (String, u64, u64) {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_owned();
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let count = |i: usize| numbers.get(i).copied().unwrap_or(0);
+    (line, count(0), count(1))
+}
+
 /// True when the process may load BPF programs and create namespaces.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -96,6 +96,46 @@ impl ScriptLab {
         ns.exec_ok("vtysh", &args)
     }
 
+    /// Waits (up to 20 s each) until `diff` is clean against the daemon's
+    /// FPM view, FRR's RIB and the kernel FIB; the first that is not, with
+    /// its output.
+    pub fn diff_clean(&self) -> Result<(), String> {
+        for against in ["fpm", "frr", "kernel"] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let out = self.sidecar(&[
+                    "diff",
+                    "--config",
+                    self.var("LAB_SIDECAR_CONFIG"),
+                    "--against",
+                    against,
+                    "--frr-pathspace",
+                    self.var("LAB_ROUTER_FRR"),
+                ]);
+                if out.status.code() == Some(0) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "diff --against {against} exits {:?}:\n{}{}",
+                        out.status.code(),
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+        Ok(())
+    }
+
+    /// Panics with the daemon's log unless [`ScriptLab::diff_clean`].
+    pub fn assert_diff_clean(&self, step: &str) {
+        if let Err(problem) = self.diff_clean() {
+            panic!("{step}: {problem}\n{}", self.sidecar_log());
+        }
+    }
+
     pub fn sidecar_log(&self) -> String {
         std::fs::read_to_string(self.var("LAB_SIDECAR_LOG")).unwrap_or_default()
     }

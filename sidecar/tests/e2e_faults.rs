@@ -180,6 +180,7 @@ fn a_steady_flow_keeps_flowing_while_the_sidecar_is_killed_restarted_and_hung() 
     let output = ping.wait_with_output().unwrap();
     let (summary, sent, received) = integration_tests::ping_summary(&output.stdout);
     println!("steady flow through two kills, two restarts and a hang: {summary}");
+    assert_eq!(sent, 4000, "the ping ran to the end: {summary}");
     let lost = sent - received;
     assert!(
         lost * 100 <= sent,

@@ -362,5 +362,6 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
         "the daemon died after zebra had written {written} of {} routes; the flow: {summary}",
         routes.len()
     );
+    assert_eq!(sent, 1500, "the ping ran to the end: {summary}");
     assert!((sent - received) * 100 <= sent, "{summary}");
 }

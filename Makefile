@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked -p pf-sidecar --bin pf-sidecar
 
 demo: build
 	bash scripts/demo.sh

@@ -32,6 +32,30 @@ fn sample(rng: &mut Rng, n: usize) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Destinations where the datapath and `ip route get` decide differently.
+fn disagreements(lab: &ScriptLab, destinations: &[IpAddr]) -> Vec<(IpAddr, String)> {
+    let maps = PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR"))).unwrap();
+    let answers: Vec<_> = destinations
+        .iter()
+        .map(|d| maps.answer(*d).unwrap())
+        .collect();
+    let kernel: Vec<_> = lab.router.enter(|| {
+        destinations
+            .iter()
+            .map(|d| pf_sidecar::cli::lookup::kernel_route_get(*d).unwrap())
+            .collect()
+    });
+    destinations
+        .iter()
+        .zip(&answers)
+        .zip(&kernel)
+        .filter(|((d, m), k)| {
+            !differential::passed_before_lookup(**d) && !differential::agrees(m, k)
+        })
+        .map(|((d, m), k)| (*d, format!("{d}: maps {m:?}, kernel {k:?}")))
+        .collect()
+}
+
 #[test]
 fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
     require_root!();
@@ -51,15 +75,19 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
         "nud",
         "permanent",
     ]);
-    let mut rng = Rng(std::env::var("PF_SOAK_SEED")
+    let seed: u64 = std::env::var("PF_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x50a_c0ffee));
+        .unwrap_or(0x50a_c0ffee);
+    // Xorshift never leaves zero.
+    let mut rng = Rng(seed.max(1));
+    println!("soak seed {seed} (PF_SOAK_SEED reproduces it), {seconds} s");
     let gateways4 = ["198.51.100.2", "198.51.100.66", "198.51.100.3"];
     let gateways6 = ["2001:db8:2::2", "2001:db8:3::2"];
     let mut ops: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut quiet_points = 0;
     let mut destinations_checked = 0;
+    let mut transient = 0;
     let mut up2_announcing = true;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
@@ -154,7 +182,10 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
             _ => {}
         }
 
-        // Quiet point.
+        // Quiet point: zebra works through staticd's changes asynchronously
+        // (vtysh returns before zebra has installed them), so let it settle,
+        // then require diff to be clean.
+        std::thread::sleep(Duration::from_secs(1));
         if let Err(problem) = lab.diff_clean() {
             panic!(
                 "quiet point {quiet_points}: {problem}\n{}",
@@ -162,30 +193,33 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
             );
         }
         let destinations = sample(&mut rng, 500);
-        let maps = PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR"))).unwrap();
-        let answers: Vec<_> = destinations
-            .iter()
-            .map(|d| maps.answer(*d).unwrap())
-            .collect();
-        let kernel: Vec<_> = lab.router.enter(|| {
-            destinations
-                .iter()
-                .map(|d| pf_sidecar::cli::lookup::kernel_route_get(*d).unwrap())
-                .collect()
-        });
-        for ((destination, maps), kernel) in destinations.iter().zip(&answers).zip(&kernel) {
-            assert!(
-                differential::passed_before_lookup(*destination)
-                    || differential::agrees(maps, kernel),
-                "quiet point {quiet_points}: {destination}: maps {maps:?}, kernel {kernel:?}"
-            );
+        let mut disagreeing = disagreements(&lab, &destinations);
+        if !disagreeing.is_empty() {
+            // zebra changes the kernel before it streams the change over FPM:
+            // a destination caught in that window agrees once both are done.
+            transient += disagreeing.len();
+            std::thread::sleep(Duration::from_secs(1));
+            if let Err(problem) = lab.diff_clean() {
+                panic!(
+                    "quiet point {quiet_points}: {problem}\n{}",
+                    lab.sidecar_log()
+                );
+            }
+            let again: Vec<IpAddr> = disagreeing.iter().map(|(d, _)| *d).collect();
+            disagreeing = disagreements(&lab, &again);
         }
+        assert!(
+            disagreeing.is_empty(),
+            "quiet point {quiet_points}: {} destinations disagree, first: {}",
+            disagreeing.len(),
+            disagreeing[0].1
+        );
         destinations_checked += destinations.len();
         quiet_points += 1;
     }
     let total: u64 = ops.values().sum();
     println!(
-        "soak: {:.0} s, {total} changes {ops:?}, {quiet_points} quiet points all in sync, {destinations_checked} destinations decided as the kernel",
+        "soak: {:.0} s, {total} changes {ops:?}, {quiet_points} quiet points all in sync, {destinations_checked} destinations decided as the kernel ({transient} only on a second look, a second later)",
         started.elapsed().as_secs_f64()
     );
     assert!(

@@ -210,9 +210,11 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
         }
         assert!(
             disagreeing.is_empty(),
-            "quiet point {quiet_points}: {} destinations disagree, first: {}",
+            "quiet point {quiet_points}: {} destinations disagree, first: {}\nthe router's IPv6 routes and nexthops:\n{}{}",
             disagreeing.len(),
-            disagreeing[0].1
+            disagreeing[0].1,
+            lab.router.ip(&["-6", "route", "show", "table", "all"]),
+            lab.router.ip(&["nexthop", "show"])
         );
         destinations_checked += destinations.len();
         quiet_points += 1;

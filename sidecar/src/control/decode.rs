@@ -369,7 +369,9 @@ fn neighbour(m: &NeighbourMessage, new: bool) -> Decoded {
     Decoded::Event(Event::Neighbour(
         m.header.ifindex,
         ip,
-        if usable { mac } else { None },
+        // An all-zero address is never a neighbour's MAC (the kernel can
+        // report one on an entry it is still probing).
+        mac.filter(|m| usable && *m != [0; 6]),
     ))
 }
 

@@ -38,9 +38,7 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
     let own = lab_addresses();
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "the first replay");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "the first replay");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "the first replay");
 
     // Traffic to the server takes the fast path.
     let ping = lab
@@ -143,9 +141,7 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
 
     frr.configure(&["ip route 203.0.113.0/24 198.51.100.66"]);
     converge(&installed, &daemon, &own, "adding a second path (ECMP)");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "adding a second path (ECMP)");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "adding a second path (ECMP)");
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer(SERVER_V4.parse().unwrap())
@@ -157,24 +153,18 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
         "ipv6 route 2001:db8:ff:1::/64 blackhole",
     ]);
     converge(&installed, &daemon, &own, "adding blackholes");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "adding blackholes");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "adding blackholes");
 
     frr.configure(&["no ip route 203.0.113.0/24 198.51.100.2"]);
     converge(&installed, &daemon, &own, "removing one ECMP path");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "removing one ECMP path");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "removing one ECMP path");
 
     frr.configure(&[
         "no ip route 203.0.113.128/25 blackhole",
         "no ipv6 route 2001:db8:ff:1::/64 blackhole",
     ]);
     converge(&installed, &daemon, &own, "deleting the blackholes");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "deleting the blackholes");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "deleting the blackholes");
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer("203.0.113.200".parse().unwrap())
@@ -208,9 +198,7 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
     let own = lab_addresses();
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "the first replay");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "the first replay");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "the first replay");
 
     // Withdraw two routes and kill FRR while the withdrawal is in flight.
     frr.configure(&[
@@ -224,9 +212,7 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
     frr.restart("staticd", &[]);
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "FRR's restart and replay");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "FRR's restart and replay");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "FRR's restart and replay");
 
     // A restarted zebra first takes over the routes its predecessor left in
     // the kernel and sweeps them later (under load it can keep them as
@@ -255,13 +241,7 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(
-            against,
-            Some(&frr.name),
-            "zebra's sweep of its predecessor's routes",
-        );
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "zebra's sweep of its predecessor's routes");
 }
 
 #[test]
@@ -313,9 +293,7 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     };
     wait_for_bgp(true);
     converge(&installed, &daemon, &own, "BGP announcements");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "BGP announcements");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "BGP announcements");
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer(SERVER_V4.parse().unwrap())
@@ -329,9 +307,7 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     bird.birdc("disable announce4");
     wait_for_bgp(false);
     converge(&installed, &daemon, &own, "BGP withdrawals");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "BGP withdrawals");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "BGP withdrawals");
     let answer = PinnedMaps::open(&daemon.pin_dir)
         .unwrap()
         .answer(SERVER_V4.parse().unwrap())
@@ -344,7 +320,5 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     bird.birdc("enable announce4");
     wait_for_bgp(true);
     converge(&installed, &daemon, &own, "BGP re-announcement");
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "BGP re-announcement");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "BGP re-announcement");
 }

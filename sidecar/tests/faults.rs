@@ -35,9 +35,7 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
             bgpd: None,
         },
     );
-    for against in ["frr", "fpm", "kernel"] {
-        daemon.assert_diff_clean(against, Some(&frr.name), "the first replay");
-    }
+    daemon.assert_diff_clean_everywhere(&frr.name, "the first replay");
     let mut rng = Rng(0xfa17_0001_dead_beef);
     let mut present: Vec<String> = Vec::new();
     for round in 1..=10 {
@@ -79,9 +77,7 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        for against in ["frr", "fpm", "kernel"] {
-            daemon.assert_diff_clean(against, Some(&frr.name), &step);
-        }
+        daemon.assert_diff_clean_everywhere(&frr.name, &step);
     }
     let state = read_state(&daemon.pin_dir).expect("the daemon's state");
     assert!(
@@ -90,23 +86,6 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
         state.fpm_sessions
     );
     assert!(state.rib.resyncs >= 11);
-}
-
-fn connect(lab: &Lab, port: u16, daemon: &Daemon) -> TcpStream {
-    lab.router.enter(|| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => return s,
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "the FPM listener never opened: {e}\n{}",
-                    daemon.log()
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
 }
 
 fn kind_at(daemon: &Daemon, address: &str) -> String {
@@ -136,7 +115,7 @@ fn an_fpm_session_cut_mid_frame_applies_nothing_of_that_frame_and_the_next_repla
     let cut: IpNet = "203.0.113.128/25".parse().unwrap();
     let replayed: IpNet = "198.51.100.128/26".parse().unwrap();
 
-    let mut session = connect(&lab, port, &daemon);
+    let mut session = daemon.connect_fpm(&lab.router, port);
     session
         .write_all(&frame(&[&gateway, &route_message(first, 1)]))
         .unwrap();
@@ -161,7 +140,7 @@ fn an_fpm_session_cut_mid_frame_applies_nothing_of_that_frame_and_the_next_repla
     );
 
     // zebra reconnects and replays what it has now: the first route is gone.
-    let mut session = connect(&lab, port, &daemon);
+    let mut session = daemon.connect_fpm(&lab.router, port);
     session
         .write_all(&frame(&[&gateway, &route_message(replayed, 1)]))
         .unwrap();
@@ -293,7 +272,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
         .map(|p| route_message(*p, 1))
         .collect();
 
-    let mut zebra = connect(&lab, port, &daemon);
+    let mut zebra = daemon.connect_fpm(&lab.router, port);
     replay(&mut zebra, r1, &routes);
     wait_for("the first load", &daemon, || {
         read_state(&daemon.pin_dir)
@@ -328,7 +307,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     wait_for("the first session closed", &daemon, || {
         read_state(&daemon.pin_dir).is_some_and(|s| !s.fpm_connected)
     });
-    let mut zebra = connect(&lab, port, &daemon);
+    let mut zebra = daemon.connect_fpm(&lab.router, port);
     let streamer = {
         let routes = routes.clone();
         std::thread::spawn(move || replay(&mut zebra, r1, &routes))
@@ -342,7 +321,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     );
 
     // The new daemon adopts the pins; zebra reconnects and replays again.
-    let mut zebra = connect(&lab, port, &daemon);
+    let mut zebra = daemon.connect_fpm(&lab.router, port);
     replay(&mut zebra, r1, &routes[..250_000]);
     wait_for("the restarted daemon's replay", &daemon, || {
         read_state(&daemon.pin_dir).is_some_and(|s| s.fpm_replay_complete && s.taken_over)

@@ -93,20 +93,7 @@ fn each_route_from_zebra_is_answered_offloaded_or_offload_failed() {
         "offl",
     );
     let r1 = lab.router.ifindex("r1");
-    let mut stream = lab.router.enter(|| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => return s,
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "the FPM listener never opened: {e}\n{}",
-                    daemon.log()
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
+    let mut stream = daemon.connect_fpm(&lab.router, port);
     let forwarded: IpNet = "203.0.113.0/24".parse().unwrap();
     let unresolved: IpNet = "198.51.100.128/26".parse().unwrap();
     let blackhole: IpNet = "192.0.2.128/25".parse().unwrap();

@@ -112,6 +112,35 @@ impl Daemon {
         )
     }
 
+    /// [`Daemon::assert_diff_clean`] against FRR's RIB, the FPM view and the kernel.
+    pub fn assert_diff_clean_everywhere(&self, frr_pathspace: &str, step: &str) {
+        for against in ["frr", "fpm", "kernel"] {
+            self.assert_diff_clean(against, Some(frr_pathspace), step);
+        }
+    }
+
+    /// Connects to the daemon's FPM listener in `ns` as zebra would.
+    pub fn connect_fpm(
+        &self,
+        ns: &integration_tests::netns::NetNs,
+        port: u16,
+    ) -> std::net::TcpStream {
+        ns.enter(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(s) => return s,
+                    Err(e) => assert!(
+                        Instant::now() < deadline,
+                        "the FPM listener never opened: {e}\n{}",
+                        self.log()
+                    ),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
     /// Waits until `diff --against <against>` exits 0 (in sync).
     pub fn assert_diff_clean(&self, against: &str, frr_pathspace: Option<&str>, step: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -79,6 +79,21 @@ impl<V> PrefixHashMap<V> {
         }
     }
 
+    /// The entry for `prefix`, found with one probe whether or not it is there.
+    pub fn slot(&mut self, prefix: IpNet) -> Slot<'_, V> {
+        use std::collections::hash_map::Entry;
+        match prefix {
+            IpNet::V4(p) => match self.v4.entry(p) {
+                Entry::Occupied(e) => Slot::Occupied(e.into_mut()),
+                Entry::Vacant(e) => Slot::Vacant(VacantSlot::V4(e)),
+            },
+            IpNet::V6(p) => match self.v6.entry(p) {
+                Entry::Occupied(e) => Slot::Occupied(e.into_mut()),
+                Entry::Vacant(e) => Slot::Vacant(VacantSlot::V6(e)),
+            },
+        }
+    }
+
     pub fn v4(&self) -> &FastMap<Ipv4Net, V> {
         &self.v4
     }
@@ -116,6 +131,26 @@ impl<V> PrefixHashMap<V> {
     }
 }
 
+/// What [`PrefixHashMap::slot`] found.
+pub enum Slot<'a, V> {
+    Occupied(&'a mut V),
+    Vacant(VacantSlot<'a, V>),
+}
+
+pub enum VacantSlot<'a, V> {
+    V4(std::collections::hash_map::VacantEntry<'a, Ipv4Net, V>),
+    V6(std::collections::hash_map::VacantEntry<'a, Ipv6Net, V>),
+}
+
+impl<'a, V> VacantSlot<'a, V> {
+    pub fn insert(self, value: V) -> &'a mut V {
+        match self {
+            VacantSlot::V4(e) => e.insert(value),
+            VacantSlot::V6(e) => e.insert(value),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +166,17 @@ mod tests {
         assert_eq!(map.get(&v6), Some(&2));
         assert_eq!(map.len(), 2);
         *map.get_or_insert_with(v4, || 0) += 10;
+        match map.slot(v6) {
+            Slot::Occupied(value) => *value += 1,
+            Slot::Vacant(_) => panic!("{v6} is there"),
+        }
+        let other: IpNet = "2001:db8:1::/48".parse().unwrap();
+        match map.slot(other) {
+            Slot::Occupied(_) => panic!("{other} is not there"),
+            Slot::Vacant(slot) => *slot.insert(5) += 1,
+        }
+        assert_eq!((map.get(&v6), map.get(&other)), (Some(&3), Some(&6)));
+        map.remove(&other);
         assert_eq!(map.remove(&v4), Some(11));
         assert_eq!(map.keys().collect::<Vec<_>>(), vec![v6]);
     }

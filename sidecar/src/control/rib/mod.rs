@@ -20,8 +20,10 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::decode::{Event, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
+use users::ObjectUsers;
+
 use crate::{
-    collections::{FastMap, FastSet, HashMapExt, PrefixHashMap},
+    collections::{FastMap, FastSet, HashMapExt, PrefixHashMap, Slot},
     programmer::{Leg, LinkInfo, MapWriter, Programmer, Target},
 };
 
@@ -38,6 +40,8 @@ pub trait FibSink {
     fn remove(&mut self, prefix: IpNet);
     fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>);
     fn set_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Option<[u8; 6]>);
+    /// The batch is over: nothing more is coming until the next one.
+    fn end_batch(&mut self) {}
 }
 
 impl<W: MapWriter> FibSink for Programmer<W> {
@@ -52,6 +56,9 @@ impl<W: MapWriter> FibSink for Programmer<W> {
     }
     fn set_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Option<[u8; 6]>) {
         Programmer::set_neighbour(self, ifindex, ip, mac)
+    }
+    fn end_batch(&mut self) {
+        Programmer::end_batch(self)
     }
 }
 
@@ -98,6 +105,17 @@ struct StoredRoute {
 }
 
 impl StoredRoute {
+    fn new(table_rank: u8, route: Route) -> Self {
+        Self {
+            metric: route.key.metric,
+            table_rank,
+            protocol: route.protocol,
+            kind: route.kind,
+            marked: false,
+            next: route.next,
+        }
+    }
+
     fn rank(&self) -> (u8, u32) {
         (self.table_rank, self.metric)
     }
@@ -172,6 +190,12 @@ impl PrefixRoutes {
         self.as_slice().is_empty()
     }
 
+    fn names_object(&self, id: u32) -> bool {
+        self.as_slice()
+            .iter()
+            .any(|r| r.next == NextHops::Object(id))
+    }
+
     /// The route that answers: first configured table, then lowest metric.
     fn winner(&self) -> Option<&StoredRoute> {
         self.as_slice().iter().min_by_key(|r| r.rank())
@@ -199,7 +223,7 @@ pub struct Rib {
     /// on several interfaces).
     locals: PrefixHashMap<u32>,
     /// Prefixes whose routes name each nexthop object id.
-    object_users: FastMap<u32, FastSet<IpNet>>,
+    object_users: ObjectUsers,
     /// The prefixes the last batch or resync published.
     last_published: Vec<IpNet>,
     pub stats: RibStats,
@@ -220,7 +244,7 @@ impl Rib {
             neighbours: FastMap::new(),
             addresses: FastMap::new(),
             locals: PrefixHashMap::new(),
-            object_users: FastMap::new(),
+            object_users: ObjectUsers::new(),
             last_published: Vec::new(),
             stats: RibStats::default(),
         }
@@ -256,13 +280,18 @@ impl Rib {
     }
 
     /// Applies one batch from `source` and tells `sink` what changed.
+    ///
+    /// A route added or replaced is published at once, while its entry is
+    /// still in cache. A prefix whose route the batch removed, and every
+    /// prefix the batch touches after that, waits for the end of the batch,
+    /// so that a delete followed by an add is one update and never a gap.
     pub fn apply_batch(
         &mut self,
         source: Source,
         events: impl IntoIterator<Item = Event>,
         sink: &mut impl FibSink,
     ) {
-        let mut touched = Vec::new();
+        let mut touched = Touched::default();
         for event in events {
             self.stats.events += 1;
             self.apply(source, event, &mut touched, sink);
@@ -270,13 +299,22 @@ impl Rib {
         self.publish_all(touched, sink);
     }
 
-    fn publish_all(&mut self, mut touched: Vec<IpNet>, sink: &mut impl FibSink) {
-        touched.sort_unstable();
-        touched.dedup();
-        for prefix in &touched {
+    fn publish_all(&mut self, touched: Touched, sink: &mut impl FibSink) {
+        let Touched {
+            mut published,
+            mut deferred,
+            ..
+        } = touched;
+        deferred.sort_unstable();
+        deferred.dedup();
+        for prefix in &deferred {
             self.publish(*prefix, sink);
         }
-        self.last_published = touched;
+        published.append(&mut deferred);
+        published.sort_unstable();
+        published.dedup();
+        self.last_published = published;
+        sink.end_batch();
     }
 
     /// The prefixes the last batch or resync re-evaluated (for offload replies).
@@ -288,7 +326,7 @@ impl Rib {
         &mut self,
         source: Source,
         event: Event,
-        touched: &mut Vec<IpNet>,
+        touched: &mut Touched,
         sink: &mut impl FibSink,
     ) {
         match event {
@@ -301,10 +339,32 @@ impl Rib {
                     self.stats.ignored_other_table += 1;
                     return;
                 };
-                touched.push(route.key.prefix);
+                let prefix = route.key.prefix;
                 match op {
-                    Op::Upsert => self.insert_route(rank as u8, route),
-                    Op::Remove => self.remove_route(rank as u8, &route.key),
+                    Op::Upsert => {
+                        let stored = StoredRoute::new(rank as u8, route);
+                        if touched.removed.contains(&prefix) {
+                            self.insert_route(prefix, stored);
+                            touched.deferred.push(prefix);
+                        } else {
+                            // Resolved before it is stored, so publishing
+                            // needs no second lookup of the prefix.
+                            let target = self.target_of_route(&stored);
+                            let by_object = matches!(stored.next, NextHops::Object(_));
+                            let wins = self.insert_route(prefix, stored);
+                            // A route that does not win, or a prefix that is
+                            // one of the router's own, changes nothing.
+                            if wins && !self.locals.contains_key(&prefix) {
+                                self.publish_target(prefix, target, by_object, sink);
+                            }
+                            touched.published.push(prefix);
+                        }
+                    }
+                    Op::Remove => {
+                        self.remove_route(rank as u8, &route.key);
+                        touched.removed.insert(prefix);
+                        touched.deferred.push(prefix);
+                    }
                 }
             }
             Event::Nexthop(op, id, def) => {
@@ -312,15 +372,18 @@ impl Rib {
                     self.stats.ignored_other_source += 1;
                     return;
                 }
-                match (op, def) {
-                    (Op::Upsert, Some(def)) => {
-                        self.objects.insert(id, Entry::new(def));
-                    }
-                    _ => {
-                        self.objects.remove(&id);
-                    }
+                let changed = match (op, def) {
+                    (Op::Upsert, Some(def)) => self
+                        .objects
+                        .insert(id, Entry::new(def.clone()))
+                        .is_none_or(|previous| previous.value != def),
+                    _ => self.objects.remove(&id).is_some(),
+                };
+                // A replay repeats every object: only a change re-publishes
+                // the routes that name it.
+                if changed {
+                    touched.deferred.extend(self.prefixes_using_object(id));
                 }
-                touched.extend(self.prefixes_using_object(id));
             }
             Event::Link(op, ifindex, info) => {
                 let info = if op == Op::Upsert { info } else { None };
@@ -356,7 +419,7 @@ impl Rib {
                     Op::Upsert => self.insert_address(ifindex, ip),
                     Op::Remove => self.remove_address(ifindex, ip),
                 }
-                touched.push(host_prefix(ip));
+                touched.deferred.push(host_prefix(ip));
             }
         }
     }
@@ -383,49 +446,49 @@ impl Rib {
         }
     }
 
-    fn insert_route(&mut self, table_rank: u8, route: Route) {
-        let prefix = route.key.prefix;
-        if let NextHops::Object(id) = route.next {
-            self.object_users.entry(id).or_default().insert(prefix);
-        }
-        let stored = StoredRoute {
-            metric: route.key.metric,
-            table_rank,
-            protocol: route.protocol,
-            kind: route.kind,
-            marked: false,
-            next: route.next,
+    /// Stores `stored` for `prefix`; true when it is now the prefix's winner.
+    fn insert_route(&mut self, prefix: IpNet, stored: StoredRoute) -> bool {
+        let object = match stored.next {
+            NextHops::Object(id) => Some(id),
+            _ => None,
         };
-        let replaced = match self.routes.get_mut(&prefix) {
-            Some(routes) => routes.upsert(stored),
-            None => {
-                self.routes.insert(prefix, PrefixRoutes::One(stored));
-                None
+        let rank = stored.rank();
+        let (replaced, newly_named, wins) = match self.routes.slot(prefix) {
+            Slot::Occupied(routes) => {
+                let named_before = object.is_some_and(|id| routes.names_object(id));
+                let replaced = routes.upsert(stored);
+                let wins = routes.winner().is_some_and(|w| w.rank() == rank);
+                (replaced, !named_before, wins)
+            }
+            Slot::Vacant(slot) => {
+                slot.insert(PrefixRoutes::One(stored));
+                (None, true, true)
             }
         };
+        if let Some(id) = object.filter(|_| newly_named) {
+            if self.object_users.started(id, prefix) {
+                let routes = &self.routes;
+                self.object_users
+                    .compact(id, |p| routes.get(p).is_some_and(|r| r.names_object(id)));
+            }
+        }
         match replaced {
             None => self.route_count += 1,
             Some(old) => self.forget_object_use(prefix, &old),
         }
+        wins
     }
 
     fn forget_object_use(&mut self, prefix: IpNet, route: &StoredRoute) {
         let NextHops::Object(id) = route.next else {
             return;
         };
-        let still_used = self.routes.get(&prefix).is_some_and(|routes| {
-            routes
-                .as_slice()
-                .iter()
-                .any(|r| r.next == NextHops::Object(id))
-        });
-        if !still_used {
-            if let Some(users) = self.object_users.get_mut(&id) {
-                users.remove(&prefix);
-                if users.is_empty() {
-                    self.object_users.remove(&id);
-                }
-            }
+        let still_named = self
+            .routes
+            .get(&prefix)
+            .is_some_and(|routes| routes.names_object(id));
+        if !still_named {
+            self.object_users.stopped(id);
         }
     }
 
@@ -461,18 +524,31 @@ impl Rib {
     }
 
     /// Prefixes whose route names `id`, directly or through a group.
-    fn prefixes_using_object(&self, id: u32) -> Vec<IpNet> {
+    fn prefixes_using_object(&mut self, id: u32) -> Vec<IpNet> {
         // Groups are few (thousands at most); routes may be millions, so
         // those are found through the index.
-        let groups = self.objects.iter().filter(|(_, e)| {
-            matches!(&e.value, NexthopDef::Group(m) if m.iter().any(|(member, _)| *member == id))
-        });
-        std::iter::once(id)
-            .chain(groups.map(|(gid, _)| *gid))
-            .filter_map(|o| self.object_users.get(&o))
-            .flatten()
-            .copied()
-            .collect()
+        let objects: Vec<u32> = std::iter::once(id)
+            .chain(
+                self.objects
+                    .iter()
+                    .filter(|(_, e)| {
+                        matches!(&e.value, NexthopDef::Group(m) if m.iter().any(|(member, _)| *member == id))
+                    })
+                    .map(|(gid, _)| *gid),
+            )
+            .collect();
+        let mut prefixes = Vec::new();
+        for object in objects {
+            let routes = &self.routes;
+            prefixes.extend(self.object_users.listed(object).iter().filter(|p| {
+                routes
+                    .get(p)
+                    .is_some_and(|routes| routes.names_object(object))
+            }));
+        }
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        prefixes
     }
 
     fn winner(&self, prefix: &IpNet) -> Option<&StoredRoute> {
@@ -526,21 +602,30 @@ impl Rib {
     }
 
     fn publish(&mut self, prefix: IpNet, sink: &mut impl FibSink) {
-        let target = if self.locals.contains_key(&prefix) {
-            Some(Target::Local)
-        } else {
-            self.winner(&prefix)
-                .map(|route| {
-                    let target = self.target_of_route(route);
-                    (target, matches!(route.next, NextHops::Object(_)))
-                })
-                .and_then(|(target, by_object)| {
-                    if by_object && target == Some(Target::Kernel) {
-                        self.stats.unresolved_routes += 1;
-                    }
-                    target
-                })
+        if self.locals.contains_key(&prefix) {
+            sink.upsert(prefix, Target::Local);
+            return;
+        }
+        let (target, by_object) = match self.winner(&prefix) {
+            Some(route) => (
+                self.target_of_route(route),
+                matches!(route.next, NextHops::Object(_)),
+            ),
+            None => (None, false),
         };
+        self.publish_target(prefix, target, by_object, sink);
+    }
+
+    fn publish_target(
+        &mut self,
+        prefix: IpNet,
+        target: Option<Target>,
+        by_object: bool,
+        sink: &mut impl FibSink,
+    ) {
+        if by_object && target == Some(Target::Kernel) {
+            self.stats.unresolved_routes += 1;
+        }
         match target {
             Some(target) => sink.upsert(prefix, target),
             None => sink.remove(prefix),
@@ -569,7 +654,7 @@ impl Rib {
 
     /// Removes what `source` did not repeat since [`Rib::begin_resync`].
     pub fn finish_resync(&mut self, source: Source, sink: &mut impl FibSink) {
-        let mut touched = Vec::new();
+        let mut touched = Touched::default();
         if source == self.route_source {
             let stale: Vec<(IpNet, u8, u32)> = self
                 .routes
@@ -583,7 +668,7 @@ impl Rib {
                 })
                 .collect();
             for (prefix, table_rank, metric) in stale {
-                touched.push(prefix);
+                touched.deferred.push(prefix);
                 let key = RouteKey {
                     table: self.tables[table_rank as usize],
                     prefix,
@@ -600,7 +685,7 @@ impl Rib {
                 .collect();
             for id in stale {
                 self.objects.remove(&id);
-                touched.extend(self.prefixes_using_object(id));
+                touched.deferred.extend(self.prefixes_using_object(id));
                 self.stats.swept += 1;
             }
         }
@@ -635,12 +720,23 @@ impl Rib {
                 .collect();
             for (ifindex, ip) in stale {
                 self.remove_address(ifindex, ip);
-                touched.push(host_prefix(ip));
+                touched.deferred.push(host_prefix(ip));
                 self.stats.swept += 1;
             }
         }
         self.publish_all(touched, sink);
     }
+}
+
+/// The prefixes one batch touched, by when they are published.
+#[derive(Default)]
+struct Touched {
+    /// Published as their event was applied.
+    published: Vec<IpNet>,
+    /// Published at the end of the batch.
+    deferred: Vec<IpNet>,
+    /// Prefixes the batch removed a route of.
+    removed: FastSet<IpNet>,
 }
 
 fn forward(legs: Vec<Leg>) -> Target {
@@ -703,3 +799,4 @@ impl ReplayTracker {
 
 #[cfg(test)]
 mod tests;
+mod users;

@@ -180,6 +180,62 @@ fn a_group_object_becomes_weighted_legs_and_a_member_change_updates_its_routes()
 }
 
 #[test]
+fn an_object_change_re_publishes_exactly_the_prefixes_naming_it_now() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            gateway_object(1, "192.0.2.1"),
+            gateway_object(2, "192.0.2.2"),
+        ],
+        &mut log,
+    );
+    let prefixes: Vec<String> = (0..50).map(|i| format!("10.{i}.0.0/16")).collect();
+    // Every prefix moves between the two objects many times; the even ones
+    // end on object 2, and every tenth is removed.
+    for round in 0..40u32 {
+        let events: Vec<Event> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                via_object(
+                    p,
+                    if (round + i as u32).is_multiple_of(2) {
+                        1
+                    } else {
+                        2
+                    },
+                )
+            })
+            .collect();
+        rib.apply_batch(Source::Fpm, events, &mut log);
+    }
+    let gone: Vec<Event> = prefixes.iter().step_by(10).map(|p| delete(p)).collect();
+    rib.apply_batch(Source::Fpm, gone, &mut log);
+    log.calls.clear();
+    rib.apply_batch(Source::Fpm, [gateway_object(2, "192.0.2.9")], &mut log);
+    let mut expected: Vec<String> = prefixes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0 && i % 10 != 0)
+        .map(|(_, p)| p.clone())
+        .collect();
+    expected.sort_by_key(|p| p.parse::<IpNet>().unwrap());
+    let touched: Vec<String> = log
+        .calls
+        .iter()
+        .map(|c| c.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(touched, expected);
+    assert!(
+        log.calls.iter().all(|c| c.contains("192.0.2.9")),
+        "{:?}",
+        log.calls
+    );
+}
+
+#[test]
 fn a_replay_removes_exactly_the_routes_and_objects_it_did_not_repeat() {
     let mut rib = fpm_rib();
     let mut log = Log::default();

@@ -37,7 +37,7 @@ use crate::{
         offload,
         rib::{ReplayTracker, Rib, Source},
     },
-    datapath::{maps::DatapathMaps, pins, Datapath, Programs},
+    datapath::{pins, pipelined::PipelinedMaps, Datapath, Programs},
     events::{Event as Published, Publisher},
     metrics::{self, TableUse},
     programmer::{Limits, Programmer},
@@ -163,7 +163,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         mut programs,
         maps: mut datapath_maps,
     } = datapath;
-    let maps: &mut DatapathMaps = &mut datapath_maps;
+    // IPv6 route writes go through a writer thread (see `pipelined`).
+    let maps = PipelinedMaps::new(&mut datapath_maps)?;
     let limits = Limits {
         nexthops: config.capacity.nexthops,
         ecmp_groups: config.capacity.ecmp_groups,
@@ -294,13 +295,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
         tokio::spawn(metrics::serve(listener, pages_tx));
     }
-    let publish = |programmer: &mut Programmer<&mut DatapathMaps>| {
+    let publish = |programmer: &mut Programmer<PipelinedMaps<'_>>| {
         for event in programmer.take_events() {
             publisher.publish(event);
         }
     };
     let swept_before = |rib: &Rib| rib.stats.swept;
-    let finish = |rib: &mut Rib, programmer: &mut Programmer<&mut DatapathMaps>, source: Source| {
+    let finish = |rib: &mut Rib, programmer: &mut Programmer<PipelinedMaps<'_>>, source: Source| {
         let before = swept_before(rib);
         rib.finish_resync(source, programmer);
         let swept = rib.stats.swept - before;
@@ -385,6 +386,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     rib.apply_batch(Source::Fpm, frame.events, &mut programmer);
                     publish(&mut programmer);
                     if let Some(replies) = &fpm_replies {
+                        // A reply says the route is in the maps: make it so.
+                        programmer.flush();
                         send_offload_replies(&rib, &programmer, replies, &mut state);
                     }
                 }
@@ -411,6 +414,9 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     || state.fpm_replay_complete
                     || started.elapsed() >= Duration::from_millis(config.fpm.replay_max_ms);
                 if !state.taken_over && state.kernel_synced && routes_ready {
+                    // The new generation forwards from the maps: everything
+                    // decided so far must be in them.
+                    programmer.flush();
                     go_live(&config, &pin_dir, &generation, &mut programs, &interfaces)?;
                     state.taken_over = true;
                     if fail_safe_at_start {
@@ -462,7 +468,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
 /// last FPM batch changed (see `control::offload`).
 fn send_offload_replies(
     rib: &Rib,
-    programmer: &Programmer<&mut DatapathMaps>,
+    programmer: &Programmer<PipelinedMaps<'_>>,
     replies: &mpsc::Sender<Vec<u8>>,
     state: &mut DaemonState,
 ) {
@@ -519,7 +525,7 @@ fn source_name(source: Source) -> &'static str {
 
 fn refresh_state(
     state: &mut DaemonState,
-    programmer: &Programmer<&mut DatapathMaps>,
+    programmer: &Programmer<PipelinedMaps<'_>>,
     rib: &Rib,
     listener_stats: &ListenerStats,
     last_fpm_message: Option<Instant>,

@@ -221,6 +221,53 @@ impl<S: Dir24Store> Dir24<S> {
         }
     }
 
+    /// Gives a deferred block a second-level group again, once one is free:
+    /// `covering` is the longest prefix up to /24 over the block and `longer`
+    /// every prefix longer than /24 inside it. The group is filled before the
+    /// block points at it, so the datapath goes from "ask the kernel" to the
+    /// full answer in one step and never sees the covering prefix alone.
+    pub fn rebuild_deferred(
+        &mut self,
+        block: u32,
+        covering: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error> {
+        let Some(&(first, _)) = longer.first() else {
+            return Ok(());
+        };
+        if self.depth24[block as usize] != DEPTH_DEFERRED {
+            return Ok(());
+        }
+        let Some(group) = self.free_groups.pop() else {
+            return Err(Dir24Error::OutOfGroups(first));
+        };
+        let (base_depth, base_action) = match covering {
+            Some((len, action)) => (depth_of(len), action),
+            None => (DEPTH_NONE, RouteAction::MISS),
+        };
+        for offset in 0..TBL8_GROUP_SIZE as u32 {
+            self.store.set_tbl8(group, offset, base_action.0);
+            self.depth8[Self::slot(group, offset)] = base_depth;
+        }
+        for (prefix, action) in longer {
+            let prefix = prefix.trunc();
+            let depth = depth_of(prefix.prefix_len());
+            let start = u32::from(prefix.network()) & 0xff;
+            for offset in start..start + (1u32 << (32 - prefix.prefix_len())) {
+                let slot = Self::slot(group, offset);
+                if self.depth8[slot] <= depth {
+                    self.depth8[slot] = depth;
+                    self.store.set_tbl8(group, offset, action.0);
+                }
+            }
+        }
+        self.depth24[block as usize] = DEPTH_EXTENDED;
+        self.deferred_blocks -= 1;
+        self.store
+            .set_tbl24(block, RouteAction::new(RouteKind::Tbl8, group).0);
+        Ok(())
+    }
+
     /// Writes `action` into the entries of `block` (or of its group) whose
     /// current depth satisfies `replace`.
     fn write_block_range(

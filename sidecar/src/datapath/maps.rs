@@ -265,6 +265,15 @@ impl crate::programmer::MapWriter for DatapathMaps {
         self.v4.remove(prefix, covering, last_in_block)
     }
 
+    fn rebuild_v4_block(
+        &mut self,
+        block: u32,
+        covering: super::dir24::Covering,
+        longer: &[(ipnet::Ipv4Net, pf_common::RouteAction)],
+    ) -> Result<(), super::dir24::Dir24Error> {
+        self.v4.rebuild_deferred(block, covering, longer)
+    }
+
     fn insert_v6(
         &mut self,
         prefix: ipnet::Ipv6Net,

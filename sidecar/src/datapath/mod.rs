@@ -1,10 +1,12 @@
 //! Loading the XDP programs and owning their maps.
 
+pub mod batch;
 pub mod dir24;
 pub mod ecmp;
 pub mod maps;
 pub mod mmap;
 pub mod pins;
+pub mod pipelined;
 pub mod test_run;
 
 use std::{

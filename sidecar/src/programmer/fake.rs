@@ -8,7 +8,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
 
-use super::MapWriter;
+use super::{FailedWrite, MapWriter};
 use crate::datapath::dir24::{Covering, Dir24, Dir24Error, VecStore};
 
 /// Maps in memory, with a log of writes in order.
@@ -21,6 +21,10 @@ pub(crate) struct FakeMaps {
     pub grp_ptr: HashMap<u32, u32>,
     pub groups: HashMap<u32, EcmpGroup>,
     pub log: Vec<String>,
+    /// IPv6 prefixes whose inserts are accepted and then refused, as a
+    /// writer thread reports them at the end of the batch.
+    pub refuse_v6: std::collections::HashSet<Ipv6Net>,
+    refused: Vec<FailedWrite>,
 }
 
 impl FakeMaps {
@@ -34,6 +38,8 @@ impl FakeMaps {
             grp_ptr: HashMap::new(),
             groups: HashMap::new(),
             log: Vec::new(),
+            refuse_v6: Default::default(),
+            refused: Vec::new(),
         }
     }
 
@@ -88,9 +94,26 @@ impl MapWriter for FakeMaps {
         self.log.push(format!("unroute {prefix}"));
         self.v4.remove(prefix, covering, last_in_block)
     }
+    fn rebuild_v4_block(
+        &mut self,
+        block: u32,
+        covering: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error> {
+        self.log.push(format!("rebuild block {block}"));
+        self.v4.rebuild_deferred(block, covering, longer)
+    }
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
         self.log.push(format!("route {prefix}"));
-        self.v6.insert(prefix, action);
+        if self.refuse_v6.contains(&prefix) {
+            self.refused.push(FailedWrite {
+                prefix,
+                action: Some(action),
+                error: "refused by the test".into(),
+            });
+        } else {
+            self.v6.insert(prefix, action);
+        }
         Ok(())
     }
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
@@ -100,5 +123,11 @@ impl MapWriter for FakeMaps {
     }
     fn reclaim(&mut self) {
         self.v4.reclaim();
+    }
+    fn end_batch(&mut self) -> Vec<FailedWrite> {
+        std::mem::take(&mut self.refused)
+    }
+    fn flush(&mut self) -> Vec<FailedWrite> {
+        std::mem::take(&mut self.refused)
     }
 }

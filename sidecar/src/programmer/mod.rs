@@ -163,10 +163,38 @@ pub trait MapWriter {
     fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error>;
     fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error>;
     fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool);
+    /// Gives a deferred /24 block a second-level group again (see
+    /// [`crate::datapath::dir24::Dir24::rebuild_deferred`]).
+    fn rebuild_v4_block(
+        &mut self,
+        block: u32,
+        covering: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error>;
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error>;
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error>;
     /// Lets quarantined second-level IPv4 groups be reused.
     fn reclaim(&mut self);
+    /// Sends writes a writer queued on their way, and returns those the
+    /// maps refused since the last call (writers that write inline have
+    /// nothing queued and report failures from the write itself).
+    fn end_batch(&mut self) -> Vec<FailedWrite> {
+        Vec::new()
+    }
+    /// Returns once every write made so far is in the maps, with the
+    /// writes the maps refused.
+    fn flush(&mut self) -> Vec<FailedWrite> {
+        Vec::new()
+    }
+}
+
+/// An IPv6 route write the maps refused after the writer had accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedWrite {
+    pub prefix: Ipv6Net,
+    /// The action written, or `None` for a removal.
+    pub action: Option<RouteAction>,
+    pub error: String,
 }
 
 impl<W: MapWriter> MapWriter for &mut W {
@@ -186,6 +214,14 @@ impl<W: MapWriter> MapWriter for &mut W {
     fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
         (**self).remove_v4(prefix, covering, last_in_block)
     }
+    fn rebuild_v4_block(
+        &mut self,
+        block: u32,
+        covering: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error> {
+        (**self).rebuild_v4_block(block, covering, longer)
+    }
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
         (**self).insert_v6(prefix, action)
     }
@@ -194,6 +230,12 @@ impl<W: MapWriter> MapWriter for &mut W {
     }
     fn reclaim(&mut self) {
         (**self).reclaim()
+    }
+    fn end_batch(&mut self) -> Vec<FailedWrite> {
+        (**self).end_batch()
+    }
+    fn flush(&mut self) -> Vec<FailedWrite> {
+        (**self).flush()
     }
 }
 
@@ -254,6 +296,9 @@ pub struct Programmer<W: MapWriter> {
     /// Programmed IPv4 prefixes longer than /24 per /24 block: the block's
     /// second-level group is released with the last of them.
     v4_long_per_block: FastMap<u32, u32>,
+    /// /24 blocks left to the kernel for want of a second-level group,
+    /// retried when groups are reclaimed.
+    v4_deferred_blocks: std::collections::BTreeSet<u32>,
     v6_installed: PrefixMap<Ipv6Net, RouteAction>,
     v6_deferred: PrefixMap<Ipv6Net, Option<Ipv6Net>>,
     /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
@@ -322,6 +367,7 @@ impl<W: MapWriter> Programmer<W> {
             group_slot_pool: Pool::new(1, 2 * limits.ecmp_groups),
             routes: PrefixHashMap::new(),
             v4_long_per_block: FastMap::new(),
+            v4_deferred_blocks: Default::default(),
             v6_installed: PrefixMap::new(),
             v6_deferred: PrefixMap::new(),
             v6_shadowed: FastMap::new(),
@@ -374,11 +420,110 @@ impl<W: MapWriter> Programmer<W> {
     /// Reuse of freed ids and slots; call when no datapath reader can still
     /// hold them (the caller waits a grace period after the last change).
     pub fn reclaim(&mut self) {
+        // A queued route write may still name an id released since; it must
+        // be in the maps before that id can be handed out again.
+        self.flush();
         self.nexthop_ids.reclaim();
         self.nexthop_slots.reclaim();
         self.group_ids.reclaim();
         self.group_slot_pool.reclaim();
         self.writer.reclaim();
+        self.retry_deferred_v4();
+    }
+
+    /// Gives deferred /24 blocks their second-level group back while groups
+    /// are free, with every prefix of the block at once.
+    fn retry_deferred_v4(&mut self) {
+        while let Some(&block) = self.v4_deferred_blocks.first() {
+            let base = std::net::Ipv4Addr::from(block << 8);
+            let covering = (0..=24u8).rev().find_map(|len| {
+                let above = Ipv4Net::new(base, len).ok()?.trunc();
+                let programmed = self.routes.v4().get(&above)?;
+                (!programmed.deferred).then_some((len, programmed.action))
+            });
+            let longer: Vec<(Ipv4Net, RouteAction)> = (25..=32u8)
+                .flat_map(|len| {
+                    (0..256u32)
+                        .step_by(1 << (32 - len))
+                        .filter_map(move |offset| {
+                            Ipv4Net::new(std::net::Ipv4Addr::from((block << 8) | offset), len).ok()
+                        })
+                })
+                .filter_map(|p| self.routes.v4().get(&p).map(|r| (p, r.action)))
+                .collect();
+            if self
+                .writer
+                .rebuild_v4_block(block, covering, &longer)
+                .is_err()
+            {
+                return;
+            }
+            self.v4_deferred_blocks.remove(&block);
+            for (prefix, _) in &longer {
+                if let Some(route) = self.routes.get_mut(&IpNet::V4(*prefix)) {
+                    route.deferred = false;
+                }
+            }
+            self.stats.deferred_v4 -= longer.len() as u64;
+            tracing::info!(
+                block = %base,
+                prefixes = longer.len(),
+                "a second-level IPv4 group is free again: the /24's longer prefixes are installed"
+            );
+        }
+    }
+
+    /// Ends a batch of changes: queued map writes go out, and writes the
+    /// maps refused are handled.
+    pub fn end_batch(&mut self) {
+        let refused = self.writer.end_batch();
+        self.handle_refused(refused);
+    }
+
+    /// Returns once every change so far is in the maps.
+    pub fn flush(&mut self) {
+        let refused = self.writer.flush();
+        self.handle_refused(refused);
+    }
+
+    /// A refused write that is still the prefix's current entry leaves the
+    /// prefix to the kernel, as an inline failure does; one already
+    /// superseded by a later write only counts.
+    fn handle_refused(&mut self, refused: Vec<FailedWrite>) {
+        for write in refused {
+            self.stats.write_errors += 1;
+            let prefix = write.prefix;
+            let Some(action) = write.action else {
+                tracing::error!(%prefix, error = %write.error, "removing an IPv6 route failed");
+                continue;
+            };
+            let current = self.v6_installed.get(&prefix).map(|installed| {
+                if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
+                    RouteAction::simple(RouteKind::Fib)
+                } else {
+                    *installed
+                }
+            });
+            if current != Some(action) {
+                tracing::warn!(%prefix, error = %write.error, "an IPv6 route write was refused; a later write replaced it");
+                continue;
+            }
+            tracing::error!(%prefix, error = %write.error, "writing an IPv6 route failed; left to the kernel");
+            // Whatever the trie still holds for the prefix is stale.
+            if let Err(err) = self.writer.remove_v6(prefix) {
+                tracing::error!(%prefix, %err, "removing a refused IPv6 route failed");
+            }
+            self.v6_installed.remove(&prefix);
+            self.v6_count -= 1;
+            if !self.v6_deferred.contains_key(&prefix) {
+                self.stats.deferred_v6 += 1;
+                self.v6_deferred.insert(prefix, None);
+            }
+            if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
+                route.deferred = true;
+            }
+            self.reshadow_v6_under(prefix);
+        }
     }
 
     /// What is programmed for `prefix` (for `diff` and tests).
@@ -703,10 +848,21 @@ impl<W: MapWriter> Programmer<W> {
     pub fn upsert(&mut self, prefix: IpNet, target: Target) {
         let prefix = prefix.trunc();
         let action = self.realise(&target);
-        let old = self.routes.get(&prefix).copied();
+        // Stored before the maps are written, so the prefix is looked up once;
+        // the rare deferral is recorded after.
+        let old = self.routes.insert(
+            prefix,
+            Programmed {
+                action,
+                deferred: false,
+            },
+        );
         if let Some(old) = old {
             if old.action == action {
                 // Same nexthop or group: drop the reference just taken.
+                if old.deferred {
+                    self.routes.insert(prefix, old);
+                }
                 self.release(action);
                 return;
             }
@@ -715,6 +871,9 @@ impl<W: MapWriter> Programmer<W> {
             IpNet::V4(p) => self.write_v4(p, action, old.is_some_and(|o| o.deferred)),
             IpNet::V6(p) => self.write_v6(p, action),
         };
+        if deferred {
+            self.routes.insert(prefix, Programmed { action, deferred });
+        }
         if let Some(old) = old {
             self.release(old.action);
         } else {
@@ -728,7 +887,6 @@ impl<W: MapWriter> Programmer<W> {
                 IpNet::V6(_) => self.stats.routes_v6 += 1,
             }
         }
-        self.routes.insert(prefix, Programmed { action, deferred });
         self.record(|| Event::Route {
             prefix,
             op: "upsert".into(),
@@ -773,6 +931,7 @@ impl<W: MapWriter> Programmer<W> {
                 tracing::warn!(%err, "IPv4 prefix deferred to the kernel");
                 self.stats.overflow_v4_groups += 1;
                 self.stats.deferred_v4 += 1;
+                self.v4_deferred_blocks.insert(block_of(prefix));
                 true
             }
         }
@@ -800,6 +959,9 @@ impl<W: MapWriter> Programmer<W> {
             }
             remaining.unwrap_or(0) == 0
         };
+        if deferred && last_in_block {
+            self.v4_deferred_blocks.remove(&block_of(prefix));
+        }
         self.writer.remove_v4(prefix, covering, last_in_block);
     }
 

@@ -350,6 +350,68 @@ fn when_the_ipv6_table_is_full_the_covering_prefix_defers_until_the_longer_one_g
 }
 
 #[test]
+fn an_ipv6_write_refused_after_queueing_leaves_the_prefix_to_the_kernel_and_its_cover_aside() {
+    let mut p = programmer(16, 8);
+    let v6 = |s: &str| match net(s) {
+        IpNet::V6(n) => n,
+        IpNet::V4(_) => unreachable!(),
+    };
+    p.upsert(net("2001:db8::/32"), Target::Blackhole);
+    p.writer_mut().refuse_v6.insert(v6("2001:db8:5::/48"));
+    p.upsert(net("2001:db8:5::/48"), Target::Unreachable);
+    // The writer accepted it; the refusal arrives with the end of the batch.
+    assert_eq!(
+        p.programmed(&net("2001:db8:5::/48")).map(|(_, d)| d),
+        Some(false)
+    );
+    p.end_batch();
+    let inside: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
+    assert_eq!(
+        p.writer().lookup_v6(inside).kind(),
+        Some(RouteKind::Fib),
+        "the /32 must not answer for the refused /48"
+    );
+    assert_eq!(
+        p.programmed(&net("2001:db8:5::/48")).map(|(_, d)| d),
+        Some(true)
+    );
+    assert_eq!(
+        (p.stats.write_errors, p.stats.deferred_v6, p.v6_entries()),
+        (1, 1, 1)
+    );
+    assert_eq!(p.shadowed_v6(), [v6("2001:db8::/32")].into());
+
+    // A refusal superseded by a later write of the same prefix only counts.
+    p.upsert(net("2001:db8:6::/48"), Target::Blackhole);
+    p.writer_mut().refuse_v6.insert(v6("2001:db8:6::/48"));
+    p.upsert(net("2001:db8:6::/48"), Target::Unreachable);
+    p.writer_mut().refuse_v6.clear();
+    p.upsert(net("2001:db8:6::/48"), Target::Prohibit);
+    p.end_batch();
+    assert_eq!(p.stats.write_errors, 2);
+    assert_eq!(
+        p.writer()
+            .lookup_v6("2001:db8:6::1".parse().unwrap())
+            .kind(),
+        Some(RouteKind::Prohibit)
+    );
+    assert_eq!(
+        p.programmed(&net("2001:db8:6::/48")).map(|(_, d)| d),
+        Some(false)
+    );
+
+    // Room is made: the refused prefix is retried, and installed this time.
+    p.upsert(net("2001:db8:7::/48"), Target::Blackhole);
+    p.remove(net("2001:db8:7::/48"));
+    assert_eq!(
+        p.writer().lookup_v6(inside).kind(),
+        Some(RouteKind::Unreachable)
+    );
+    assert!(p.shadowed_v6().is_empty());
+    assert_eq!(p.stats.deferred_v6, 0);
+}
+
+#[test]
 fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears() {
     let mut p = programmer(16, 3);
     p.upsert(net("2001:db8::/32"), Target::Blackhole);
@@ -398,4 +460,45 @@ fn every_nexthop_id_records_the_gateway_it_stands_for() {
         let id = p.nexthop_id(&key).unwrap();
         assert_eq!(nexthop_key(&p.writer().info[&id]), Some(key));
     }
+}
+
+#[test]
+fn a_deferred_ipv4_block_gets_its_group_back_once_one_is_reclaimed() {
+    // The fake's table has four second-level groups.
+    let mut p = programmer(16, 16);
+    p.upsert(net("10.0.0.0/8"), via(GW_A));
+    for block in 1..=5 {
+        p.upsert(net(&format!("10.0.{block}.1/32")), via(GW_B));
+    }
+    p.upsert(net("10.0.5.128/25"), Target::Blackhole);
+    let action_at = |p: &Programmer<FakeMaps>, addr: &str| p.writer().lookup_v4(v4(addr)).0;
+    assert_eq!(action_at(&p, "10.0.5.1").kind(), Some(RouteKind::Fib));
+    assert_eq!(
+        action_at(&p, "10.0.5.2").kind(),
+        Some(RouteKind::Fib),
+        "the /8 must not answer inside the deferred block"
+    );
+    assert_eq!(p.stats.deferred_v4, 2);
+
+    p.remove(net("10.0.1.1/32"));
+    p.reclaim();
+    assert_eq!(
+        action_at(&p, "10.0.5.1").kind(),
+        Some(RouteKind::Fib),
+        "the freed group is still in quarantine"
+    );
+    p.reclaim();
+    let (gw_b, deferred) = p.programmed(&net("10.0.5.1/32")).unwrap();
+    assert!(!deferred);
+    assert_eq!(action_at(&p, "10.0.5.1"), gw_b);
+    assert_eq!(
+        action_at(&p, "10.0.5.2"),
+        p.programmed(&net("10.0.0.0/8")).unwrap().0
+    );
+    assert_eq!(
+        action_at(&p, "10.0.5.200").kind(),
+        Some(RouteKind::Blackhole)
+    );
+    assert_eq!(p.stats.deferred_v4, 0);
+    assert_eq!(p.writer().v4.deferred_blocks(), 0);
 }

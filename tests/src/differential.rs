@@ -51,3 +51,39 @@ pub fn agrees(maps: &Answer, kernel: &KernelAnswer) -> bool {
         _ => false,
     }
 }
+
+/// Whether the datapath decides as the routing table itself: `routes` is
+/// `ip -j route show match <address>` (covering routes, longest first), and
+/// its first route is the table's answer.
+pub fn agrees_with_table(maps: &Answer, routes: &serde_json::Value) -> bool {
+    let Some(route) = routes.as_array().and_then(|r| r.first()) else {
+        return matches!(maps.kind.as_str(), "Miss" | "Fib");
+    };
+    let kind = route["type"].as_str().unwrap_or("unicast");
+    match maps.kind.as_str() {
+        "Nexthop" | "Group" if kind == "unicast" => {
+            let mut table: Vec<IpAddr> = match route["nexthops"].as_array() {
+                Some(legs) => legs
+                    .iter()
+                    .filter_map(|l| l["gateway"].as_str()?.parse().ok())
+                    .collect(),
+                None => route["gateway"]
+                    .as_str()
+                    .and_then(|g| g.parse().ok())
+                    .into_iter()
+                    .collect(),
+            };
+            let mut ours: Vec<IpAddr> = maps.legs.iter().filter_map(|l| l.gateway).collect();
+            table.sort();
+            ours.sort();
+            !ours.is_empty() && ours == table
+        }
+        "Blackhole" => kind == "blackhole",
+        "Unreachable" => kind == "unreachable",
+        "Prohibit" => kind == "prohibit",
+        "Miss" | "Fib" => {
+            kind == "unicast" && route.get("gateway").is_none() && route.get("nexthops").is_none()
+        }
+        _ => false,
+    }
+}

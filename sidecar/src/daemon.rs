@@ -185,6 +185,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         Source::Fpm
     };
     let mut rib = Rib::new(route_source, config.routes.tables.clone());
+    rib.track_published(config.fpm.offload_replies);
 
     if !had_live_generation {
         // Nothing forwards yet, so there is nothing to keep: go live now.

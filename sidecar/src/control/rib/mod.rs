@@ -226,6 +226,8 @@ pub struct Rib {
     object_users: ObjectUsers,
     /// The prefixes the last batch or resync published.
     last_published: Vec<IpNet>,
+    /// Whether `last_published` is kept (only offload replies read it).
+    track_published: bool,
     pub stats: RibStats,
 }
 
@@ -246,6 +248,7 @@ impl Rib {
             locals: PrefixHashMap::new(),
             object_users: ObjectUsers::new(),
             last_published: Vec::new(),
+            track_published: false,
             stats: RibStats::default(),
         }
     }
@@ -310,14 +313,23 @@ impl Rib {
         for prefix in &deferred {
             self.publish(*prefix, sink);
         }
-        published.append(&mut deferred);
-        published.sort_unstable();
-        published.dedup();
-        self.last_published = published;
+        if self.track_published {
+            published.append(&mut deferred);
+            published.sort_unstable();
+            published.dedup();
+            self.last_published = published;
+        }
         sink.end_batch();
     }
 
-    /// The prefixes the last batch or resync re-evaluated (for offload replies).
+    /// Keeps the prefixes each batch re-evaluated for [`Rib::last_published`].
+    pub fn track_published(&mut self, on: bool) {
+        self.track_published = on;
+        self.last_published.clear();
+    }
+
+    /// The prefixes the last batch or resync re-evaluated (for offload
+    /// replies), when [`Rib::track_published`] is on.
     pub fn last_published(&self) -> &[IpNet] {
         &self.last_published
     }
@@ -357,7 +369,9 @@ impl Rib {
                             if wins && !self.locals.contains_key(&prefix) {
                                 self.publish_target(prefix, target, by_object, sink);
                             }
-                            touched.published.push(prefix);
+                            if self.track_published {
+                                touched.published.push(prefix);
+                            }
                         }
                     }
                     Op::Remove => {

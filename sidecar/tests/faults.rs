@@ -227,6 +227,47 @@ fn full_tables_leave_the_overflow_to_the_kernel_count_it_and_never_use_a_wrong_n
     daemon.assert_diff_clean("kernel", None, "after room was made");
 }
 
+#[test]
+fn a_deferred_ipv4_block_is_installed_once_a_second_level_group_frees_up() {
+    require_root!();
+    let lab = Lab::new("fgrp");
+    // Three second-level groups: the router's own /32s in 127.0.0.0/24,
+    // 192.0.2.0/24 and 198.51.100.0/24 take all of them.
+    let daemon = Daemon::start_with(
+        &lab,
+        "[routes]\nfrom = \"kernel\"\n[capacity]\ntbl8_groups = 3\n",
+        "fgrp",
+    );
+    let r = &lab.router;
+    wait_for("the kernel dump was applied", &daemon, || {
+        read_state(&daemon.pin_dir).is_some_and(|s| s.kernel_synced && s.v4_tbl8_groups == 3)
+    });
+    assert_eq!(
+        read_state(&daemon.pin_dir).map(|s| s.programmer.deferred_v4),
+        Some(0),
+        "the router's own addresses fit"
+    );
+    r.ip(&["route", "add", "203.0.113.0/26", "via", "198.51.100.2"]);
+    wait_for("the /26 was deferred", &daemon, || {
+        read_state(&daemon.pin_dir).is_some_and(|s| s.programmer.deferred_v4 == 1)
+    });
+    assert_eq!(
+        kind_at(&daemon, "203.0.113.10"),
+        "Fib",
+        "a prefix without a group goes to bpf_fib_lookup"
+    );
+    // The client-side address goes: its block no longer needs a group.
+    r.ip(&["addr", "del", "192.0.2.1/24", "dev", "r0"]);
+    wait_for("the deferred block got the freed group", &daemon, || {
+        kind_at(&daemon, "203.0.113.10") == "Nexthop"
+    });
+    // The state file follows at the next heartbeat.
+    wait_for("status counts no deferred prefix", &daemon, || {
+        read_state(&daemon.pin_dir).is_some_and(|s| s.programmer.deferred_v4 == 0)
+    });
+    daemon.assert_diff_clean("kernel", None, "after the block was installed");
+}
+
 /// `count` distinct IPv4 /24s from 1.0.0.0 up: a table is larger than the
 /// documentation prefixes, and these are only map entries, never traffic.
 fn table(count: u32) -> Vec<IpNet> {

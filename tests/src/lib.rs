@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod fpm_messages;
 pub mod frames;
 pub mod frr;
+pub mod full_table;
 pub mod lab;
 pub mod netns;
 pub mod raw_xdp;

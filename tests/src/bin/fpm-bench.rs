@@ -9,8 +9,7 @@
 
 use std::{
     io::Write,
-    net::{Ipv4Addr, Ipv6Addr, TcpStream},
-    os::fd::AsFd,
+    net::TcpStream,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -18,44 +17,21 @@ use std::{
 
 use aya::maps::IterableMap;
 use integration_tests::{
-    fpm_messages::{nexthop_message, route_message},
+    fpm_messages::route_message,
+    full_table::{fpm_frames, FullTable, GATEWAYS, GROUPS, V4_ROUTES, V6_ROUTES},
     netns::{veth_pair, NetNs},
-    synthetic::{machine, v4_prefix, v6_doc_prefix, Rng},
+    synthetic::machine,
 };
-use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{RouteAction, RouteKind};
 use pf_sidecar::{
     control::fpm::frame,
     datapath::{batch, Capacities, Datapath},
     inspect::PinnedMaps,
 };
+use std::os::fd::AsFd;
 
-const V4_ROUTES: usize = 1_000_000;
-const V6_ROUTES: usize = 250_000;
-const GATEWAYS: u32 = 2000;
-const GROUPS: u32 = 300;
 const CHURN: usize = 2000;
 const REPLAY_QUIET_MS: u64 = 2000;
-
-/// Packs messages into FPM frames of at most ~60 KiB.
-fn frames(messages: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut batch: Vec<&[u8]> = Vec::new();
-    let mut size = 0;
-    for m in messages {
-        if size + m.len() + 4 > 60_000 {
-            out.extend(frame(&batch));
-            batch.clear();
-            size = 0;
-        }
-        batch.push(m);
-        size += (m.len() + 3) & !3;
-    }
-    if !batch.is_empty() {
-        out.extend(frame(&batch));
-    }
-    out
-}
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -83,24 +59,11 @@ fn main() {
     );
     println!("{}", machine());
 
-    let mut rng = Rng(0xfeed_beef_1234_5678);
-    // Distinct prefixes; the last of each family is a host route no longer
-    // prefix can answer for, so its arrival marks the end of the load.
-    let mut seen4 = std::collections::HashSet::new();
-    let mut v4: Vec<Ipv4Net> = std::iter::from_fn(|| Some(v4_prefix(&mut rng)))
-        .filter(|p| p.prefix_len() < 32 && seen4.insert(*p))
-        .take(V4_ROUTES - 1)
-        .collect();
-    v4.push("126.255.255.254/32".parse().unwrap());
-    let mut seen6 = std::collections::HashSet::new();
-    let mut v6: Vec<Ipv6Net> = std::iter::from_fn(|| Some(v6_doc_prefix(&mut rng)))
-        .filter(|p| seen6.insert(*p))
-        .take(V6_ROUTES - 1)
-        .collect();
-    v6.push("2001:db8:ffff:ffff::1/128".parse().unwrap());
+    let table = FullTable::new();
+    let (v4, v6) = (&table.v4, &table.v6);
     // Churn targets: /32 routes (nothing longer can cover them), each with
     // the gateway object it points at.
-    let mut churn: Vec<(Ipv4Net, u32)> = Vec::new();
+    let mut churn = FullTable::churn_targets(CHURN);
 
     // The floor: the same writes straight into fresh maps in a tight loop.
     let caps = Capacities {
@@ -190,48 +153,11 @@ fn main() {
     std::thread::sleep(Duration::from_millis(800));
     let baseline_kib = rss_kib(daemon.id(), "VmRSS:");
 
-    let mut messages: Vec<Vec<u8>> = (1..=GATEWAYS)
-        .map(|id| {
-            nexthop_message(
-                id,
-                ifindex,
-                Some(Ipv6Addr::from((0x2001_0db8_0002u128 << 80) | (0x1000 + id as u128)).into()),
-                &[],
-            )
-        })
-        .collect();
-    for g in 0..GROUPS {
-        let members: Vec<u32> = (0..4).map(|k| 1 + (g * 7 + k * 13) % GATEWAYS).collect();
-        messages.push(nexthop_message(10_000 + g, 0, None, &members));
-    }
-    let route_id = |i: usize| {
-        if i.is_multiple_of(10) {
-            10_000 + (i as u32 / 10) % GROUPS
-        } else {
-            1 + i as u32 % GATEWAYS
-        }
-    };
-    for i in 0..CHURN {
-        let prefix = Ipv4Net::new(
-            Ipv4Addr::new(127 - 1, 255, (i / 250) as u8, (i % 250) as u8),
-            32,
-        )
-        .unwrap();
-        churn.push((prefix, 1 + i as u32 % GATEWAYS));
-    }
+    let mut messages = FullTable::nexthop_messages(ifindex);
     messages.extend(churn.iter().map(|(p, id)| route_message((*p).into(), *id)));
-    messages.extend(
-        v4.iter()
-            .enumerate()
-            .map(|(i, p)| route_message((*p).into(), route_id(i))),
-    );
-    messages.extend(
-        v6.iter()
-            .enumerate()
-            .map(|(i, p)| route_message((*p).into(), route_id(i))),
-    );
+    messages.extend(table.route_messages());
 
-    let stream_bytes = frames(&messages);
+    let stream_bytes = fpm_frames(messages.iter().map(Vec::as_slice)).concat();
     drop(messages);
     println!(
         "generator: {} routes + {} nexthop objects in {:.1} MB of FPM frames",

@@ -299,7 +299,9 @@ pub struct Programmer<W: MapWriter> {
     /// /24 blocks left to the kernel for want of a second-level group,
     /// retried when groups are reclaimed.
     v4_deferred_blocks: std::collections::BTreeSet<u32>,
-    v6_installed: PrefixMap<Ipv6Net, RouteAction>,
+    /// Deferred IPv6 prefixes, each with the installed prefix that covers
+    /// it (and answers `Fib` while it does). An IPv6 prefix is installed
+    /// when `routes` holds it and it is not deferred.
     v6_deferred: PrefixMap<Ipv6Net, Option<Ipv6Net>>,
     /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
     v6_shadowed: FastMap<Ipv6Net, u32>,
@@ -368,7 +370,6 @@ impl<W: MapWriter> Programmer<W> {
             routes: PrefixHashMap::new(),
             v4_long_per_block: FastMap::new(),
             v4_deferred_blocks: Default::default(),
-            v6_installed: PrefixMap::new(),
             v6_deferred: PrefixMap::new(),
             v6_shadowed: FastMap::new(),
             v6_count: 0,
@@ -497,11 +498,11 @@ impl<W: MapWriter> Programmer<W> {
                 tracing::error!(%prefix, error = %write.error, "removing an IPv6 route failed");
                 continue;
             };
-            let current = self.v6_installed.get(&prefix).map(|installed| {
+            let current = self.v6_installed(prefix).map(|installed| {
                 if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
                     RouteAction::simple(RouteKind::Fib)
                 } else {
-                    *installed
+                    installed
                 }
             });
             if current != Some(action) {
@@ -509,20 +510,7 @@ impl<W: MapWriter> Programmer<W> {
                 continue;
             }
             tracing::error!(%prefix, error = %write.error, "writing an IPv6 route failed; left to the kernel");
-            // Whatever the trie still holds for the prefix is stale.
-            if let Err(err) = self.writer.remove_v6(prefix) {
-                tracing::error!(%prefix, %err, "removing a refused IPv6 route failed");
-            }
-            self.v6_installed.remove(&prefix);
-            self.v6_count -= 1;
-            if !self.v6_deferred.contains_key(&prefix) {
-                self.stats.deferred_v6 += 1;
-                self.v6_deferred.insert(prefix, None);
-            }
-            if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
-                route.deferred = true;
-            }
-            self.reshadow_v6_under(prefix);
+            self.leave_v6_to_kernel(prefix, true);
         }
     }
 
@@ -869,7 +857,7 @@ impl<W: MapWriter> Programmer<W> {
         }
         let deferred = match prefix {
             IpNet::V4(p) => self.write_v4(p, action, old.is_some_and(|o| o.deferred)),
-            IpNet::V6(p) => self.write_v6(p, action),
+            IpNet::V6(p) => self.write_v6(p, action, old.is_some_and(|o| !o.deferred)),
         };
         if deferred {
             self.routes.insert(prefix, Programmed { action, deferred });
@@ -965,16 +953,27 @@ impl<W: MapWriter> Programmer<W> {
         self.writer.remove_v4(prefix, covering, last_in_block);
     }
 
-    /// Returns whether the prefix ended up deferred.
-    fn write_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> bool {
-        let installed = self.v6_installed.contains_key(&prefix);
-        if !installed && self.v6_count >= self.limits.v6_routes {
+    /// What the trie holds for an installed IPv6 prefix (before shadowing).
+    fn v6_installed(&self, prefix: Ipv6Net) -> Option<RouteAction> {
+        let programmed = self.routes.v6().get(&prefix)?;
+        (!programmed.deferred).then_some(programmed.action)
+    }
+
+    /// The longest installed IPv6 prefix strictly above `prefix`. At most
+    /// 128 probes, and only deferred prefixes (a full table) ask.
+    fn v6_cover(&self, prefix: Ipv6Net) -> Option<Ipv6Net> {
+        (0..prefix.prefix_len()).rev().find_map(|len| {
+            let above = Ipv6Net::new(prefix.network(), len).ok()?.trunc();
+            self.v6_installed(above).map(|_| above)
+        })
+    }
+
+    /// Writes `prefix` into the trie (the route table already holds its
+    /// new action); returns whether it ended up deferred instead.
+    fn write_v6(&mut self, prefix: Ipv6Net, action: RouteAction, was_installed: bool) -> bool {
+        if !was_installed && self.v6_count >= self.limits.v6_routes {
             self.stats.overflow_v6_routes += 1;
-            if !self.v6_deferred.contains_key(&prefix) {
-                self.stats.deferred_v6 += 1;
-                self.v6_deferred.insert(prefix, None);
-            }
-            self.reshadow_v6_under(prefix);
+            self.leave_v6_to_kernel(prefix, false);
             return true;
         }
         let shown = if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
@@ -985,17 +984,12 @@ impl<W: MapWriter> Programmer<W> {
         if let Err(err) = self.writer.insert_v6(prefix, shown) {
             self.stats.write_errors += 1;
             tracing::error!(%prefix, %err, "writing an IPv6 route failed; left to the kernel");
-            if !self.v6_deferred.contains_key(&prefix) {
-                self.stats.deferred_v6 += 1;
-                self.v6_deferred.insert(prefix, None);
-            }
-            self.reshadow_v6_under(prefix);
+            self.leave_v6_to_kernel(prefix, was_installed);
             return true;
         }
-        if !installed {
+        if !was_installed {
             self.v6_count += 1;
         }
-        self.v6_installed.insert(prefix, action);
         if let Some(cover) = self.v6_deferred.remove(&prefix) {
             self.stats.deferred_v6 -= 1;
             if let Some(cover) = cover {
@@ -1004,6 +998,26 @@ impl<W: MapWriter> Programmer<W> {
         }
         self.reshadow_v6_under(prefix);
         false
+    }
+
+    /// Takes `prefix` out of the trie (when `installed`, whatever it holds
+    /// there is stale) and defers it: the kernel answers for it, and so does
+    /// its covering prefix while it is deferred.
+    fn leave_v6_to_kernel(&mut self, prefix: Ipv6Net, installed: bool) {
+        if installed {
+            if let Err(err) = self.writer.remove_v6(prefix) {
+                tracing::error!(%prefix, %err, "removing a refused IPv6 route failed");
+            }
+            self.v6_count -= 1;
+        }
+        if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
+            route.deferred = true;
+        }
+        if !self.v6_deferred.contains_key(&prefix) {
+            self.stats.deferred_v6 += 1;
+            self.v6_deferred.insert(prefix, None);
+        }
+        self.reshadow_v6_under(prefix);
     }
 
     fn remove_v6(&mut self, prefix: Ipv6Net, deferred: bool) {
@@ -1016,7 +1030,6 @@ impl<W: MapWriter> Programmer<W> {
             }
             return;
         }
-        self.v6_installed.remove(&prefix);
         self.v6_shadowed.remove(&prefix);
         self.v6_count -= 1;
         if let Err(err) = self.writer.remove_v6(prefix) {
@@ -1037,11 +1050,12 @@ impl<W: MapWriter> Programmer<W> {
                 self.v6_deferred.remove(&prefix);
                 continue;
             };
-            let deferred = self.write_v6(prefix, action);
+            // Installed from here on, so the prefix covers its own deferred
+            // prefixes; `write_v6` defers it again if it must.
             if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
-                route.deferred = deferred;
+                route.deferred = false;
             }
-            if deferred {
+            if self.write_v6(prefix, action, false) {
                 return;
             }
         }
@@ -1056,11 +1070,7 @@ impl<W: MapWriter> Programmer<W> {
             .map(|(p, c)| (p, *c))
             .collect();
         for (prefix, old_cover) in deferred {
-            let new_cover = self
-                .v6_installed
-                .get_lpm(&prefix)
-                .map(|(p, _)| p)
-                .filter(|p| *p != prefix);
+            let new_cover = self.v6_cover(prefix);
             if new_cover == old_cover {
                 continue;
             }
@@ -1087,7 +1097,7 @@ impl<W: MapWriter> Programmer<W> {
         *count -= 1;
         if *count == 0 {
             self.v6_shadowed.remove(&cover);
-            if let Some(action) = self.v6_installed.get(&cover).copied() {
+            if let Some(action) = self.v6_installed(cover) {
                 self.write_v6_raw(cover, action);
             }
         }

@@ -412,6 +412,31 @@ fn an_ipv6_write_refused_after_queueing_leaves_the_prefix_to_the_kernel_and_its_
 }
 
 #[test]
+fn a_refused_update_of_an_installed_ipv6_prefix_leaves_no_stale_entry_behind() {
+    let mut p = programmer(16, 8);
+    let v6 = |s: &str| match net(s) {
+        IpNet::V6(n) => n,
+        IpNet::V4(_) => unreachable!(),
+    };
+    p.upsert(net("2001:db8:5::/48"), Target::Blackhole);
+    p.end_batch();
+    assert_eq!(p.v6_entries(), 1);
+    p.writer_mut().refuse_v6.insert(v6("2001:db8:5::/48"));
+    p.upsert(net("2001:db8:5::/48"), Target::Unreachable);
+    p.end_batch();
+    let inside: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
+    assert_eq!(
+        p.writer().lookup_v6(inside),
+        RouteAction::MISS,
+        "neither the refused action nor the old blackhole answers"
+    );
+    assert_eq!((p.v6_entries(), p.stats.deferred_v6), (0, 1));
+    p.writer_mut().refuse_v6.clear();
+    p.remove(net("2001:db8:5::/48"));
+    assert_eq!((p.v6_entries(), p.stats.deferred_v6), (0, 0));
+}
+
+#[test]
 fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears() {
     let mut p = programmer(16, 3);
     p.upsert(net("2001:db8::/32"), Target::Blackhole);

@@ -40,6 +40,15 @@ impl MapWriter for Maps {
     fn remove_v4(&mut self, prefix: Ipv4Net, _: Covering, _: bool) {
         self.v4.remove(&prefix);
     }
+    fn rebuild_v4_block(
+        &mut self,
+        _: u32,
+        _: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error> {
+        self.v4.extend(longer.iter().copied());
+        Ok(())
+    }
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
         self.v6.insert(prefix, action);
         Ok(())

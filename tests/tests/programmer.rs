@@ -49,8 +49,8 @@ fn routes_written_by_the_programmer_are_forwarded_by_fast_path() {
             gateway: Some(GW),
             weight: 1,
         }]);
-        programmer.upsert("198.51.100.0/24".parse().unwrap(), via_gw);
-        programmer.upsert("203.0.113.0/24".parse().unwrap(), Target::Blackhole);
+        programmer.upsert("198.51.100.0/24".parse().unwrap(), &via_gw);
+        programmer.upsert("203.0.113.0/24".parse().unwrap(), &Target::Blackhole);
 
         let run = |dst: Ipv4Addr| {
             let frame = frames::udp4(

@@ -165,7 +165,7 @@ struct Neighbourhood {
 }
 
 impl FibSink for Neighbourhood {
-    fn upsert(&mut self, _: IpNet, _: Target) {}
+    fn upsert(&mut self, _: IpNet, _: &Target) {}
     fn remove(&mut self, _: IpNet) {}
     fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
         match link {

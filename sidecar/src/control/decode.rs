@@ -8,21 +8,34 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator, ParseableParametrized,
+};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
         InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType, RouteVia},
+    route::{
+        RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteLwEnCapType, RouteType,
+        RouteVia,
+    },
     AddressFamily, RouteNetlinkMessage,
 };
 
 use crate::programmer::{Leg, LinkInfo};
 
+// Kernel ABI (linux/rtnetlink.h, linux/nexthop.h).
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+/// `sizeof(struct rtmsg)`: route attributes start after it.
+const RTMSG_LEN: usize = 12;
+const RTA_ENCAP: u16 = 22;
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
+const NHA_ENCAP_TYPE: u16 = 7;
+const NHA_ENCAP: u16 = 8;
 const NHA_ID: u16 = 1;
 const NHA_GROUP: u16 = 2;
 const NHA_BLACKHOLE: u16 = 4;
@@ -84,6 +97,9 @@ pub enum NexthopDef {
     Blackhole,
     /// Member ids with weights (1-based, as `ip nexthop` shows them).
     Group(Vec<(u32, u32)>),
+    /// A nexthop the datapath cannot apply (an MPLS, SRv6 or other
+    /// encapsulation): routes naming it are left to the kernel.
+    Encapsulated,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +165,11 @@ pub fn decode(message: &[u8]) -> Result<Decoded, DecodeError> {
         ));
     }
     let message_type = u16::from_ne_bytes([message[4], message[5]]);
-    if message_type == RTM_NEWNEXTHOP || message_type == RTM_DELNEXTHOP {
-        return decode_nexthop(message_type, message);
+    match message_type {
+        RTM_NEWNEXTHOP | RTM_DELNEXTHOP => return decode_nexthop(message_type, message),
+        RTM_NEWROUTE => return decode_route(Op::Upsert, message),
+        RTM_DELROUTE => return decode_route(Op::Remove, message),
+        _ => {}
     }
     let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message)
         .map_err(|e| DecodeError::new("bad_message", format!("type {message_type}: {e}")))?;
@@ -158,8 +177,6 @@ pub fn decode(message: &[u8]) -> Result<Decoded, DecodeError> {
         return Ok(Decoded::Skipped(Skip::MessageType));
     };
     Ok(match inner {
-        RouteNetlinkMessage::NewRoute(m) => route(Op::Upsert, &m)?,
-        RouteNetlinkMessage::DelRoute(m) => route(Op::Remove, &m)?,
         RouteNetlinkMessage::NewLink(m) => {
             Decoded::Event(Event::Link(Op::Upsert, m.header.index, Some(link(&m))))
         }
@@ -190,8 +207,29 @@ fn via_of(via: &RouteVia) -> Option<IpAddr> {
     }
 }
 
-fn route(op: Op, m: &RouteMessage) -> Result<Decoded, DecodeError> {
-    let h = &m.header;
+/// The attributes of a message after its fixed header, checked against the
+/// netlink length.
+fn attributes_of(message: &[u8], fixed: usize) -> Result<(&[u8], &[u8]), DecodeError> {
+    let declared = u32::from_ne_bytes([message[0], message[1], message[2], message[3]]) as usize;
+    if declared < NLMSG_HEADER_LEN + fixed || declared > message.len() {
+        return Err(DecodeError::new(
+            "truncated_message",
+            format!("message of {declared} bytes"),
+        ));
+    }
+    Ok((
+        &message[NLMSG_HEADER_LEN..NLMSG_HEADER_LEN + fixed],
+        &message[NLMSG_HEADER_LEN + fixed..declared],
+    ))
+}
+
+/// RTM_NEWROUTE / RTM_DELROUTE, one attribute at a time with
+/// netlink-packet-route's parsers: a full table is a million of these, so
+/// nothing is collected that the route does not need.
+fn decode_route(op: Op, message: &[u8]) -> Result<Decoded, DecodeError> {
+    let (header, attributes) = attributes_of(message, RTMSG_LEN)?;
+    let h = RouteHeader::parse(header)
+        .map_err(|e| DecodeError::new("bad_message", format!("route header: {e}")))?;
     let v4 = match h.address_family {
         AddressFamily::Inet => true,
         AddressFamily::Inet6 => false,
@@ -219,16 +257,29 @@ fn route(op: Op, m: &RouteMessage) -> Result<Decoded, DecodeError> {
     let mut oif = 0;
     let mut object = None;
     let mut multipath = None;
-    for attribute in &m.attributes {
+    let mut encapsulated = false;
+    for nla in NlasIterator::new(attributes) {
+        let nla = nla.map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
+        if nla.kind() == RTA_ENCAP {
+            // Its layout depends on RTA_ENCAP_TYPE; that it is there is enough.
+            encapsulated = true;
+            continue;
+        }
+        let attribute = RouteAttribute::parse_with_param(
+            &nla,
+            (h.address_family, h.kind, RouteLwEnCapType::None),
+        )
+        .map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
         match attribute {
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(d) => destination = ip_of(d),
-            RouteAttribute::Priority(p) => metric = *p,
-            RouteAttribute::Gateway(g) => gateway = ip_of(g),
-            RouteAttribute::Via(v) => gateway = via_of(v),
-            RouteAttribute::Oif(i) => oif = *i,
-            RouteAttribute::NhId(id) => object = Some(*id),
+            RouteAttribute::Table(t) => table = t,
+            RouteAttribute::Destination(d) => destination = ip_of(&d),
+            RouteAttribute::Priority(p) => metric = p,
+            RouteAttribute::Gateway(g) => gateway = ip_of(&g),
+            RouteAttribute::Via(v) => gateway = via_of(&v),
+            RouteAttribute::Oif(i) => oif = i,
+            RouteAttribute::NhId(id) => object = Some(id),
             RouteAttribute::MultiPath(hops) => multipath = Some(hops),
+            RouteAttribute::EncapType(t) => encapsulated |= t != RouteLwEnCapType::None,
             _ => {}
         }
     }
@@ -252,7 +303,20 @@ fn route(op: Op, m: &RouteMessage) -> Result<Decoded, DecodeError> {
             )
         })?
         .trunc();
-    let next = if kind != Kind::Unicast {
+    let hop_encapsulated = |hop: &netlink_packet_route::route::RouteNextHop| {
+        hop.attributes.iter().any(|a| {
+            matches!(a, RouteAttribute::Encap(_))
+                || matches!(a, RouteAttribute::EncapType(t) if *t != RouteLwEnCapType::None)
+        })
+    };
+    // An encapsulated route forwarded as plain IP would be wrong: the
+    // kernel applies it (`NextHops::None` on a unicast route).
+    let next = if kind != Kind::Unicast
+        || encapsulated
+        || multipath
+            .as_ref()
+            .is_some_and(|hops| hops.iter().any(hop_encapsulated))
+    {
         NextHops::None
     } else if let Some(id) = object {
         NextHops::Object(id)
@@ -395,20 +459,14 @@ fn address(op: Op, m: &AddressMessage) -> Decoded {
 }
 
 fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeError> {
-    let declared = u32::from_ne_bytes([message[0], message[1], message[2], message[3]]) as usize;
-    if declared < NLMSG_HEADER_LEN + NHMSG_LEN || declared > message.len() {
-        return Err(DecodeError::new(
-            "truncated_message",
-            format!("nexthop message of {declared} bytes"),
-        ));
-    }
-    let family = message[NLMSG_HEADER_LEN];
-    let attributes = &message[NLMSG_HEADER_LEN + NHMSG_LEN..declared];
+    let (header, attributes) = attributes_of(message, NHMSG_LEN)?;
+    let family = header[0];
     let mut id = None;
     let mut ifindex = 0;
     let mut gateway = None;
     let mut blackhole = false;
     let mut group = None;
+    let mut encapsulated = false;
     for nla in NlasIterator::new(attributes) {
         let nla: NlaBuffer<&[u8]> =
             nla.map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
@@ -427,6 +485,7 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
             NHA_ID => id = Some(u32_of(value)?),
             NHA_OIF => ifindex = u32_of(value)?,
             NHA_BLACKHOLE => blackhole = true,
+            NHA_ENCAP_TYPE | NHA_ENCAP => encapsulated = true,
             NHA_GATEWAY => {
                 gateway = Some(match value.len() {
                     4 => IpAddr::from(<[u8; 4]>::try_from(value).expect("4 bytes")),
@@ -469,6 +528,8 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
         NexthopDef::Group(members)
     } else if blackhole {
         NexthopDef::Blackhole
+    } else if encapsulated {
+        NexthopDef::Encapsulated
     } else {
         if let Some(gw) = gateway {
             let family_matches = (family == 2 && gw.is_ipv4()) || (family == 10 && gw.is_ipv6());
@@ -487,7 +548,7 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
 #[cfg(test)]
 mod tests {
     use netlink_packet_core::NetlinkHeader;
-    use netlink_packet_route::route::{RouteHeader, RouteNextHop, RouteProtocol};
+    use netlink_packet_route::route::{RouteMessage, RouteNextHop, RouteProtocol};
 
     use super::*;
     use crate::control::fpm::FpmCodec;
@@ -683,6 +744,66 @@ mod tests {
                 .map(|l| (l.ifindex, l.weight))
                 .collect::<Vec<_>>(),
             vec![(3, 3), (4, 1)]
+        );
+    }
+
+    #[test]
+    fn encapsulated_routes_are_left_to_the_kernel_whole_or_in_one_leg() {
+        use netlink_packet_route::route::{
+            MplsLabel, RouteLwTunnelEncap, RouteMplsIpTunnel, RouteNextHop,
+        };
+        let label = || {
+            vec![
+                RouteAttribute::EncapType(RouteLwEnCapType::Mpls),
+                RouteAttribute::Encap(vec![RouteLwTunnelEncap::Mpls(
+                    RouteMplsIpTunnel::Destination(vec![MplsLabel {
+                        label: 100,
+                        traffic_class: 0,
+                        bottom_of_stack: true,
+                        ttl: 0,
+                    }]),
+                )]),
+            ]
+        };
+        let mut attributes = label();
+        attributes.extend([gw4("192.0.2.1"), RouteAttribute::Oif(3)]);
+        let m = route_message("203.0.113.0/24", RouteType::Unicast, attributes);
+        let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
+        assert_eq!(route.next, NextHops::None, "an MPLS push is not plain IP");
+
+        let hop = |labelled: bool| {
+            let mut hop = RouteNextHop::default();
+            hop.interface_index = 3;
+            hop.attributes = vec![gw4("192.0.2.1")];
+            if labelled {
+                hop.attributes.extend(label());
+            }
+            hop
+        };
+        let m = route_message(
+            "203.0.113.0/24",
+            RouteType::Unicast,
+            vec![RouteAttribute::MultiPath(vec![hop(false), hop(true)])],
+        );
+        let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
+        assert_eq!(route.next, NextHops::None);
+
+        let m = nexthop_message(
+            RTM_NEWNEXTHOP,
+            &[
+                (NHA_ID, &9u32.to_ne_bytes()),
+                (NHA_OIF, &3u32.to_ne_bytes()),
+                (NHA_GATEWAY, &[192, 0, 2, 1]),
+                (NHA_ENCAP_TYPE, &1u16.to_ne_bytes()),
+            ],
+        );
+        assert_eq!(
+            decode(&m).unwrap(),
+            Decoded::Event(Event::Nexthop(
+                Op::Upsert,
+                9,
+                Some(NexthopDef::Encapsulated)
+            ))
         );
     }
 

@@ -90,7 +90,7 @@ fn programmed(routes: &[(IpNet, Target)]) -> Programmer<FakeMaps> {
     p.set_link(ETH1, Some(LINK));
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
     for (prefix, target) in routes {
-        p.upsert(*prefix, target.clone());
+        p.upsert(*prefix, &target.clone());
     }
     p
 }

@@ -51,7 +51,7 @@ pub struct Leg {
 }
 
 /// What a prefix should do.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Forward(Vec<Leg>),
@@ -693,6 +693,10 @@ impl<W: MapWriter> Programmer<W> {
     }
 
     fn acquire_group(&mut self, key: &GroupKey) -> Option<u32> {
+        // An existing group already holds its legs.
+        if let Some(id) = self.group_ids.acquire_existing(key) {
+            return Some(id);
+        }
         // Legs first, so the group never names a nexthop id that is not written.
         let mut legs = Vec::with_capacity(key.len());
         for (i, (leg, weight)) in key.iter().enumerate() {
@@ -833,9 +837,9 @@ impl<W: MapWriter> Programmer<W> {
     // ----- routes ----------------------------------------------------------
 
     /// Installs or changes a route.
-    pub fn upsert(&mut self, prefix: IpNet, target: Target) {
+    pub fn upsert(&mut self, prefix: IpNet, target: &Target) {
         let prefix = prefix.trunc();
-        let action = self.realise(&target);
+        let action = self.realise(target);
         // Stored before the maps are written, so the prefix is looked up once;
         // the rare deferral is recorded after.
         let old = self.routes.insert(

@@ -105,6 +105,13 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         }
     }
 
+    /// Takes one more reference on `key` if it already has an id.
+    pub fn acquire_existing(&mut self, key: &K) -> Option<u32> {
+        let entry = self.by_key.get_mut(key)?;
+        entry.refs += 1;
+        Some(entry.id)
+    }
+
     pub fn acquire(&mut self, key: &K) -> Option<Acquired> {
         if let Some(entry) = self.by_key.get_mut(key) {
             entry.refs += 1;
@@ -129,6 +136,22 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         self.by_id.remove(&id);
         self.ids.release(id);
         Some(id)
+    }
+
+    /// [`Interner::release`] by id; true when it was the last reference.
+    pub fn release_id(&mut self, id: u32) -> bool {
+        let Some(entry) = self.by_id.get(&id).and_then(|key| self.by_key.get_mut(key)) else {
+            return false;
+        };
+        entry.refs -= 1;
+        if entry.refs > 0 {
+            return false;
+        }
+        if let Some(key) = self.by_id.remove(&id) {
+            self.by_key.remove(&key);
+        }
+        self.ids.release(id);
+        true
     }
 
     pub fn get(&self, key: &K) -> Option<u32> {
@@ -170,8 +193,17 @@ mod tests {
         let mut interner = Interner::new(1, 10);
         assert_eq!(interner.acquire(&"gw-a"), Some(Acquired::New(1)));
         assert_eq!(interner.acquire(&"gw-a"), Some(Acquired::Existing(1)));
+        assert_eq!(interner.acquire_existing(&"gw-a"), Some(1));
+        assert_eq!(interner.acquire_existing(&"gw-b"), None);
+        assert_eq!(interner.release(&"gw-a"), None);
         assert_eq!(interner.release(&"gw-a"), None);
         assert_eq!(interner.release(&"gw-a"), Some(1));
+        assert!(interner.is_empty());
+        let id = interner.acquire(&"gw-b").unwrap().id();
+        interner.acquire(&"gw-b");
+        assert!(!interner.release_id(id));
+        assert!(interner.release_id(id));
+        assert!(!interner.release_id(id), "an id no longer in use");
         assert!(interner.is_empty());
     }
 

@@ -53,7 +53,7 @@ fn v4(s: &str) -> Ipv4Addr {
 fn a_route_via_a_resolved_gateway_forwards_with_the_neighbours_mac() {
     let mut p = programmer(16, 16);
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
     let (action, nexthop) = p.writer().lookup_v4(v4("198.51.100.7"));
     assert_eq!(action.kind(), Some(RouteKind::Nexthop));
     let nexthop = nexthop.unwrap();
@@ -66,7 +66,7 @@ fn a_route_via_a_resolved_gateway_forwards_with_the_neighbours_mac() {
 #[test]
 fn a_gateway_without_a_neighbour_is_programmed_unresolved_and_resolves_later() {
     let mut p = programmer(16, 16);
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
     assert!(!p
         .writer()
         .lookup_v4(v4("198.51.100.7"))
@@ -85,7 +85,7 @@ fn routes_sharing_a_gateway_share_one_nexthop_entry() {
     let mut p = programmer(16, 16);
     for i in 0..200u32 {
         let prefix = Ipv4Net::new(Ipv4Addr::from(0xcb00_0000 | (i << 8)), 24).unwrap();
-        p.upsert(IpNet::V4(prefix), via(GW_A));
+        p.upsert(IpNet::V4(prefix), &via(GW_A));
     }
     assert_eq!(p.nexthops_in_use(), 1);
     assert_eq!(
@@ -102,8 +102,8 @@ fn routes_sharing_a_gateway_share_one_nexthop_entry() {
 fn a_neighbour_change_rewrites_the_nexthop_alone_and_touches_no_route() {
     let mut p = programmer(16, 16);
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
-    p.upsert(net("203.0.113.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
+    p.upsert(net("203.0.113.0/24"), &via(GW_A));
     p.writer_mut().log.clear();
     p.set_neighbour(ETH0, GW_A, Some(MAC_B));
     assert_eq!(p.writer().log.len(), 1, "{:?}", p.writer().log);
@@ -125,7 +125,7 @@ fn a_neighbour_change_rewrites_the_nexthop_alone_and_touches_no_route() {
 fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_reclaim() {
     let mut p = programmer(2, 16); // one usable id, so two slots
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
     let first_slot = p.writer().nh_ptr[&1];
     p.set_neighbour(ETH0, GW_A, Some(MAC_B));
     let second_slot = p.writer().nh_ptr[&1];
@@ -151,9 +151,9 @@ fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_recla
 #[test]
 fn a_route_change_writes_the_new_nexthop_before_the_route_points_at_it() {
     let mut p = programmer(16, 16);
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.writer_mut().log.clear();
-    p.upsert(net("198.51.100.0/24"), via(GW_B));
+    p.upsert(net("198.51.100.0/24"), &via(GW_B));
     assert_eq!(
         p.writer().log,
         vec![
@@ -179,8 +179,8 @@ fn multipath_routes_become_weighted_groups_and_equal_leg_sets_share_a_group() {
             weight: 1,
         },
     ]);
-    p.upsert(net("198.51.100.0/24"), legs.clone());
-    p.upsert(net("203.0.113.0/24"), legs);
+    p.upsert(net("198.51.100.0/24"), &legs.clone());
+    p.upsert(net("203.0.113.0/24"), &legs);
     assert_eq!(p.groups_in_use(), 1);
     assert_eq!(p.nexthops_in_use(), 2);
     let action = p.writer().lookup_v4(v4("203.0.113.1")).0;
@@ -202,8 +202,8 @@ fn multipath_routes_become_weighted_groups_and_equal_leg_sets_share_a_group() {
 #[test]
 fn when_nexthop_ids_run_out_the_route_defers_to_the_kernel_and_is_counted() {
     let mut p = programmer(2, 16); // ids 1..2: one nexthop
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
-    p.upsert(net("203.0.113.0/24"), via(GW_B));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
+    p.upsert(net("203.0.113.0/24"), &via(GW_B));
     assert_eq!(
         p.writer().lookup_v4(v4("203.0.113.1")).0.kind(),
         Some(RouteKind::Fib)
@@ -220,7 +220,7 @@ fn an_on_link_route_is_left_to_the_kernels_neighbour_lookup() {
     let mut p = programmer(16, 16);
     p.upsert(
         net("198.51.100.0/24"),
-        Target::Forward(vec![Leg {
+        &Target::Forward(vec![Leg {
             ifindex: ETH0,
             gateway: None,
             weight: 1,
@@ -236,9 +236,9 @@ fn an_on_link_route_is_left_to_the_kernels_neighbour_lookup() {
 #[test]
 fn removing_a_route_hands_its_addresses_back_to_the_covering_route() {
     let mut p = programmer(16, 16);
-    p.upsert(net("198.51.0.0/16"), via(GW_A));
-    p.upsert(net("198.51.100.0/24"), Target::Blackhole);
-    p.upsert(net("198.51.100.128/25"), Target::Unreachable);
+    p.upsert(net("198.51.0.0/16"), &via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &Target::Blackhole);
+    p.upsert(net("198.51.100.128/25"), &Target::Unreachable);
     assert_eq!(
         p.writer().lookup_v4(v4("198.51.100.200")).0.kind(),
         Some(RouteKind::Unreachable)
@@ -276,7 +276,7 @@ fn a_vlan_egress_sends_out_of_the_parent_with_the_tag() {
     p.set_neighbour(10, GW_A, Some(MAC_A));
     p.upsert(
         net("198.51.100.0/24"),
-        Target::Forward(vec![Leg {
+        &Target::Forward(vec![Leg {
             ifindex: 10,
             gateway: Some(GW_A),
             weight: 1,
@@ -298,7 +298,7 @@ fn a_vlan_egress_sends_out_of_the_parent_with_the_tag() {
 fn a_link_going_down_unresolves_its_nexthops() {
     let mut p = programmer(16, 16);
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.set_link(
         ETH0,
         Some(LinkInfo {
@@ -324,9 +324,9 @@ fn when_the_ipv6_table_is_full_the_covering_prefix_defers_until_the_longer_one_g
         gateway: Some("2001:db8::1".parse().unwrap()),
         weight: 1,
     }]);
-    p.upsert(net("2001:db8::/32"), gw6.clone());
-    p.upsert(net("2001:db8:1::/48"), Target::Blackhole);
-    p.upsert(net("2001:db8:2::/48"), Target::Unreachable); // no room
+    p.upsert(net("2001:db8::/32"), &gw6.clone());
+    p.upsert(net("2001:db8:1::/48"), &Target::Blackhole);
+    p.upsert(net("2001:db8:2::/48"), &Target::Unreachable); // no room
     let inside: Ipv6Addr = "2001:db8:2::9".parse().unwrap();
     let elsewhere: Ipv6Addr = "2001:db8:3::9".parse().unwrap();
     assert_eq!(
@@ -356,9 +356,9 @@ fn an_ipv6_write_refused_after_queueing_leaves_the_prefix_to_the_kernel_and_its_
         IpNet::V6(n) => n,
         IpNet::V4(_) => unreachable!(),
     };
-    p.upsert(net("2001:db8::/32"), Target::Blackhole);
+    p.upsert(net("2001:db8::/32"), &Target::Blackhole);
     p.writer_mut().refuse_v6.insert(v6("2001:db8:5::/48"));
-    p.upsert(net("2001:db8:5::/48"), Target::Unreachable);
+    p.upsert(net("2001:db8:5::/48"), &Target::Unreachable);
     // The writer accepted it; the refusal arrives with the end of the batch.
     assert_eq!(
         p.programmed(&net("2001:db8:5::/48")).map(|(_, d)| d),
@@ -382,11 +382,11 @@ fn an_ipv6_write_refused_after_queueing_leaves_the_prefix_to_the_kernel_and_its_
     assert_eq!(p.shadowed_v6(), [v6("2001:db8::/32")].into());
 
     // A refusal superseded by a later write of the same prefix only counts.
-    p.upsert(net("2001:db8:6::/48"), Target::Blackhole);
+    p.upsert(net("2001:db8:6::/48"), &Target::Blackhole);
     p.writer_mut().refuse_v6.insert(v6("2001:db8:6::/48"));
-    p.upsert(net("2001:db8:6::/48"), Target::Unreachable);
+    p.upsert(net("2001:db8:6::/48"), &Target::Unreachable);
     p.writer_mut().refuse_v6.clear();
-    p.upsert(net("2001:db8:6::/48"), Target::Prohibit);
+    p.upsert(net("2001:db8:6::/48"), &Target::Prohibit);
     p.end_batch();
     assert_eq!(p.stats.write_errors, 2);
     assert_eq!(
@@ -401,7 +401,7 @@ fn an_ipv6_write_refused_after_queueing_leaves_the_prefix_to_the_kernel_and_its_
     );
 
     // Room is made: the refused prefix is retried, and installed this time.
-    p.upsert(net("2001:db8:7::/48"), Target::Blackhole);
+    p.upsert(net("2001:db8:7::/48"), &Target::Blackhole);
     p.remove(net("2001:db8:7::/48"));
     assert_eq!(
         p.writer().lookup_v6(inside).kind(),
@@ -418,11 +418,11 @@ fn a_refused_update_of_an_installed_ipv6_prefix_leaves_no_stale_entry_behind() {
         IpNet::V6(n) => n,
         IpNet::V4(_) => unreachable!(),
     };
-    p.upsert(net("2001:db8:5::/48"), Target::Blackhole);
+    p.upsert(net("2001:db8:5::/48"), &Target::Blackhole);
     p.end_batch();
     assert_eq!(p.v6_entries(), 1);
     p.writer_mut().refuse_v6.insert(v6("2001:db8:5::/48"));
-    p.upsert(net("2001:db8:5::/48"), Target::Unreachable);
+    p.upsert(net("2001:db8:5::/48"), &Target::Unreachable);
     p.end_batch();
     let inside: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
     assert_eq!(
@@ -439,10 +439,10 @@ fn a_refused_update_of_an_installed_ipv6_prefix_leaves_no_stale_entry_behind() {
 #[test]
 fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears() {
     let mut p = programmer(16, 3);
-    p.upsert(net("2001:db8::/32"), Target::Blackhole);
-    p.upsert(net("2001:db8:9::/48"), Target::Blackhole);
-    p.upsert(net("2001:db8:1:2:3::/80"), Target::Unreachable); // room for 3: installed
-    p.upsert(net("2001:db8:1:2:4::/80"), Target::Unreachable); // deferred, shadows the /32
+    p.upsert(net("2001:db8::/32"), &Target::Blackhole);
+    p.upsert(net("2001:db8:9::/48"), &Target::Blackhole);
+    p.upsert(net("2001:db8:1:2:3::/80"), &Target::Unreachable); // room for 3: installed
+    p.upsert(net("2001:db8:1:2:4::/80"), &Target::Unreachable); // deferred, shadows the /32
     let v6 = |s: &str| match net(s) {
         IpNet::V6(n) => n,
         IpNet::V4(_) => unreachable!(),
@@ -463,10 +463,10 @@ fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears
 fn every_nexthop_id_records_the_gateway_it_stands_for() {
     let mut p = programmer(16, 16);
     let gw6: IpAddr = "2001:db8::1".parse().unwrap();
-    p.upsert(net("198.51.100.0/24"), via(GW_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.upsert(
         net("2001:db8:5::/48"),
-        Target::Forward(vec![Leg {
+        &Target::Forward(vec![Leg {
             ifindex: ETH1,
             gateway: Some(gw6),
             weight: 1,
@@ -491,11 +491,11 @@ fn every_nexthop_id_records_the_gateway_it_stands_for() {
 fn a_deferred_ipv4_block_gets_its_group_back_once_one_is_reclaimed() {
     // The fake's table has four second-level groups.
     let mut p = programmer(16, 16);
-    p.upsert(net("10.0.0.0/8"), via(GW_A));
+    p.upsert(net("10.0.0.0/8"), &via(GW_A));
     for block in 1..=5 {
-        p.upsert(net(&format!("10.0.{block}.1/32")), via(GW_B));
+        p.upsert(net(&format!("10.0.{block}.1/32")), &via(GW_B));
     }
-    p.upsert(net("10.0.5.128/25"), Target::Blackhole);
+    p.upsert(net("10.0.5.128/25"), &Target::Blackhole);
     let action_at = |p: &Programmer<FakeMaps>, addr: &str| p.writer().lookup_v4(v4(addr)).0;
     assert_eq!(action_at(&p, "10.0.5.1").kind(), Some(RouteKind::Fib));
     assert_eq!(

@@ -24,7 +24,7 @@ use users::ObjectUsers;
 
 use crate::{
     collections::{FastMap, FastSet, HashMapExt, PrefixHashMap, Slot},
-    programmer::{Leg, LinkInfo, MapWriter, Programmer, Target},
+    programmer::{slots::Interner, Leg, LinkInfo, MapWriter, Programmer, Target},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -36,7 +36,7 @@ pub enum Source {
 
 /// Where the RIB's conclusions go (the map programmer, or a test double).
 pub trait FibSink {
-    fn upsert(&mut self, prefix: IpNet, target: Target);
+    fn upsert(&mut self, prefix: IpNet, target: &Target);
     fn remove(&mut self, prefix: IpNet);
     fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>);
     fn set_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Option<[u8; 6]>);
@@ -45,7 +45,7 @@ pub trait FibSink {
 }
 
 impl<W: MapWriter> FibSink for Programmer<W> {
-    fn upsert(&mut self, prefix: IpNet, target: Target) {
+    fn upsert(&mut self, prefix: IpNet, target: &Target) {
         Programmer::upsert(self, prefix, target)
     }
     fn remove(&mut self, prefix: IpNet) {
@@ -92,42 +92,83 @@ impl<T> Entry<T> {
     }
 }
 
+/// Where a stored route's packets go. Inline gateways are interned, so a
+/// route is 16 bytes however many legs it has: a full table is a million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoredNext {
+    None,
+    Object(u32),
+    /// An id of [`Rib::leg_sets`].
+    Legs(u32),
+}
+
 /// One route of a prefix; the map key holds the prefix.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct StoredRoute {
     metric: u32,
+    next: StoredNext,
     /// Position of the route's table in the configured list.
     table_rank: u8,
     protocol: u8,
     kind: Kind,
     marked: bool,
-    next: NextHops,
 }
 
 impl StoredRoute {
-    fn new(table_rank: u8, route: Route) -> Self {
-        Self {
-            metric: route.key.metric,
-            table_rank,
-            protocol: route.protocol,
-            kind: route.kind,
-            marked: false,
-            next: route.next,
-        }
-    }
-
     fn rank(&self) -> (u8, u32) {
         (self.table_rank, self.metric)
+    }
+
+    fn object(&self) -> Option<u32> {
+        match self.next {
+            StoredNext::Object(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// What a route resolves to, found without looking at the prefix again.
+#[derive(Debug, Clone, Copy)]
+enum Resolution {
+    Fixed(&'static Target),
+    Legs(u32),
+    Object(u32),
+}
+
+static KERNEL: Target = Target::Kernel;
+static BLACKHOLE: Target = Target::Blackhole;
+static UNREACHABLE: Target = Target::Unreachable;
+static PROHIBIT: Target = Target::Prohibit;
+static LOCAL: Target = Target::Local;
+
+impl Resolution {
+    fn of(route: &StoredRoute) -> Self {
+        match route.kind {
+            Kind::Blackhole => Self::Fixed(&BLACKHOLE),
+            Kind::Unreachable => Self::Fixed(&UNREACHABLE),
+            Kind::Prohibit => Self::Fixed(&PROHIBIT),
+            Kind::Local => Self::Fixed(&LOCAL),
+            Kind::Unicast => match route.next {
+                StoredNext::None => Self::Fixed(&KERNEL),
+                StoredNext::Legs(id) => Self::Legs(id),
+                StoredNext::Object(id) => Self::Object(id),
+            },
+        }
     }
 }
 
 /// The routes of one prefix: nearly always exactly one, so that one is kept
-/// inline.
+/// inline (and the rare list boxed, to keep the entry small).
 #[derive(Debug, Clone)]
 enum PrefixRoutes {
     One(StoredRoute),
-    Many(Vec<StoredRoute>),
+    // A boxed Vec is one pointer: the entry stays 24 bytes.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<StoredRoute>>),
 }
+
+// A full table is a million of these entries.
+const _: () = assert!(std::mem::size_of::<(ipnet::Ipv4Net, PrefixRoutes)>() <= 24);
 
 impl PrefixRoutes {
     fn as_slice(&self) -> &[StoredRoute] {
@@ -153,15 +194,10 @@ impl PrefixRoutes {
         {
             return Some(std::mem::replace(slot, route));
         }
-        let PrefixRoutes::Many(routes) = self else {
-            let PrefixRoutes::One(first) = std::mem::replace(self, PrefixRoutes::Many(Vec::new()))
-            else {
-                unreachable!("matched above")
-            };
-            *self = PrefixRoutes::Many(vec![first, route]);
-            return None;
-        };
-        routes.push(route);
+        match self {
+            PrefixRoutes::One(first) => *self = PrefixRoutes::Many(Box::new(vec![*first, route])),
+            PrefixRoutes::Many(routes) => routes.push(route),
+        }
         None
     }
 
@@ -170,8 +206,8 @@ impl PrefixRoutes {
     fn remove(&mut self, rank: (u8, u32)) -> Option<StoredRoute> {
         match self {
             PrefixRoutes::One(r) if r.rank() == rank => {
-                let removed = r.clone();
-                *self = PrefixRoutes::Many(Vec::new());
+                let removed = *r;
+                *self = PrefixRoutes::Many(Box::default());
                 Some(removed)
             }
             PrefixRoutes::One(_) => None,
@@ -179,7 +215,7 @@ impl PrefixRoutes {
                 let at = routes.iter().position(|r| r.rank() == rank)?;
                 let removed = routes.swap_remove(at);
                 if let [only] = routes.as_slice() {
-                    *self = PrefixRoutes::One(only.clone());
+                    *self = PrefixRoutes::One(*only);
                 }
                 Some(removed)
             }
@@ -193,7 +229,7 @@ impl PrefixRoutes {
     fn names_object(&self, id: u32) -> bool {
         self.as_slice()
             .iter()
-            .any(|r| r.next == NextHops::Object(id))
+            .any(|r| r.next == StoredNext::Object(id))
     }
 
     /// The route that answers: first configured table, then lowest metric.
@@ -224,6 +260,13 @@ pub struct Rib {
     locals: PrefixHashMap<u32>,
     /// Prefixes whose routes name each nexthop object id.
     object_users: ObjectUsers,
+    /// Inline gateway sets of routes, interned and counted, each kept as
+    /// the target it resolves to.
+    leg_sets: Interner<Target>,
+    /// What nexthop objects resolve to, filled as routes are published and
+    /// emptied whenever an object changes (a group depends on its members).
+    /// (`None` while the object or a group member is unknown).
+    object_targets: FastMap<u32, Option<Target>>,
     /// The prefixes the last batch or resync published.
     last_published: Vec<IpNet>,
     /// Whether `last_published` is kept (only offload replies read it).
@@ -247,6 +290,8 @@ impl Rib {
             addresses: FastMap::new(),
             locals: PrefixHashMap::new(),
             object_users: ObjectUsers::new(),
+            leg_sets: Interner::new(1, u32::MAX),
+            object_targets: FastMap::new(),
             last_published: Vec::new(),
             track_published: false,
             stats: RibStats::default(),
@@ -319,6 +364,7 @@ impl Rib {
             published.dedup();
             self.last_published = published;
         }
+        self.leg_sets.reclaim();
         sink.end_batch();
     }
 
@@ -354,20 +400,19 @@ impl Rib {
                 let prefix = route.key.prefix;
                 match op {
                     Op::Upsert => {
-                        let stored = StoredRoute::new(rank as u8, route);
+                        let stored = self.store(rank as u8, route);
                         if touched.removed.contains(&prefix) {
                             self.insert_route(prefix, stored);
                             touched.deferred.push(prefix);
                         } else {
-                            // Resolved before it is stored, so publishing
+                            // Resolved from the route itself, so publishing
                             // needs no second lookup of the prefix.
-                            let target = self.target_of_route(&stored);
-                            let by_object = matches!(stored.next, NextHops::Object(_));
+                            let resolution = Resolution::of(&stored);
                             let wins = self.insert_route(prefix, stored);
                             // A route that does not win, or a prefix that is
                             // one of the router's own, changes nothing.
                             if wins && !self.locals.contains_key(&prefix) {
-                                self.publish_target(prefix, target, by_object, sink);
+                                self.publish_target(prefix, Some(resolution), sink);
                             }
                             if self.track_published {
                                 touched.published.push(prefix);
@@ -396,6 +441,7 @@ impl Rib {
                 // A replay repeats every object: only a change re-publishes
                 // the routes that name it.
                 if changed {
+                    self.object_targets.clear();
                     touched.deferred.extend(self.prefixes_using_object(id));
                 }
             }
@@ -460,12 +506,31 @@ impl Rib {
         }
     }
 
+    /// A decoded route as the RIB keeps it (its inline legs interned).
+    fn store(&mut self, table_rank: u8, route: Route) -> StoredRoute {
+        let next = match route.next {
+            NextHops::None => StoredNext::None,
+            NextHops::Object(id) => StoredNext::Object(id),
+            // Beyond four billion distinct leg sets the route is left to
+            // the kernel rather than stored wrongly.
+            NextHops::Inline(legs) => match self.leg_sets.acquire(&Target::Forward(legs)) {
+                Some(acquired) => StoredNext::Legs(acquired.id()),
+                None => StoredNext::None,
+            },
+        };
+        StoredRoute {
+            metric: route.key.metric,
+            next,
+            table_rank,
+            protocol: route.protocol,
+            kind: route.kind,
+            marked: false,
+        }
+    }
+
     /// Stores `stored` for `prefix`; true when it is now the prefix's winner.
     fn insert_route(&mut self, prefix: IpNet, stored: StoredRoute) -> bool {
-        let object = match stored.next {
-            NextHops::Object(id) => Some(id),
-            _ => None,
-        };
+        let object = stored.object();
         let rank = stored.rank();
         let (replaced, newly_named, wins) = match self.routes.slot(prefix) {
             Slot::Occupied(routes) => {
@@ -488,14 +553,21 @@ impl Rib {
         }
         match replaced {
             None => self.route_count += 1,
-            Some(old) => self.forget_object_use(prefix, &old),
+            Some(old) => self.forget(prefix, &old),
         }
         wins
     }
 
-    fn forget_object_use(&mut self, prefix: IpNet, route: &StoredRoute) {
-        let NextHops::Object(id) = route.next else {
-            return;
+    /// Lets go of what a route that is gone held: its leg set, or its place
+    /// among the users of its nexthop object.
+    fn forget(&mut self, prefix: IpNet, route: &StoredRoute) {
+        let id = match route.next {
+            StoredNext::None => return,
+            StoredNext::Legs(set) => {
+                self.leg_sets.release_id(set);
+                return;
+            }
+            StoredNext::Object(id) => id,
         };
         let still_named = self
             .routes
@@ -534,7 +606,7 @@ impl Rib {
             self.routes.remove(&key.prefix);
         }
         self.route_count -= 1;
-        self.forget_object_use(key.prefix, &old);
+        self.forget(key.prefix, &old);
     }
 
     /// Prefixes whose route names `id`, directly or through a group.
@@ -569,81 +641,57 @@ impl Rib {
         self.routes.get(prefix)?.winner()
     }
 
+    /// What `prefix` should do, for readers (`desired`).
     fn target_of(&self, prefix: &IpNet) -> Option<Target> {
         if self.locals.contains_key(prefix) {
             return Some(Target::Local);
         }
-        self.target_of_route(self.winner(prefix)?)
-    }
-
-    fn target_of_route(&self, route: &StoredRoute) -> Option<Target> {
-        Some(match route.kind {
-            Kind::Blackhole => Target::Blackhole,
-            Kind::Unreachable => Target::Unreachable,
-            Kind::Prohibit => Target::Prohibit,
-            Kind::Local => Target::Local,
-            Kind::Unicast => match &route.next {
-                NextHops::None => Target::Kernel,
-                NextHops::Inline(legs) => forward(legs.clone()),
-                NextHops::Object(id) => self.resolve_object(*id).unwrap_or(Target::Kernel),
-            },
-        })
-    }
-
-    fn resolve_object(&self, id: u32) -> Option<Target> {
-        Some(match &self.objects.get(&id)?.value {
-            NexthopDef::Blackhole => Target::Blackhole,
-            NexthopDef::Gateway { ifindex, gateway } => forward(vec![Leg {
-                ifindex: *ifindex,
-                gateway: *gateway,
-                weight: 1,
-            }]),
-            NexthopDef::Group(members) => {
-                let mut legs = Vec::with_capacity(members.len());
-                for (member, weight) in members {
-                    match &self.objects.get(member)?.value {
-                        NexthopDef::Gateway { ifindex, gateway } => legs.push(Leg {
-                            ifindex: *ifindex,
-                            gateway: *gateway,
-                            weight: *weight,
-                        }),
-                        NexthopDef::Blackhole | NexthopDef::Group(_) => return None,
-                    }
-                }
-                forward(legs)
-            }
+        Some(match Resolution::of(self.winner(prefix)?) {
+            Resolution::Fixed(target) => target.clone(),
+            Resolution::Legs(set) => self.leg_sets.key_of(set)?.clone(),
+            Resolution::Object(id) => resolve_object(&self.objects, id).unwrap_or(Target::Kernel),
         })
     }
 
     fn publish(&mut self, prefix: IpNet, sink: &mut impl FibSink) {
         if self.locals.contains_key(&prefix) {
-            sink.upsert(prefix, Target::Local);
+            sink.upsert(prefix, &Target::Local);
             return;
         }
-        let (target, by_object) = match self.winner(&prefix) {
-            Some(route) => (
-                self.target_of_route(route),
-                matches!(route.next, NextHops::Object(_)),
-            ),
-            None => (None, false),
-        };
-        self.publish_target(prefix, target, by_object, sink);
+        let resolution = self.winner(&prefix).map(Resolution::of);
+        self.publish_target(prefix, resolution, sink);
     }
 
+    /// Tells `sink` what the prefix's winning route (none: removed) resolves to.
     fn publish_target(
         &mut self,
         prefix: IpNet,
-        target: Option<Target>,
-        by_object: bool,
+        resolution: Option<Resolution>,
         sink: &mut impl FibSink,
     ) {
-        if by_object && target == Some(Target::Kernel) {
-            self.stats.unresolved_routes += 1;
-        }
-        match target {
-            Some(target) => sink.upsert(prefix, target),
-            None => sink.remove(prefix),
-        }
+        let target = match resolution {
+            None => return sink.remove(prefix),
+            Some(Resolution::Fixed(target)) => target,
+            Some(Resolution::Legs(set)) => match self.leg_sets.key_of(set) {
+                Some(target) => target,
+                None => &KERNEL,
+            },
+            Some(Resolution::Object(id)) => {
+                let objects = &self.objects;
+                let resolved = self
+                    .object_targets
+                    .entry(id)
+                    .or_insert_with(|| resolve_object(objects, id));
+                match resolved {
+                    Some(target) => target,
+                    None => {
+                        self.stats.unresolved_routes += 1;
+                        &KERNEL
+                    }
+                }
+            }
+        };
+        sink.upsert(prefix, target);
     }
 
     /// Marks everything `source` contributed; the dump or replay that follows
@@ -697,6 +745,9 @@ impl Rib {
                 .filter(|(_, e)| e.marked)
                 .map(|(k, _)| *k)
                 .collect();
+            if !stale.is_empty() {
+                self.object_targets.clear();
+            }
             for id in stale {
                 self.objects.remove(&id);
                 touched.deferred.extend(self.prefixes_using_object(id));
@@ -753,8 +804,33 @@ struct Touched {
     removed: FastSet<IpNet>,
 }
 
-fn forward(legs: Vec<Leg>) -> Target {
-    Target::Forward(legs)
+/// What nexthop object `id` resolves to; `None` while it or a group
+/// member is unknown.
+fn resolve_object(objects: &FastMap<u32, Entry<NexthopDef>>, id: u32) -> Option<Target> {
+    Some(match &objects.get(&id)?.value {
+        NexthopDef::Blackhole => Target::Blackhole,
+        NexthopDef::Encapsulated => Target::Kernel,
+        NexthopDef::Gateway { ifindex, gateway } => Target::Forward(vec![Leg {
+            ifindex: *ifindex,
+            gateway: *gateway,
+            weight: 1,
+        }]),
+        NexthopDef::Group(members) => {
+            let mut legs = Vec::with_capacity(members.len());
+            for (member, weight) in members {
+                match &objects.get(member)?.value {
+                    NexthopDef::Gateway { ifindex, gateway } => legs.push(Leg {
+                        ifindex: *ifindex,
+                        gateway: *gateway,
+                        weight: *weight,
+                    }),
+                    NexthopDef::Encapsulated => return Some(Target::Kernel),
+                    NexthopDef::Blackhole | NexthopDef::Group(_) => return None,
+                }
+            }
+            Target::Forward(legs)
+        }
+    })
 }
 
 fn host_prefix(ip: IpAddr) -> IpNet {

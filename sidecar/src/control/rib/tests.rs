@@ -8,7 +8,7 @@ struct Log {
 }
 
 impl FibSink for Log {
-    fn upsert(&mut self, prefix: IpNet, target: Target) {
+    fn upsert(&mut self, prefix: IpNet, target: &Target) {
         self.calls.push(format!("upsert {prefix} {target:?}"));
     }
     fn remove(&mut self, prefix: IpNet) {
@@ -432,4 +432,61 @@ fn loading_two_hundred_thousand_routes_reports_its_time() {
     }
     println!("{count} routes into the RIB in {:?}", started.elapsed());
     assert_eq!(rib.route_count(), count);
+}
+
+#[test]
+fn routes_with_the_same_inline_gateways_share_one_leg_set_until_the_last_goes() {
+    let mut rib = Rib::new(Source::Kernel, vec![254]);
+    let mut log = Log::default();
+    let routes: Vec<Event> = (0..100)
+        .map(|i| via(&format!("10.0.{i}.0/24"), "192.0.2.1"))
+        .chain([via("10.1.0.0/16", "192.0.2.2")])
+        .collect();
+    rib.apply_batch(Source::Kernel, routes.clone(), &mut log);
+    assert_eq!(rib.leg_sets.len(), 2);
+    // A dump that repeats them (a resync) and a move to another gateway.
+    rib.begin_resync(Source::Kernel);
+    rib.apply_batch(Source::Kernel, routes, &mut log);
+    rib.finish_resync(Source::Kernel, &mut log);
+    assert_eq!(rib.leg_sets.len(), 2);
+    rib.apply_batch(Source::Kernel, [via("10.1.0.0/16", "192.0.2.1")], &mut log);
+    assert_eq!(rib.leg_sets.len(), 1, "nothing goes via 192.0.2.2 any more");
+    let gone: Vec<Event> = (0..100)
+        .map(|i| delete(&format!("10.0.{i}.0/24")))
+        .collect();
+    rib.apply_batch(Source::Kernel, gone, &mut log);
+    assert_eq!(rib.leg_sets.len(), 1);
+    log.calls.clear();
+    rib.apply_batch(Source::Kernel, [delete("10.1.0.0/16")], &mut log);
+    assert!(rib.leg_sets.is_empty());
+    assert_eq!(log.calls, ["remove 10.1.0.0/16"]);
+    assert_eq!(rib.desired(), [], "every route went with its leg set");
+}
+
+#[test]
+fn routes_through_an_encapsulated_object_or_group_member_are_left_to_the_kernel() {
+    let mut rib = fpm_rib();
+    let mut log = Log::default();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            Event::Nexthop(Op::Upsert, 1, Some(NexthopDef::Encapsulated)),
+            gateway_object(2, "192.0.2.2"),
+            Event::Nexthop(Op::Upsert, 3, Some(NexthopDef::Group(vec![(1, 1), (2, 1)]))),
+            via_object("198.51.100.0/24", 1),
+            via_object("203.0.113.0/24", 3),
+        ],
+        &mut log,
+    );
+    assert_eq!(
+        log.calls,
+        [
+            "upsert 198.51.100.0/24 Kernel",
+            "upsert 203.0.113.0/24 Kernel"
+        ]
+    );
+    assert_eq!(
+        rib.stats.unresolved_routes, 0,
+        "known, only not offloadable"
+    );
 }

@@ -327,7 +327,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
                 let counters = programmer.writer().counters().unwrap_or_default();
                 let tables = [
-                    TableUse { table: "v4_tbl8_groups", used: programmer.writer().v4.groups_in_use() as u64, capacity: config.capacity.tbl8_groups as u64 },
+                    TableUse { table: "v4_tbl8_groups", used: programmer.writer().v4.lock().groups_in_use() as u64, capacity: config.capacity.tbl8_groups as u64 },
                     TableUse { table: "v6_routes", used: programmer.v6_entries() as u64, capacity: config.capacity.v6_routes as u64 },
                     TableUse { table: "nexthops", used: programmer.nexthops_in_use() as u64, capacity: config.capacity.nexthops as u64 },
                     TableUse { table: "ecmp_groups", used: programmer.groups_in_use() as u64, capacity: config.capacity.ecmp_groups as u64 },
@@ -539,7 +539,7 @@ fn refresh_state(
     state.nexthops = programmer.nexthops_in_use();
     state.ecmp_groups = programmer.groups_in_use();
     state.v6_entries = programmer.v6_entries();
-    state.v4_tbl8_groups = programmer.writer().v4.groups_in_use();
+    state.v4_tbl8_groups = programmer.writer().v4.lock().groups_in_use();
     state.programmer = programmer.stats.clone();
     state.rib = rib.stats.clone();
 }

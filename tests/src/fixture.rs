@@ -58,7 +58,7 @@ impl Fixture {
 
     pub fn route4(&mut self, prefix: &str, action: RouteAction) {
         let prefix: Ipv4Net = prefix.parse().unwrap();
-        self.datapath.maps.v4.insert(prefix, action).unwrap();
+        self.datapath.maps.v4.lock().insert(prefix, action).unwrap();
     }
 
     pub fn route6(&mut self, prefix: &str, action: RouteAction) {

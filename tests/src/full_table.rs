@@ -3,9 +3,16 @@
 //! prefixes (every tenth through a group), as the rtnetlink messages zebra
 //! sends over FPM.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
 
+use aya::maps::IterableMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pf_common::{RouteAction, RouteKind};
+use pf_sidecar::datapath::{batch, Capacities, Datapath};
 
 use crate::{
     fpm_messages::{nexthop_message, route_message},
@@ -90,6 +97,74 @@ impl FullTable {
                 (Ipv4Net::new(addr, 32).unwrap(), 1 + i as u32 % GATEWAYS)
             })
             .collect()
+    }
+}
+
+/// How the floor writes the IPv6 trie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpV6Writes {
+    /// One `BPF_MAP_UPDATE_ELEM` per prefix.
+    OneByOne,
+    /// 4096 prefixes to a `BPF_MAP_UPDATE_BATCH`, as the daemon's writer
+    /// thread makes them.
+    Batched,
+}
+
+impl FullTable {
+    /// Maps sized for the table, as the benchmarks configure the daemon.
+    pub fn capacities() -> Capacities {
+        Capacities {
+            tbl8_groups: 65_536,
+            v6_routes: 300_000,
+            nexthops: 4096,
+            ecmp_groups: 512,
+            ports: 64,
+        }
+    }
+
+    /// The raw floor: the same route writes into fresh maps in a tight loop,
+    /// on one thread; returns how long they took.
+    pub fn write_floor(&self, v6: IpV6Writes) -> Duration {
+        let mut dp = Datapath::load(&Self::capacities()).expect("load the datapath");
+        let action = |i: usize| RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS);
+        let started = Instant::now();
+        {
+            let mut table = dp.maps.v4.lock();
+            for (i, p) in self.v4.iter().enumerate() {
+                table.insert(*p, action(i)).expect("groups enough");
+            }
+        }
+        match v6 {
+            IpV6Writes::OneByOne => {
+                for (i, p) in self.v6.iter().enumerate() {
+                    dp.maps
+                        .set_v6_route(p.network().octets(), p.prefix_len(), action(i).0)
+                        .expect("room enough");
+                }
+            }
+            IpV6Writes::Batched => {
+                #[repr(C)]
+                #[derive(Clone, Copy)]
+                struct LpmKey6 {
+                    prefix_len: u32,
+                    address: [u8; 16],
+                }
+                let keys: Vec<LpmKey6> = self
+                    .v6
+                    .iter()
+                    .map(|p| LpmKey6 {
+                        prefix_len: p.prefix_len() as u32,
+                        address: p.network().octets(),
+                    })
+                    .collect();
+                let values: Vec<u32> = (0..self.v6.len()).map(|i| action(i).0).collect();
+                let fd = dp.maps.v6_routes.map().fd().as_fd();
+                for (k, v) in keys.chunks(4096).zip(values.chunks(4096)) {
+                    batch::update(fd, k, v).expect("room enough");
+                }
+            }
+        }
+        started.elapsed()
     }
 }
 

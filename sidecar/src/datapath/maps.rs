@@ -1,6 +1,9 @@
 //! Typed handles on every map of the datapath.
 
-use std::os::fd::AsFd;
+use std::{
+    os::fd::AsFd,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use aya::{
     maps::{
@@ -21,9 +24,26 @@ use super::{
     DatapathError,
 };
 
+/// The IPv4 table, `V4_TBL24` and `V4_TBL8` written through shared memory.
+/// Shared so that [`super::pipelined::PipelinedMaps`] can write it from its
+/// writer thread; whoever writes holds the lock for the whole run of writes.
+#[derive(Clone)]
+pub struct SharedDir24(Arc<Mutex<Dir24<MmapDir24Store>>>);
+
+impl SharedDir24 {
+    fn new(table: Dir24<MmapDir24Store>) -> Self {
+        Self(Arc::new(Mutex::new(table)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Dir24<MmapDir24Store>> {
+        // A writer that panicked mid-run left entries the datapath can
+        // read either way; the shadow state is still the best there is.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 pub struct DatapathMaps {
-    /// `V4_TBL24` and `V4_TBL8`, written through shared memory.
-    pub v4: Dir24<MmapDir24Store>,
+    pub v4: SharedDir24,
     pub v6_routes: LpmTrie<MapData, [u8; 16], u32>,
     pub nh_ptr: Array<MapData, u32>,
     pub nexthops: Array<MapData, Nexthop>,
@@ -89,11 +109,11 @@ impl DatapathMaps {
             tbl8_groups as usize * std::mem::size_of::<Tbl8Group>(),
         )?;
         Ok(Self {
-            v4: Dir24::new(MmapDir24Store {
+            v4: SharedDir24::new(Dir24::new(MmapDir24Store {
                 tbl24,
                 tbl8,
                 groups: tbl8_groups,
-            }),
+            })),
             v6_routes: typed!(ebpf, names::V6_ROUTES),
             nh_ptr: typed!(ebpf, names::NH_PTR),
             nexthops: typed!(ebpf, names::NEXTHOPS),
@@ -253,7 +273,7 @@ impl crate::programmer::MapWriter for DatapathMaps {
         prefix: ipnet::Ipv4Net,
         action: pf_common::RouteAction,
     ) -> Result<(), super::dir24::Dir24Error> {
-        self.v4.insert(prefix, action)
+        self.v4.lock().insert(prefix, action)
     }
 
     fn remove_v4(
@@ -262,7 +282,7 @@ impl crate::programmer::MapWriter for DatapathMaps {
         covering: super::dir24::Covering,
         last_in_block: bool,
     ) {
-        self.v4.remove(prefix, covering, last_in_block)
+        self.v4.lock().remove(prefix, covering, last_in_block)
     }
 
     fn rebuild_v4_block(
@@ -271,7 +291,7 @@ impl crate::programmer::MapWriter for DatapathMaps {
         covering: super::dir24::Covering,
         longer: &[(ipnet::Ipv4Net, pf_common::RouteAction)],
     ) -> Result<(), super::dir24::Dir24Error> {
-        self.v4.rebuild_deferred(block, covering, longer)
+        self.v4.lock().rebuild_deferred(block, covering, longer)
     }
 
     fn insert_v6(
@@ -287,6 +307,6 @@ impl crate::programmer::MapWriter for DatapathMaps {
     }
 
     fn reclaim(&mut self) {
-        self.v4.reclaim()
+        self.v4.lock().reclaim()
     }
 }

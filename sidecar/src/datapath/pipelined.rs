@@ -1,27 +1,38 @@
-//! IPv6 route writes on a thread of their own.
+//! Route writes on a thread of their own.
 //!
-//! The IPv6 table is the kernel's LPM trie: every insert or delete is a
-//! `bpf()` syscall that allocates or frees a trie node, about a quarter of
-//! the control plane's time on a full table. [`PipelinedMaps`] hands those
-//! writes to a writer thread in batches, and the programmer goes on deciding
-//! the next routes meanwhile. Everything else is written inline.
+//! Writing the route tables is most of a full-table load's work: the IPv4
+//! DIR-24-8 arrays (a /16 alone is 256 entries and their shadow depths) and
+//! the kernel's IPv6 LPM trie, where every insert or delete is a `bpf()`
+//! syscall that allocates or frees a trie node. [`PipelinedMaps`] hands
+//! both to a writer thread in batches, and the programmer goes on deciding
+//! the next routes meanwhile. Nexthops and ECMP groups are written inline.
 //!
 //! What keeps this safe:
 //! - One queue, applied in order: a prefix's writes land as they were issued.
 //! - Nexthops and groups are still written inline, before the route naming
 //!   them is queued, so make-before-break holds.
-//! - [`MapWriter::flush`] returns once everything queued is in the trie. The
-//!   programmer calls it before freed nexthop and group ids may be reused,
-//!   and the daemon before it tells zebra a route is offloaded.
-//! - A write the kernel refused comes back from `end_batch` or `flush`, and
-//!   the programmer leaves that prefix to the kernel, as when an inline write
-//!   fails.
+//! - [`MapWriter::flush`] returns once everything queued is in the maps. The
+//!   programmer calls it before freed nexthop, group and second-level ids
+//!   may be reused, and the daemon before it tells zebra a route is
+//!   offloaded and before a generation goes live.
+//! - A write the maps refused (an IPv4 block without a free second-level
+//!   group, a trie insert the kernel failed) comes back from `end_batch` or
+//!   `flush`, and the programmer leaves that prefix to the kernel, as when an
+//!   inline write fails. The IPv4 table defers such a block to the kernel by
+//!   itself, so nothing wrong is forwarded meanwhile.
 //! - The queue is bounded: when the writer falls behind, the programmer waits.
+//! - A small batch (a route change, not a table load) is written at once
+//!   when the writer has nothing in hand: a hand-over to another thread
+//!   costs a scheduling delay that one change should not wait for, and
+//!   with nothing in flight nothing can be overtaken.
 
 use std::{
     ops::{Deref, DerefMut},
     os::fd::AsFd,
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
     thread,
 };
 
@@ -35,16 +46,25 @@ use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction};
 use super::{
     batch,
     dir24::{Covering, Dir24Error},
+    maps::SharedDir24,
     DatapathError, DatapathMaps,
 };
-use crate::programmer::{FailedWrite, MapWriter};
+use crate::programmer::{FailedWrite, MapWriter, Refusals};
 
 /// Writes shipped to the writer thread at once (and at every batch end).
 const SHIP_AT: usize = 4096;
+/// Batches up to this many writes are written inline while the writer is idle.
+const INLINE_UP_TO: usize = 64;
 /// Shipments in flight before the programmer waits for the writer.
 const QUEUE_DEPTH: usize = 16;
 /// Refused writes kept for the programmer; beyond this they are only counted.
 const FAILURES_KEPT: usize = 65_536;
+
+#[derive(Debug, Clone, Copy)]
+enum V4Write {
+    Insert(Ipv4Net, RouteAction),
+    Remove(Ipv4Net, Covering, bool),
+}
 
 #[derive(Debug, Clone, Copy)]
 enum V6Write {
@@ -52,110 +72,133 @@ enum V6Write {
     Remove(Ipv6Net),
 }
 
+/// Writes queued together; each family's keep their order (the two tables
+/// are independent).
+#[derive(Default)]
+struct Shipment {
+    v4: Vec<V4Write>,
+    v6: Vec<V6Write>,
+}
+
+impl Shipment {
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    fn with_capacity() -> Self {
+        Self {
+            v4: Vec::with_capacity(SHIP_AT),
+            v6: Vec::with_capacity(SHIP_AT),
+        }
+    }
+}
+
 enum Work {
-    Writes(Vec<V6Write>),
+    Writes(Shipment),
     Barrier(mpsc::SyncSender<()>),
 }
 
 #[derive(Default)]
 struct Refused {
     writes: Vec<FailedWrite>,
+    /// IPv4 blocks deferred to the kernel (the table never refuses more).
+    v4_blocks: std::collections::BTreeSet<u32>,
     /// Refused writes beyond [`FAILURES_KEPT`].
     uncounted: u64,
 }
 
-/// The datapath's maps, with IPv6 route writes made by a writer thread.
+/// The datapath's maps, with route writes made by a writer thread.
 pub struct PipelinedMaps<'a> {
     maps: &'a mut DatapathMaps,
-    pending: Vec<V6Write>,
+    pending: Shipment,
     work: Option<mpsc::SyncSender<Work>>,
+    /// Shipments sent and not yet written.
+    in_flight: Arc<AtomicUsize>,
+    /// The trie, for writes made inline.
+    trie: TrieWriter,
     refused: Arc<Mutex<Refused>>,
     writer: Option<thread::JoinHandle<()>>,
 }
 
 impl<'a> PipelinedMaps<'a> {
     pub fn new(maps: &'a mut DatapathMaps) -> Result<Self, DatapathError> {
-        let fd = maps
-            .v6_routes
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| DatapathError::Io {
-                name: names::V6_ROUTES,
-                source,
-            })?;
-        let data = MapData::from_fd(fd).map_err(|source| DatapathError::Map {
-            name: names::V6_ROUTES,
-            source,
-        })?;
-        let trie: LpmTrie<MapData, [u8; 16], u32> =
-            Map::LpmTrie(data)
-                .try_into()
-                .map_err(|source| DatapathError::Map {
-                    name: names::V6_ROUTES,
-                    source,
-                })?;
         let (work, queue) = mpsc::sync_channel(QUEUE_DEPTH);
         let refused = Arc::new(Mutex::new(Refused::default()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let writer = {
             let refused = refused.clone();
+            let in_flight = in_flight.clone();
+            let v4 = maps.v4.clone();
+            let trie = TrieWriter::new(maps)?;
             thread::Builder::new()
-                .name("pf-v6-writer".into())
-                .spawn(move || {
-                    let writer = TrieWriter {
-                        trie,
-                        batches: true,
-                        keys: Vec::with_capacity(SHIP_AT),
-                        values: Vec::with_capacity(SHIP_AT),
-                    };
-                    write_v6(writer, queue, &refused)
-                })
+                .name("pf-route-writer".into())
+                .spawn(move || write_routes(&v4, trie, queue, &in_flight, &refused))
                 .map_err(|source| DatapathError::Io {
                     name: names::V6_ROUTES,
                     source,
                 })?
         };
         Ok(Self {
+            trie: TrieWriter::new(maps)?,
             maps,
-            pending: Vec::with_capacity(SHIP_AT),
+            pending: Shipment::with_capacity(),
             work: Some(work),
+            in_flight,
             refused,
             writer: Some(writer),
         })
     }
 
-    fn queue(&mut self, write: V6Write) {
-        self.pending.push(write);
+    fn queued(&mut self) {
         if self.pending.len() >= SHIP_AT {
             self.ship();
         }
     }
 
     fn ship(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.len() == 0 {
             return;
         }
-        let writes = std::mem::replace(&mut self.pending, Vec::with_capacity(SHIP_AT));
+        if self.pending.len() <= INLINE_UP_TO && self.in_flight.load(Ordering::Acquire) == 0 {
+            write_v4(&self.maps.v4, &self.pending.v4, &self.refused);
+            self.trie.write(&self.pending.v6, &self.refused);
+            self.pending.v4.clear();
+            self.pending.v6.clear();
+            return;
+        }
+        let writes = std::mem::replace(&mut self.pending, Shipment::with_capacity());
         if let Some(work) = &self.work {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
             if work.send(Work::Writes(writes)).is_err() {
-                tracing::error!(
-                    "the IPv6 writer thread is gone; IPv6 routes are no longer written"
-                );
+                tracing::error!("the route writer thread is gone; routes are no longer written");
             }
         }
     }
 
-    fn take_refused(&mut self) -> Vec<FailedWrite> {
+    /// Returns once everything queued so far is in the maps.
+    fn wait_for_writer(&mut self) {
+        self.ship();
+        if let Some(work) = &self.work {
+            let (done, wait) = mpsc::sync_channel(1);
+            if work.send(Work::Barrier(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+
+    fn take_refused(&mut self) -> Refusals {
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         if refused.uncounted > 0 {
             tracing::error!(
                 writes = refused.uncounted,
-                "more IPv6 writes were refused than are kept for retry"
+                "more route writes were refused than are kept for retry"
             );
             refused.uncounted = 0;
         }
-        std::mem::take(&mut refused.writes)
+        Refusals {
+            v6: std::mem::take(&mut refused.writes),
+            v4_blocks: std::mem::take(&mut refused.v4_blocks).into_iter().collect(),
+        }
     }
 }
 
@@ -186,6 +229,36 @@ struct TrieWriter {
 }
 
 impl TrieWriter {
+    /// A writer over its own handle on the datapath's trie.
+    fn new(maps: &DatapathMaps) -> Result<Self, DatapathError> {
+        let fd = maps
+            .v6_routes
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| DatapathError::Io {
+                name: names::V6_ROUTES,
+                source,
+            })?;
+        let data = MapData::from_fd(fd).map_err(|source| DatapathError::Map {
+            name: names::V6_ROUTES,
+            source,
+        })?;
+        let trie = Map::LpmTrie(data)
+            .try_into()
+            .map_err(|source| DatapathError::Map {
+                name: names::V6_ROUTES,
+                source,
+            })?;
+        Ok(Self {
+            trie,
+            batches: true,
+            keys: Vec::with_capacity(SHIP_AT),
+            values: Vec::with_capacity(SHIP_AT),
+        })
+    }
+
     fn write(&mut self, writes: &[V6Write], refused: &Mutex<Refused>) {
         let inserting = |w: &V6Write| matches!(w, V6Write::Insert(..));
         for run in writes.chunk_by(|a, b| inserting(a) == inserting(b)) {
@@ -270,10 +343,46 @@ fn refuse(refused: &Mutex<Refused>, write: V6Write, error: String) {
     }
 }
 
-fn write_v6(mut writer: TrieWriter, queue: mpsc::Receiver<Work>, refused: &Mutex<Refused>) {
+/// Applies a run of IPv4 writes under one hold of the table's lock.
+fn write_v4(v4: &SharedDir24, writes: &[V4Write], refused: &Mutex<Refused>) {
+    if writes.is_empty() {
+        return;
+    }
+    let mut deferred = Vec::new();
+    let mut table = v4.lock();
+    for write in writes {
+        match *write {
+            V4Write::Insert(prefix, action) => {
+                if table.insert(prefix, action).is_err() {
+                    deferred.push(u32::from(prefix.network()) >> 8);
+                }
+            }
+            V4Write::Remove(prefix, covering, last_in_block) => {
+                table.remove(prefix, covering, last_in_block)
+            }
+        }
+    }
+    drop(table);
+    if !deferred.is_empty() {
+        let mut refused = refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.v4_blocks.extend(deferred);
+    }
+}
+
+fn write_routes(
+    v4: &SharedDir24,
+    mut trie: TrieWriter,
+    queue: mpsc::Receiver<Work>,
+    in_flight: &AtomicUsize,
+    refused: &Mutex<Refused>,
+) {
     for work in queue {
         match work {
-            Work::Writes(writes) => writer.write(&writes, refused),
+            Work::Writes(writes) => {
+                write_v4(v4, &writes.v4, refused);
+                trie.write(&writes.v6, refused);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
             Work::Barrier(done) => {
                 let _ = done.send(());
             }
@@ -321,44 +430,55 @@ impl MapWriter for PipelinedMaps<'_> {
     fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error> {
         self.maps.write_group(id, slot, group)
     }
+    /// Queued: a block without a free second-level group comes back from
+    /// `end_batch` or `flush`.
     fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
-        self.maps.v4.insert(prefix, action)
+        self.pending.v4.push(V4Write::Insert(prefix, action));
+        self.queued();
+        Ok(())
     }
     fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
-        self.maps.v4.remove(prefix, covering, last_in_block)
+        self.pending
+            .v4
+            .push(V4Write::Remove(prefix, covering, last_in_block));
+        self.queued();
     }
+    /// Made at once, after everything queued: the caller needs the answer.
     fn rebuild_v4_block(
         &mut self,
         block: u32,
         covering: Covering,
         longer: &[(Ipv4Net, RouteAction)],
     ) -> Result<(), Dir24Error> {
-        self.maps.v4.rebuild_deferred(block, covering, longer)
+        self.wait_for_writer();
+        self.maps
+            .v4
+            .lock()
+            .rebuild_deferred(block, covering, longer)
     }
     /// Queued: a refusal comes back from `end_batch` or `flush`.
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
-        self.queue(V6Write::Insert(prefix, action));
+        self.pending.v6.push(V6Write::Insert(prefix, action));
+        self.queued();
         Ok(())
     }
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
-        self.queue(V6Write::Remove(prefix));
+        self.pending.v6.push(V6Write::Remove(prefix));
+        self.queued();
         Ok(())
     }
-    fn end_batch(&mut self) -> Vec<FailedWrite> {
+    fn end_batch(&mut self) -> Refusals {
         self.ship();
         self.take_refused()
     }
-    fn flush(&mut self) -> Vec<FailedWrite> {
-        self.ship();
-        if let Some(work) = &self.work {
-            let (done, wait) = mpsc::sync_channel(1);
-            if work.send(Work::Barrier(done)).is_ok() {
-                let _ = wait.recv();
-            }
-        }
+    fn flush(&mut self) -> Refusals {
+        self.wait_for_writer();
         self.take_refused()
     }
+    /// After everything queued: second-level groups unhooked by queued
+    /// removals age from the moment they were unhooked.
     fn reclaim(&mut self) {
-        self.maps.v4.reclaim()
+        self.wait_for_writer();
+        self.maps.v4.lock().reclaim()
     }
 }

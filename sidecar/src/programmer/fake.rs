@@ -8,7 +8,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
 
-use super::{FailedWrite, MapWriter};
+use super::{FailedWrite, MapWriter, Refusals};
 use crate::datapath::dir24::{Covering, Dir24, Dir24Error, VecStore};
 
 /// Maps in memory, with a log of writes in order.
@@ -25,6 +25,10 @@ pub(crate) struct FakeMaps {
     /// writer thread reports them at the end of the batch.
     pub refuse_v6: std::collections::HashSet<Ipv6Net>,
     refused: Vec<FailedWrite>,
+    /// IPv4 inserts are accepted and a block without a group is reported
+    /// at the end of the batch, as the writer thread does.
+    pub queue_v4: bool,
+    deferred_blocks: Vec<u32>,
 }
 
 impl FakeMaps {
@@ -40,6 +44,8 @@ impl FakeMaps {
             log: Vec::new(),
             refuse_v6: Default::default(),
             refused: Vec::new(),
+            queue_v4: false,
+            deferred_blocks: Vec::new(),
         }
     }
 
@@ -88,7 +94,13 @@ impl MapWriter for FakeMaps {
     }
     fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
         self.log.push(format!("route {prefix}"));
-        self.v4.insert(prefix, action)
+        match self.v4.insert(prefix, action) {
+            Err(_) if self.queue_v4 => {
+                self.deferred_blocks.push(u32::from(prefix.network()) >> 8);
+                Ok(())
+            }
+            result => result,
+        }
     }
     fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
         self.log.push(format!("unroute {prefix}"));
@@ -124,10 +136,13 @@ impl MapWriter for FakeMaps {
     fn reclaim(&mut self) {
         self.v4.reclaim();
     }
-    fn end_batch(&mut self) -> Vec<FailedWrite> {
-        std::mem::take(&mut self.refused)
+    fn end_batch(&mut self) -> Refusals {
+        self.flush()
     }
-    fn flush(&mut self) -> Vec<FailedWrite> {
-        std::mem::take(&mut self.refused)
+    fn flush(&mut self) -> Refusals {
+        Refusals {
+            v6: std::mem::take(&mut self.refused),
+            v4_blocks: std::mem::take(&mut self.deferred_blocks),
+        }
     }
 }

@@ -178,14 +178,23 @@ pub trait MapWriter {
     /// Sends writes a writer queued on their way, and returns those the
     /// maps refused since the last call (writers that write inline have
     /// nothing queued and report failures from the write itself).
-    fn end_batch(&mut self) -> Vec<FailedWrite> {
-        Vec::new()
+    fn end_batch(&mut self) -> Refusals {
+        Refusals::default()
     }
     /// Returns once every write made so far is in the maps, with the
     /// writes the maps refused.
-    fn flush(&mut self) -> Vec<FailedWrite> {
-        Vec::new()
+    fn flush(&mut self) -> Refusals {
+        Refusals::default()
     }
+}
+
+/// What the maps refused after a writer had accepted it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    pub v6: Vec<FailedWrite>,
+    /// /24 blocks the IPv4 table left to the kernel for want of a
+    /// second-level group (it answers `Fib` for them already).
+    pub v4_blocks: Vec<u32>,
 }
 
 /// An IPv6 route write the maps refused after the writer had accepted it.
@@ -231,10 +240,10 @@ impl<W: MapWriter> MapWriter for &mut W {
     fn reclaim(&mut self) {
         (**self).reclaim()
     }
-    fn end_batch(&mut self) -> Vec<FailedWrite> {
+    fn end_batch(&mut self) -> Refusals {
         (**self).end_batch()
     }
-    fn flush(&mut self) -> Vec<FailedWrite> {
+    fn flush(&mut self) -> Refusals {
         (**self).flush()
     }
 }
@@ -432,6 +441,32 @@ impl<W: MapWriter> Programmer<W> {
         self.retry_deferred_v4();
     }
 
+    /// The IPv4 table left `block` to the kernel after its writes were
+    /// accepted: its longer prefixes are deferred, as an inline refusal
+    /// defers them.
+    fn v4_block_deferred(&mut self, block: u32) {
+        let mut deferred = 0;
+        for prefix in longer_prefixes_of(block) {
+            if let Some(route) = self.routes.get_mut(&IpNet::V4(prefix)) {
+                if !route.deferred {
+                    route.deferred = true;
+                    deferred += 1;
+                }
+            }
+        }
+        if deferred == 0 {
+            return;
+        }
+        tracing::warn!(
+            block = %std::net::Ipv4Addr::from(block << 8),
+            prefixes = deferred,
+            "no free IPv4 second-level group; the /24's longer prefixes are left to bpf_fib_lookup"
+        );
+        self.stats.overflow_v4_groups += deferred;
+        self.stats.deferred_v4 += deferred;
+        self.v4_deferred_blocks.insert(block);
+    }
+
     /// Gives deferred /24 blocks their second-level group back while groups
     /// are free, with every prefix of the block at once.
     fn retry_deferred_v4(&mut self) {
@@ -442,14 +477,7 @@ impl<W: MapWriter> Programmer<W> {
                 let programmed = self.routes.v4().get(&above)?;
                 (!programmed.deferred).then_some((len, programmed.action))
             });
-            let longer: Vec<(Ipv4Net, RouteAction)> = (25..=32u8)
-                .flat_map(|len| {
-                    (0..256u32)
-                        .step_by(1 << (32 - len))
-                        .filter_map(move |offset| {
-                            Ipv4Net::new(std::net::Ipv4Addr::from((block << 8) | offset), len).ok()
-                        })
-                })
+            let longer: Vec<(Ipv4Net, RouteAction)> = longer_prefixes_of(block)
                 .filter_map(|p| self.routes.v4().get(&p).map(|r| (p, r.action)))
                 .collect();
             if self
@@ -462,10 +490,11 @@ impl<W: MapWriter> Programmer<W> {
             self.v4_deferred_blocks.remove(&block);
             for (prefix, _) in &longer {
                 if let Some(route) = self.routes.get_mut(&IpNet::V4(*prefix)) {
-                    route.deferred = false;
+                    if std::mem::take(&mut route.deferred) {
+                        self.stats.deferred_v4 -= 1;
+                    }
                 }
             }
-            self.stats.deferred_v4 -= longer.len() as u64;
             tracing::info!(
                 block = %base,
                 prefixes = longer.len(),
@@ -490,8 +519,11 @@ impl<W: MapWriter> Programmer<W> {
     /// A refused write that is still the prefix's current entry leaves the
     /// prefix to the kernel, as an inline failure does; one already
     /// superseded by a later write only counts.
-    fn handle_refused(&mut self, refused: Vec<FailedWrite>) {
-        for write in refused {
+    fn handle_refused(&mut self, refused: Refusals) {
+        for block in refused.v4_blocks {
+            self.v4_block_deferred(block);
+        }
+        for write in refused.v6 {
             self.stats.write_errors += 1;
             let prefix = write.prefix;
             let Some(action) = write.action else {
@@ -1119,6 +1151,17 @@ impl<W: MapWriter> Programmer<W> {
     pub fn shadowed_v6(&self) -> std::collections::BTreeSet<Ipv6Net> {
         self.v6_shadowed.keys().copied().collect()
     }
+}
+
+/// Every prefix longer than /24 inside `block` (510 of them).
+fn longer_prefixes_of(block: u32) -> impl Iterator<Item = Ipv4Net> {
+    (25..=32u8).flat_map(move |len| {
+        (0..256u32)
+            .step_by(1 << (32 - len))
+            .filter_map(move |offset| {
+                Ipv4Net::new(std::net::Ipv4Addr::from((block << 8) | offset), len).ok()
+            })
+    })
 }
 
 /// The /24 block an IPv4 prefix lies in.

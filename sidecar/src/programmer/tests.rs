@@ -489,13 +489,44 @@ fn every_nexthop_id_records_the_gateway_it_stands_for() {
 
 #[test]
 fn a_deferred_ipv4_block_gets_its_group_back_once_one_is_reclaimed() {
-    // The fake's table has four second-level groups.
+    deferred_block_gets_its_group_back(false);
+}
+
+#[test]
+fn a_block_the_writer_thread_defers_is_counted_at_the_batch_end_and_gets_its_group_back() {
+    deferred_block_gets_its_group_back(true);
+}
+
+#[test]
+fn a_longer_prefix_removed_before_its_refusal_arrives_leaves_nothing_deferred() {
     let mut p = programmer(16, 16);
+    p.writer_mut().queue_v4 = true;
+    for block in 1..=5 {
+        p.upsert(net(&format!("10.0.{block}.1/32")), &via(GW_B));
+    }
+    p.remove(net("10.0.5.1/32"));
+    p.end_batch();
+    assert_eq!(p.stats.deferred_v4, 0);
+    assert_eq!(
+        p.writer().v4.deferred_blocks(),
+        0,
+        "the block answers again"
+    );
+    assert_eq!(p.writer().lookup_v4(v4("10.0.5.1")).0, RouteAction::MISS);
+}
+
+/// Five /24 blocks want a second-level group and the fake's table has four;
+/// `queued`: the writer reports the refusal at the end of the batch, as
+/// the daemon's writer thread does.
+fn deferred_block_gets_its_group_back(queued: bool) {
+    let mut p = programmer(16, 16);
+    p.writer_mut().queue_v4 = queued;
     p.upsert(net("10.0.0.0/8"), &via(GW_A));
     for block in 1..=5 {
         p.upsert(net(&format!("10.0.{block}.1/32")), &via(GW_B));
     }
     p.upsert(net("10.0.5.128/25"), &Target::Blackhole);
+    p.end_batch();
     let action_at = |p: &Programmer<FakeMaps>, addr: &str| p.writer().lookup_v4(v4(addr)).0;
     assert_eq!(action_at(&p, "10.0.5.1").kind(), Some(RouteKind::Fib));
     assert_eq!(

@@ -148,7 +148,7 @@ fn main() {
             while loaded.len() < target {
                 let prefix = v4_prefix(&mut rng);
                 let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
-                if dp.maps.v4.insert(prefix, RouteAction::new(RouteKind::Nexthop, id)).is_err() {
+                if dp.maps.v4.lock().insert(prefix, RouteAction::new(RouteKind::Nexthop, id)).is_err() {
                     deferred += 1;
                 }
                 loaded.push(prefix);
@@ -159,7 +159,7 @@ fn main() {
                 target - before,
                 took.as_secs_f64(),
                 (target - before) as f64 / took.as_secs_f64(),
-                dp.maps.v4.groups_in_use(),
+                dp.maps.v4.lock().groups_in_use(),
             );
             let hits: Vec<Vec<u8>> = (0..64)
                 .map(|_| {

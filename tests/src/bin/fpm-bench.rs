@@ -15,20 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::IterableMap;
 use integration_tests::{
     fpm_messages::route_message,
-    full_table::{fpm_frames, FullTable, GATEWAYS, GROUPS, V4_ROUTES, V6_ROUTES},
+    full_table::{fpm_frames, FullTable, IpV6Writes, GATEWAYS, GROUPS, V4_ROUTES, V6_ROUTES},
     netns::{veth_pair, NetNs},
     synthetic::machine,
 };
-use pf_common::{RouteAction, RouteKind};
-use pf_sidecar::{
-    control::fpm::frame,
-    datapath::{batch, Capacities, Datapath},
-    inspect::PinnedMaps,
-};
-use std::os::fd::AsFd;
+use pf_common::RouteKind;
+use pf_sidecar::{control::fpm::frame, inspect::PinnedMaps};
 
 const CHURN: usize = 2000;
 const REPLAY_QUIET_MS: u64 = 2000;
@@ -40,6 +34,32 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds each thread of `pid` has used, summed by thread name.
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may hold spaces; utime and stime are
+        // the 12th and 13th fields after it.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let cpu: f64 =
+            fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+        *by_name
+            .entry(stat[open + 1..close].to_string())
+            .or_insert(0.0) += cpu / ticks;
+    }
+    by_name
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -66,66 +86,8 @@ fn main() {
     let mut churn = FullTable::churn_targets(CHURN);
 
     // The floor: the same writes straight into fresh maps in a tight loop.
-    let caps = Capacities {
-        tbl8_groups: 65_536,
-        v6_routes: 300_000,
-        nexthops: 4096,
-        ecmp_groups: 512,
-        ports: 64,
-    };
-    let floor = {
-        let mut dp = Datapath::load(&caps).unwrap();
-        let started = Instant::now();
-        for (i, p) in v4.iter().enumerate() {
-            let _ = dp.maps.v4.insert(
-                *p,
-                RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS),
-            );
-        }
-        for (i, p) in v6.iter().enumerate() {
-            dp.maps
-                .set_v6_route(
-                    p.network().octets(),
-                    p.prefix_len(),
-                    RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS).0,
-                )
-                .unwrap();
-        }
-        started.elapsed()
-    };
-    // The same, with the IPv6 inserts made 4096 to a syscall
-    // (BPF_MAP_UPDATE_BATCH), as the daemon's IPv6 writer makes them.
-    let floor_batched = {
-        let mut dp = Datapath::load(&caps).unwrap();
-        let started = Instant::now();
-        for (i, p) in v4.iter().enumerate() {
-            let _ = dp.maps.v4.insert(
-                *p,
-                RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS),
-            );
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy)]
-        struct LpmKey6 {
-            prefix_len: u32,
-            address: [u8; 16],
-        }
-        let keys: Vec<LpmKey6> = v6
-            .iter()
-            .map(|p| LpmKey6 {
-                prefix_len: p.prefix_len() as u32,
-                address: p.network().octets(),
-            })
-            .collect();
-        let values: Vec<u32> = (0..v6.len())
-            .map(|i| RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS).0)
-            .collect();
-        let fd = dp.maps.v6_routes.map().fd().as_fd();
-        for (k, v) in keys.chunks(4096).zip(values.chunks(4096)) {
-            batch::update(fd, k, v).unwrap();
-        }
-        started.elapsed()
-    };
+    let floor = table.write_floor(IpV6Writes::OneByOne);
+    let floor_batched = table.write_floor(IpV6Writes::Batched);
 
     let router = NetNs::new("fpmb-r");
     let peer = NetNs::new("fpmb-p");
@@ -170,6 +132,7 @@ fn main() {
     eprintln!("streaming...");
     let mut socket = router
         .enter(|| TcpStream::connect(("127.0.0.1", port)).expect("connect to the FPM listener"));
+    let cpu_before = thread_cpu(daemon.id());
     let started = Instant::now();
     socket.write_all(&stream_bytes).unwrap();
     let sent = started.elapsed();
@@ -199,6 +162,13 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let loaded = started.elapsed();
+    let cpu_used: Vec<String> = thread_cpu(daemon.id())
+        .into_iter()
+        .map(|(name, after)| {
+            let used = after - cpu_before.get(&name).copied().unwrap_or(0.0);
+            format!("{name} {used:.2} s")
+        })
+        .collect();
     let routes = (V4_ROUTES + V6_ROUTES) as f64;
     let peak_kib = rss_kib(daemon.id(), "VmHWM:");
     println!("\nfull table through FPM: {routes} routes programmed in {:.2} s ({:.0} routes/s); the generator finished sending after {:.2} s", loaded.as_secs_f64(), routes / loaded.as_secs_f64(), sent.as_secs_f64());
@@ -207,6 +177,10 @@ fn main() {
         "floor with batched IPv6 writes, same run: {:.2} s; end to end / batched floor = {:.2}",
         floor_batched.as_secs_f64(),
         loaded.as_secs_f64() / floor_batched.as_secs_f64()
+    );
+    println!(
+        "daemon CPU during the load, by thread: {}",
+        cpu_used.join(", ")
     );
     println!(
         "daemon RSS: {:.0} MiB before, peak {:.0} MiB: {:.0} B/route",

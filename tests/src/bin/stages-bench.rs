@@ -9,16 +9,15 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    full_table::{FullTable, GATEWAYS},
+    full_table::{FullTable, IpV6Writes},
     synthetic::machine,
 };
-use pf_common::{RouteAction, RouteKind};
 use pf_sidecar::{
     control::{
         decode::{decode, Decoded, Event},
         rib::{Rib, Source},
     },
-    datapath::{pipelined::PipelinedMaps, Capacities, Datapath},
+    datapath::{pipelined::PipelinedMaps, Datapath},
     programmer::{Limits, Programmer},
 };
 
@@ -31,16 +30,6 @@ fn runs() -> usize {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(RUNS)
-}
-
-fn capacities() -> Capacities {
-    Capacities {
-        tbl8_groups: 65_536,
-        v6_routes: 300_000,
-        nexthops: 4096,
-        ecmp_groups: 512,
-        ports: 64,
-    }
 }
 
 fn thread_cpu() -> Duration {
@@ -81,7 +70,7 @@ fn run(table: &FullTable, messages: &[Vec<u8>]) -> Figures {
         "every message decodes"
     );
 
-    let caps = capacities();
+    let caps = FullTable::capacities();
     let mut datapath = Datapath::load(&caps).unwrap();
     let (wall, cpu) = {
         let maps = PipelinedMaps::new(&mut datapath.maps).unwrap();
@@ -105,20 +94,7 @@ fn run(table: &FullTable, messages: &[Vec<u8>]) -> Figures {
     };
     drop(datapath);
 
-    let mut datapath = Datapath::load(&caps).unwrap();
-    let started = Instant::now();
-    for (i, p) in table.v4.iter().enumerate() {
-        let action = RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS);
-        datapath.maps.v4.insert(*p, action).unwrap();
-    }
-    for (i, p) in table.v6.iter().enumerate() {
-        let action = RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS);
-        datapath
-            .maps
-            .set_v6_route(p.network().octets(), p.prefix_len(), action.0)
-            .unwrap();
-    }
-    let floor = started.elapsed();
+    let floor = table.write_floor(IpV6Writes::OneByOne);
     Figures {
         decode: decode_took,
         rib_programmer_wall: wall,

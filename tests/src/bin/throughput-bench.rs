@@ -210,11 +210,12 @@ fn main() {
             })
             .expect("attach fast_path");
             // The same table in the maps.
-            let (mut dp, _) = Datapath::load_current(&caps, &pin_dir).unwrap();
+            let (dp, _) = Datapath::load_current(&caps, &pin_dir).unwrap();
             for p in &full_table {
                 let _ = dp
                     .maps
                     .v4
+                    .lock()
                     .insert(*p, RouteAction::new(RouteKind::Nexthop, 1));
             }
         });
@@ -237,7 +238,7 @@ fn main() {
                 } else {
                     RouteAction::simple(RouteKind::Fib)
                 };
-                dp.maps.v4.insert(prefix, action).unwrap();
+                dp.maps.v4.lock().insert(prefix, action).unwrap();
                 // No daemon here: the fail-safe is off (stale_after_ns 0).
                 dp.maps
                     .set_config(&Config {

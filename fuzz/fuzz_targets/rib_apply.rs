@@ -9,7 +9,7 @@ use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction};
 use pf_sidecar::{
     control::{
         decode::{decode, Decoded},
-        rib::{Rib, Source},
+        rib::{Rib, RibEntry, Source},
     },
     datapath::dir24::{Covering, Dir24Error},
     programmer::{Limits, MapWriter, Programmer},
@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let maps = Maps::default();
-    let mut programmer = Programmer::new(
+    let mut programmer: Programmer<_, RibEntry> = Programmer::sharing_table(
         maps,
         Limits {
             nexthops: 16,
@@ -83,10 +83,10 @@ fuzz_target!(|data: &[u8]| {
     let half = events.len() / 2;
     rib.apply_batch(Source::Fpm, events[..half].to_vec(), &mut programmer);
     rib.apply_batch(Source::Kernel, events[half..].to_vec(), &mut programmer);
-    rib.begin_resync(Source::Fpm);
+    rib.begin_resync(Source::Fpm, &mut programmer);
     rib.apply_batch(Source::Fpm, events[half..].to_vec(), &mut programmer);
     rib.finish_resync(Source::Fpm, &mut programmer);
     programmer.reclaim();
     programmer.reclaim();
-    let _ = rib.desired();
+    let _ = rib.desired(&programmer);
 });

@@ -35,7 +35,7 @@ use crate::{
         decode::{decode, Decoded, Event},
         fpm::{frame, FpmCodec, Frame, FrameError},
         offload,
-        rib::{ReplayTracker, Rib, Source},
+        rib::{ReplayTracker, Rib, RibEntry, Source},
     },
     datapath::{pins, pipelined::PipelinedMaps, Datapath, Programs},
     events::{Event as Published, Publisher},
@@ -47,6 +47,10 @@ use crate::{
         kernel::{self, KernelConfig, KernelFeed},
     },
 };
+
+/// The map programmer of the daemon: over the datapath's maps, with the
+/// RIB's routes kept in its per-prefix table.
+type MapProgrammer<'a> = Programmer<PipelinedMaps<'a>, RibEntry>;
 
 /// How often freed ids, slots and groups move one step towards reuse.
 const GRACE_PERIOD: Duration = Duration::from_millis(50);
@@ -170,7 +174,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         ecmp_groups: config.capacity.ecmp_groups,
         v6_routes: config.capacity.v6_routes,
     };
-    let mut programmer = Programmer::new(maps, limits);
+    let mut programmer: MapProgrammer = Programmer::sharing_table(maps, limits);
     let publisher = if config.events.endpoint.is_empty() {
         Publisher::off()
     } else {
@@ -296,13 +300,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
         tokio::spawn(metrics::serve(listener, pages_tx));
     }
-    let publish = |programmer: &mut Programmer<PipelinedMaps<'_>>| {
+    let publish = |programmer: &mut MapProgrammer<'_>| {
         for event in programmer.take_events() {
             publisher.publish(event);
         }
     };
     let swept_before = |rib: &Rib| rib.stats.swept;
-    let finish = |rib: &mut Rib, programmer: &mut Programmer<PipelinedMaps<'_>>, source: Source| {
+    let finish = |rib: &mut Rib, programmer: &mut MapProgrammer<'_>, source: Source| {
         let before = swept_before(rib);
         rib.finish_resync(source, programmer);
         let swept = rib.stats.swept - before;
@@ -353,7 +357,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                             state.kernel_resyncs += 1;
                             publisher.publish(Published::Resync { source: "kernel".into(), reason: reason.clone() });
                             state.last_resync_reason = Some(reason);
-                            rib.begin_resync(Source::Kernel);
+                            rib.begin_resync(Source::Kernel, &mut programmer);
                         }
                         KernelFeed::ResyncDone => {
                             rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
@@ -377,7 +381,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     state.fpm_replay_complete = false;
                     replay.connected(Instant::now());
                     publisher.publish(Published::Resync { source: "fpm".into(), reason: format!("zebra connected from {peer}") });
-                    rib.begin_resync(Source::Fpm);
+                    rib.begin_resync(Source::Fpm, &mut programmer);
                 }
                 FpmFeed::Frame(frame) => {
                     let now = Instant::now();
@@ -442,7 +446,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 let _ = reply.send(RouteView {
                     route_source,
                     replay_complete: state.fpm_replay_complete,
-                    routes: rib.desired(),
+                    routes: rib.desired(&programmer),
                 });
             }
             _ = hangup.recv() => {
@@ -469,13 +473,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
 /// last FPM batch changed (see `control::offload`).
 fn send_offload_replies(
     rib: &Rib,
-    programmer: &Programmer<PipelinedMaps<'_>>,
+    programmer: &MapProgrammer<'_>,
     replies: &mpsc::Sender<Vec<u8>>,
     state: &mut DaemonState,
 ) {
     let mut messages = Vec::new();
     for prefix in rib.last_published() {
-        let Some(route) = rib.winning_route(prefix) else {
+        let Some(route) = rib.winning_route(prefix, programmer) else {
             continue;
         };
         let offloaded = programmer
@@ -526,7 +530,7 @@ fn source_name(source: Source) -> &'static str {
 
 fn refresh_state(
     state: &mut DaemonState,
-    programmer: &Programmer<PipelinedMaps<'_>>,
+    programmer: &MapProgrammer<'_>,
     rib: &Rib,
     listener_stats: &ListenerStats,
     last_fpm_message: Option<Instant>,

@@ -23,10 +23,10 @@ use pf_common::{
 use serde::Serialize;
 
 use crate::{
-    collections::FastMap,
+    collections::{FastMap, PrefixHashMap},
     control::{
         decode::{decode, Decoded},
-        rib::{FibSink, Rib, Source},
+        rib::{FibSink, Rib, RibEntry, Source},
     },
     datapath::{mmap::MmapRegion, pins},
     diff::{compare, DriftKind, MapsView, Report},
@@ -162,9 +162,17 @@ impl MapsView for PinnedView {
 struct Neighbourhood {
     links: FastMap<u32, LinkInfo>,
     neighbours: FastMap<NexthopKey, [u8; 6]>,
+    /// Where the RIB keeps the dumped routes.
+    entries: PrefixHashMap<RibEntry>,
 }
 
 impl FibSink for Neighbourhood {
+    fn entries(&self) -> &PrefixHashMap<RibEntry> {
+        &self.entries
+    }
+    fn entries_mut(&mut self) -> &mut PrefixHashMap<RibEntry> {
+        &mut self.entries
+    }
     fn upsert(&mut self, _: IpNet, _: &Target) {}
     fn remove(&mut self, _: IpNet) {}
     fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
@@ -300,11 +308,15 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
     let (expected, neighbourhood) = match options.against {
         Against::Kernel => {
             let (rib, neighbourhood) = kernel_rib(options.tables.clone(), true)?;
-            (rib.desired(), neighbourhood)
+            (rib.desired(&neighbourhood), neighbourhood)
         }
         Against::Frr => {
             let (rib, neighbourhood) = kernel_rib(options.tables.clone(), false)?;
-            let expected = frr_rib(&options.tables, options.frr_pathspace, rib.desired())?;
+            let expected = frr_rib(
+                &options.tables,
+                options.frr_pathspace,
+                rib.desired(&neighbourhood),
+            )?;
             (expected, neighbourhood)
         }
         Against::Fpm => {

@@ -278,11 +278,35 @@ pub struct ProgrammerStats {
 /// What a prefix is programmed with. The action names the nexthop or group
 /// id the route holds a reference to, so nothing else needs keeping: a full
 /// table is a million of these.
-#[derive(Debug, Clone, Copy)]
-struct Programmed {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Programmed {
     action: RouteAction,
     /// The route has no entry (its table was full).
     deferred: bool,
+}
+
+/// One entry of the programmer's per-prefix table. A full table means a
+/// million prefixes, and two tables keyed by prefix cost a cache miss each
+/// per route; so the table is shared: its owner (the RIB) keeps its own
+/// per-prefix state in the same entry, and the programmer its part.
+pub trait ProgrammedEntry: Default {
+    fn programmed(&self) -> Option<Programmed>;
+    fn programmed_mut(&mut self) -> &mut Option<Programmed>;
+    /// Nothing is kept in the entry any more: it can go.
+    fn is_vacant(&self) -> bool;
+}
+
+/// The entry of a programmer used on its own.
+impl ProgrammedEntry for Option<Programmed> {
+    fn programmed(&self) -> Option<Programmed> {
+        *self
+    }
+    fn programmed_mut(&mut self) -> &mut Option<Programmed> {
+        self
+    }
+    fn is_vacant(&self) -> bool {
+        self.is_none()
+    }
 }
 
 struct NexthopState {
@@ -290,7 +314,7 @@ struct NexthopState {
     value: Nexthop,
 }
 
-pub struct Programmer<W: MapWriter> {
+pub struct Programmer<W: MapWriter, E: ProgrammedEntry = Option<Programmed>> {
     writer: W,
     limits: Limits,
     links: FastMap<u32, LinkInfo>,
@@ -301,7 +325,7 @@ pub struct Programmer<W: MapWriter> {
     group_ids: Interner<GroupKey>,
     group_slots: FastMap<u32, u32>,
     group_slot_pool: Pool,
-    routes: PrefixHashMap<Programmed>,
+    routes: PrefixHashMap<E>,
     /// Programmed IPv4 prefixes longer than /24 per /24 block: the block's
     /// second-level group is released with the last of them.
     v4_long_per_block: FastMap<u32, u32>,
@@ -364,7 +388,16 @@ fn mac_text(mac: &[u8; 6]) -> String {
 }
 
 impl<W: MapWriter> Programmer<W> {
+    /// A programmer that keeps its per-prefix table to itself.
     pub fn new(writer: W, limits: Limits) -> Self {
+        Self::sharing_table(writer, limits)
+    }
+}
+
+impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
+    /// A programmer whose per-prefix table also holds its owner's state
+    /// (see [`ProgrammedEntry`]).
+    pub fn sharing_table(writer: W, limits: Limits) -> Self {
         Self {
             writer,
             limits,
@@ -447,7 +480,7 @@ impl<W: MapWriter> Programmer<W> {
     fn v4_block_deferred(&mut self, block: u32) {
         let mut deferred = 0;
         for prefix in longer_prefixes_of(block) {
-            if let Some(route) = self.routes.get_mut(&IpNet::V4(prefix)) {
+            if let Some(route) = self.programmed_mut(IpNet::V4(prefix)) {
                 if !route.deferred {
                     route.deferred = true;
                     deferred += 1;
@@ -474,11 +507,11 @@ impl<W: MapWriter> Programmer<W> {
             let base = std::net::Ipv4Addr::from(block << 8);
             let covering = (0..=24u8).rev().find_map(|len| {
                 let above = Ipv4Net::new(base, len).ok()?.trunc();
-                let programmed = self.routes.v4().get(&above)?;
+                let programmed = self.programmed_v4(above)?;
                 (!programmed.deferred).then_some((len, programmed.action))
             });
             let longer: Vec<(Ipv4Net, RouteAction)> = longer_prefixes_of(block)
-                .filter_map(|p| self.routes.v4().get(&p).map(|r| (p, r.action)))
+                .filter_map(|p| self.programmed_v4(p).map(|r| (p, r.action)))
                 .collect();
             if self
                 .writer
@@ -489,7 +522,7 @@ impl<W: MapWriter> Programmer<W> {
             }
             self.v4_deferred_blocks.remove(&block);
             for (prefix, _) in &longer {
-                if let Some(route) = self.routes.get_mut(&IpNet::V4(*prefix)) {
+                if let Some(route) = self.programmed_mut(IpNet::V4(*prefix)) {
                     if std::mem::take(&mut route.deferred) {
                         self.stats.deferred_v4 -= 1;
                     }
@@ -548,11 +581,33 @@ impl<W: MapWriter> Programmer<W> {
 
     /// What is programmed for `prefix` (for `diff` and tests).
     pub fn programmed(&self, prefix: &IpNet) -> Option<(RouteAction, bool)> {
-        self.routes.get(prefix).map(|p| (p.action, p.deferred))
+        let programmed = self.routes.get(prefix)?.programmed()?;
+        Some((programmed.action, programmed.deferred))
     }
 
     pub fn route_count(&self) -> usize {
-        self.routes.len()
+        (self.stats.routes_v4 + self.stats.routes_v6) as usize
+    }
+
+    /// The per-prefix table, with what its owner keeps in the entries.
+    pub fn entries(&self) -> &PrefixHashMap<E> {
+        &self.routes
+    }
+
+    pub fn entries_mut(&mut self) -> &mut PrefixHashMap<E> {
+        &mut self.routes
+    }
+
+    fn programmed_v4(&self, prefix: Ipv4Net) -> Option<Programmed> {
+        self.routes.v4().get(&prefix)?.programmed()
+    }
+
+    fn programmed_v6(&self, prefix: Ipv6Net) -> Option<Programmed> {
+        self.routes.v6().get(&prefix)?.programmed()
+    }
+
+    fn programmed_mut(&mut self, prefix: IpNet) -> Option<&mut Programmed> {
+        self.routes.get_mut(&prefix)?.programmed_mut().as_mut()
     }
 
     pub fn nexthop_id(&self, key: &NexthopKey) -> Option<u32> {
@@ -578,7 +633,9 @@ impl<W: MapWriter> Programmer<W> {
 
     /// Every programmed prefix with its action and whether it is deferred.
     pub fn routes(&self) -> impl Iterator<Item = (IpNet, RouteAction, bool)> + '_ {
-        self.routes.iter().map(|(p, r)| (p, r.action, r.deferred))
+        self.routes
+            .iter()
+            .filter_map(|(p, e)| e.programmed().map(|r| (p, r.action, r.deferred)))
     }
 
     // ----- links and neighbours -------------------------------------------
@@ -872,21 +929,21 @@ impl<W: MapWriter> Programmer<W> {
     pub fn upsert(&mut self, prefix: IpNet, target: &Target) {
         let prefix = prefix.trunc();
         let action = self.realise(target);
-        // Stored before the maps are written, so the prefix is looked up once;
-        // the rare deferral is recorded after.
-        let old = self.routes.insert(
-            prefix,
-            Programmed {
-                action,
-                deferred: false,
-            },
-        );
+        // Stored before the maps are written, so the prefix is looked up once
+        // (its owner has usually just looked it up too); the rare deferral is
+        // recorded after.
+        let slot = self
+            .routes
+            .get_or_insert_with(prefix, E::default)
+            .programmed_mut();
+        let old = slot.replace(Programmed {
+            action,
+            deferred: false,
+        });
         if let Some(old) = old {
             if old.action == action {
                 // Same nexthop or group: drop the reference just taken.
-                if old.deferred {
-                    self.routes.insert(prefix, old);
-                }
+                *slot = Some(old);
                 self.release(action);
                 return;
             }
@@ -896,7 +953,9 @@ impl<W: MapWriter> Programmer<W> {
             IpNet::V6(p) => self.write_v6(p, action, old.is_some_and(|o| !o.deferred)),
         };
         if deferred {
-            self.routes.insert(prefix, Programmed { action, deferred });
+            if let Some(programmed) = self.programmed_mut(prefix) {
+                programmed.deferred = true;
+            }
         }
         if let Some(old) = old {
             self.release(old.action);
@@ -922,7 +981,14 @@ impl<W: MapWriter> Programmer<W> {
     /// Removes a route.
     pub fn remove(&mut self, prefix: IpNet) {
         let prefix = prefix.trunc();
-        let Some(old) = self.routes.remove(&prefix) else {
+        let Some(entry) = self.routes.get_mut(&prefix) else {
+            return;
+        };
+        let old = entry.programmed_mut().take();
+        if entry.is_vacant() {
+            self.routes.remove(&prefix);
+        }
+        let Some(old) = old else {
             return;
         };
         match prefix {
@@ -969,7 +1035,7 @@ impl<W: MapWriter> Programmer<W> {
         // and removals are rare next to lookups of a million-entry trie.
         let covering = (0..prefix.prefix_len()).rev().find_map(|len| {
             let above = Ipv4Net::new(prefix.network(), len).ok()?.trunc();
-            let programmed = self.routes.v4().get(&above)?;
+            let programmed = self.programmed_v4(above)?;
             (!programmed.deferred).then_some((len, programmed.action))
         });
         let last_in_block = prefix.prefix_len() <= 24 || {
@@ -991,7 +1057,7 @@ impl<W: MapWriter> Programmer<W> {
 
     /// What the trie holds for an installed IPv6 prefix (before shadowing).
     fn v6_installed(&self, prefix: Ipv6Net) -> Option<RouteAction> {
-        let programmed = self.routes.v6().get(&prefix)?;
+        let programmed = self.programmed_v6(prefix)?;
         (!programmed.deferred).then_some(programmed.action)
     }
 
@@ -1046,7 +1112,7 @@ impl<W: MapWriter> Programmer<W> {
             }
             self.v6_count -= 1;
         }
-        if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
+        if let Some(route) = self.programmed_mut(IpNet::V6(prefix)) {
             route.deferred = true;
         }
         if !self.v6_deferred.contains_key(&prefix) {
@@ -1082,13 +1148,13 @@ impl<W: MapWriter> Programmer<W> {
             let Some(prefix) = self.v6_deferred.keys().next() else {
                 return;
             };
-            let Some(action) = self.routes.get(&IpNet::V6(prefix)).map(|r| r.action) else {
+            let Some(action) = self.programmed_v6(prefix).map(|r| r.action) else {
                 self.v6_deferred.remove(&prefix);
                 continue;
             };
             // Installed from here on, so the prefix covers its own deferred
             // prefixes; `write_v6` defers it again if it must.
-            if let Some(route) = self.routes.get_mut(&IpNet::V6(prefix)) {
+            if let Some(route) = self.programmed_mut(IpNet::V6(prefix)) {
                 route.deferred = false;
             }
             if self.write_v6(prefix, action, false) {

@@ -15,7 +15,7 @@ use integration_tests::{
 use pf_sidecar::{
     control::{
         decode::{decode, Decoded, Event},
-        rib::{Rib, Source},
+        rib::{Rib, RibEntry, Source},
     },
     datapath::{pipelined::PipelinedMaps, Datapath},
     programmer::{Limits, Programmer},
@@ -79,9 +79,9 @@ fn run(table: &FullTable, messages: &[Vec<u8>]) -> Figures {
             ecmp_groups: caps.ecmp_groups,
             v6_routes: caps.v6_routes,
         };
-        let mut programmer = Programmer::new(maps, limits);
+        let mut programmer: Programmer<_, RibEntry> = Programmer::sharing_table(maps, limits);
         let mut rib = Rib::new(Source::Fpm, vec![254]);
-        rib.begin_resync(Source::Fpm);
+        rib.begin_resync(Source::Fpm, &mut programmer);
         let (wall0, cpu0) = (Instant::now(), thread_cpu());
         for batch in batches {
             rib.apply_batch(Source::Fpm, batch, &mut programmer);

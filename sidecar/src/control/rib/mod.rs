@@ -24,7 +24,9 @@ use users::ObjectUsers;
 
 use crate::{
     collections::{FastMap, FastSet, HashMapExt, PrefixHashMap, Slot},
-    programmer::{slots::Interner, Leg, LinkInfo, MapWriter, Programmer, Target},
+    programmer::{
+        slots::Interner, Leg, LinkInfo, MapWriter, Programmed, ProgrammedEntry, Programmer, Target,
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -36,6 +38,11 @@ pub enum Source {
 
 /// Where the RIB's conclusions go (the map programmer, or a test double).
 pub trait FibSink {
+    /// The per-prefix table: the RIB keeps a prefix's routes in its entry,
+    /// the sink what it programmed for the prefix, so a route costs one
+    /// lookup of a million-entry table and not two.
+    fn entries(&self) -> &PrefixHashMap<RibEntry>;
+    fn entries_mut(&mut self) -> &mut PrefixHashMap<RibEntry>;
     fn upsert(&mut self, prefix: IpNet, target: &Target);
     fn remove(&mut self, prefix: IpNet);
     fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>);
@@ -44,7 +51,13 @@ pub trait FibSink {
     fn end_batch(&mut self) {}
 }
 
-impl<W: MapWriter> FibSink for Programmer<W> {
+impl<W: MapWriter> FibSink for Programmer<W, RibEntry> {
+    fn entries(&self) -> &PrefixHashMap<RibEntry> {
+        Programmer::entries(self)
+    }
+    fn entries_mut(&mut self) -> &mut PrefixHashMap<RibEntry> {
+        Programmer::entries_mut(self)
+    }
     fn upsert(&mut self, prefix: IpNet, target: &Target) {
         Programmer::upsert(self, prefix, target)
     }
@@ -159,20 +172,52 @@ impl Resolution {
 
 /// The routes of one prefix: nearly always exactly one, so that one is kept
 /// inline (and the rare list boxed, to keep the entry small).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 enum PrefixRoutes {
+    /// The prefix is only programmed (one of the router's addresses), or its
+    /// last route just went.
+    #[default]
+    None,
     One(StoredRoute),
-    // A boxed Vec is one pointer: the entry stays 24 bytes.
+    // A boxed Vec is one pointer: the entry stays small.
     #[allow(clippy::box_collection)]
     Many(Box<Vec<StoredRoute>>),
 }
 
+/// A prefix's entry in the table the RIB shares with its sink.
+#[derive(Debug, Default)]
+pub struct RibEntry {
+    routes: PrefixRoutes,
+    programmed: Option<Programmed>,
+}
+
+impl ProgrammedEntry for RibEntry {
+    fn programmed(&self) -> Option<Programmed> {
+        self.programmed
+    }
+    fn programmed_mut(&mut self) -> &mut Option<Programmed> {
+        &mut self.programmed
+    }
+    fn is_vacant(&self) -> bool {
+        self.routes.is_empty() && self.programmed.is_none()
+    }
+}
+
 // A full table is a million of these entries.
-const _: () = assert!(std::mem::size_of::<(ipnet::Ipv4Net, PrefixRoutes)>() <= 24);
+const _: () = assert!(std::mem::size_of::<(ipnet::Ipv4Net, RibEntry)>() <= 32);
+
+/// The routes of `prefix`, if it has any.
+fn routes_of<'a>(entries: &'a PrefixHashMap<RibEntry>, prefix: &IpNet) -> Option<&'a PrefixRoutes> {
+    entries
+        .get(prefix)
+        .map(|e| &e.routes)
+        .filter(|r| !r.is_empty())
+}
 
 impl PrefixRoutes {
     fn as_slice(&self) -> &[StoredRoute] {
         match self {
+            PrefixRoutes::None => &[],
             PrefixRoutes::One(r) => std::slice::from_ref(r),
             PrefixRoutes::Many(v) => v,
         }
@@ -180,6 +225,7 @@ impl PrefixRoutes {
 
     fn as_mut_slice(&mut self) -> &mut [StoredRoute] {
         match self {
+            PrefixRoutes::None => &mut [],
             PrefixRoutes::One(r) => std::slice::from_mut(r),
             PrefixRoutes::Many(v) => v,
         }
@@ -195,27 +241,30 @@ impl PrefixRoutes {
             return Some(std::mem::replace(slot, route));
         }
         match self {
+            PrefixRoutes::None => *self = PrefixRoutes::One(route),
             PrefixRoutes::One(first) => *self = PrefixRoutes::Many(Box::new(vec![*first, route])),
             PrefixRoutes::Many(routes) => routes.push(route),
         }
         None
     }
 
-    /// Removes the route ranked `rank`; `None` when there is none. The
-    /// caller drops the entry once [`PrefixRoutes::is_empty`].
+    /// Removes the route ranked `rank`; `None` when there is none.
     fn remove(&mut self, rank: (u8, u32)) -> Option<StoredRoute> {
         match self {
+            PrefixRoutes::None => None,
             PrefixRoutes::One(r) if r.rank() == rank => {
                 let removed = *r;
-                *self = PrefixRoutes::Many(Box::default());
+                *self = PrefixRoutes::None;
                 Some(removed)
             }
             PrefixRoutes::One(_) => None,
             PrefixRoutes::Many(routes) => {
                 let at = routes.iter().position(|r| r.rank() == rank)?;
                 let removed = routes.swap_remove(at);
-                if let [only] = routes.as_slice() {
-                    *self = PrefixRoutes::One(*only);
+                match routes.as_slice() {
+                    [] => *self = PrefixRoutes::None,
+                    [only] => *self = PrefixRoutes::One(*only),
+                    _ => {}
                 }
                 Some(removed)
             }
@@ -249,7 +298,7 @@ pub struct WinningRoute {
 pub struct Rib {
     route_source: Source,
     tables: Vec<u32>,
-    routes: PrefixHashMap<PrefixRoutes>,
+    /// Routes live in the sink's per-prefix table ([`FibSink::entries`]).
     route_count: usize,
     objects: FastMap<u32, Entry<NexthopDef>>,
     links: FastMap<u32, Entry<LinkInfo>>,
@@ -282,7 +331,6 @@ impl Rib {
         Self {
             route_source,
             tables,
-            routes: PrefixHashMap::new(),
             route_count: 0,
             objects: FastMap::new(),
             links: FastMap::new(),
@@ -307,19 +355,25 @@ impl Rib {
     }
 
     /// Every prefix and what it should do (for `diff`).
-    pub fn desired(&self) -> Vec<(IpNet, Target)> {
-        let mut prefixes: Vec<IpNet> = self.routes.keys().chain(self.locals.keys()).collect();
+    pub fn desired(&self, sink: &impl FibSink) -> Vec<(IpNet, Target)> {
+        let entries = sink.entries();
+        let mut prefixes: Vec<IpNet> = entries
+            .iter()
+            .filter(|(_, e)| !e.routes.is_empty())
+            .map(|(p, _)| p)
+            .chain(self.locals.keys())
+            .collect();
         prefixes.sort_unstable();
         prefixes.dedup();
         prefixes
             .into_iter()
-            .filter_map(|p| Some((p, self.target_of(&p)?)))
+            .filter_map(|p| Some((p, self.target_of(&p, entries)?)))
             .collect()
     }
 
     /// The route that answers for `prefix`, if one does.
-    pub fn winning_route(&self, prefix: &IpNet) -> Option<WinningRoute> {
-        let route = self.routes.get(prefix)?.winner()?;
+    pub fn winning_route(&self, prefix: &IpNet, sink: &impl FibSink) -> Option<WinningRoute> {
+        let route = routes_of(sink.entries(), prefix)?.winner()?;
         Some(WinningRoute {
             table: self.tables[route.table_rank as usize],
             metric: route.metric,
@@ -402,13 +456,13 @@ impl Rib {
                     Op::Upsert => {
                         let stored = self.store(rank as u8, route);
                         if touched.removed.contains(&prefix) {
-                            self.insert_route(prefix, stored);
+                            self.insert_route(prefix, stored, sink);
                             touched.deferred.push(prefix);
                         } else {
                             // Resolved from the route itself, so publishing
-                            // needs no second lookup of the prefix.
+                            // finds the prefix's entry still in cache.
                             let resolution = Resolution::of(&stored);
-                            let wins = self.insert_route(prefix, stored);
+                            let wins = self.insert_route(prefix, stored, sink);
                             // A route that does not win, or a prefix that is
                             // one of the router's own, changes nothing.
                             if wins && !self.locals.contains_key(&prefix) {
@@ -420,7 +474,7 @@ impl Rib {
                         }
                     }
                     Op::Remove => {
-                        self.remove_route(rank as u8, &route.key);
+                        self.remove_route(rank as u8, &route.key, sink);
                         touched.removed.insert(prefix);
                         touched.deferred.push(prefix);
                     }
@@ -442,7 +496,9 @@ impl Rib {
                 // the routes that name it.
                 if changed {
                     self.object_targets.clear();
-                    touched.deferred.extend(self.prefixes_using_object(id));
+                    touched
+                        .deferred
+                        .extend(self.prefixes_using_object(id, sink));
                 }
             }
             Event::Link(op, ifindex, info) => {
@@ -529,38 +585,48 @@ impl Rib {
     }
 
     /// Stores `stored` for `prefix`; true when it is now the prefix's winner.
-    fn insert_route(&mut self, prefix: IpNet, stored: StoredRoute) -> bool {
+    fn insert_route(
+        &mut self,
+        prefix: IpNet,
+        stored: StoredRoute,
+        sink: &mut impl FibSink,
+    ) -> bool {
         let object = stored.object();
         let rank = stored.rank();
-        let (replaced, newly_named, wins) = match self.routes.slot(prefix) {
-            Slot::Occupied(routes) => {
+        let (replaced, newly_named, wins) = match sink.entries_mut().slot(prefix) {
+            Slot::Occupied(entry) => {
+                let routes = &mut entry.routes;
                 let named_before = object.is_some_and(|id| routes.names_object(id));
                 let replaced = routes.upsert(stored);
                 let wins = routes.winner().is_some_and(|w| w.rank() == rank);
                 (replaced, !named_before, wins)
             }
             Slot::Vacant(slot) => {
-                slot.insert(PrefixRoutes::One(stored));
+                slot.insert(RibEntry {
+                    routes: PrefixRoutes::One(stored),
+                    programmed: None,
+                });
                 (None, true, true)
             }
         };
         if let Some(id) = object.filter(|_| newly_named) {
             if self.object_users.started(id, prefix) {
-                let routes = &self.routes;
-                self.object_users
-                    .compact(id, |p| routes.get(p).is_some_and(|r| r.names_object(id)));
+                let entries = sink.entries();
+                self.object_users.compact(id, |p| {
+                    routes_of(entries, p).is_some_and(|r| r.names_object(id))
+                });
             }
         }
         match replaced {
             None => self.route_count += 1,
-            Some(old) => self.forget(prefix, &old),
+            Some(old) => self.forget(prefix, &old, sink),
         }
         wins
     }
 
     /// Lets go of what a route that is gone held: its leg set, or its place
     /// among the users of its nexthop object.
-    fn forget(&mut self, prefix: IpNet, route: &StoredRoute) {
+    fn forget(&mut self, prefix: IpNet, route: &StoredRoute, sink: &impl FibSink) {
         let id = match route.next {
             StoredNext::None => return,
             StoredNext::Legs(set) => {
@@ -569,20 +635,20 @@ impl Rib {
             }
             StoredNext::Object(id) => id,
         };
-        let still_named = self
-            .routes
-            .get(&prefix)
-            .is_some_and(|routes| routes.names_object(id));
+        let still_named =
+            routes_of(sink.entries(), &prefix).is_some_and(|routes| routes.names_object(id));
         if !still_named {
             self.object_users.stopped(id);
         }
     }
 
-    fn remove_route(&mut self, table_rank: u8, key: &RouteKey) {
-        let Some(routes) = self.routes.get_mut(&key.prefix) else {
+    fn remove_route(&mut self, table_rank: u8, key: &RouteKey, sink: &mut impl FibSink) {
+        let entries = sink.entries_mut();
+        let Some(entry) = entries.get_mut(&key.prefix) else {
             self.stats.unknown_deletes += 1;
             return;
         };
+        let routes = &mut entry.routes;
         // A delete may carry no metric; then it names the only route of
         // that prefix in that table.
         let exact = (table_rank, key.metric);
@@ -602,15 +668,16 @@ impl Rib {
             self.stats.unknown_deletes += 1;
             return;
         };
-        if routes.is_empty() {
-            self.routes.remove(&key.prefix);
+        // A programmed prefix keeps its entry until the sink is told.
+        if entry.is_vacant() {
+            entries.remove(&key.prefix);
         }
         self.route_count -= 1;
-        self.forget(key.prefix, &old);
+        self.forget(key.prefix, &old, sink);
     }
 
     /// Prefixes whose route names `id`, directly or through a group.
-    fn prefixes_using_object(&mut self, id: u32) -> Vec<IpNet> {
+    fn prefixes_using_object(&mut self, id: u32, sink: &impl FibSink) -> Vec<IpNet> {
         // Groups are few (thousands at most); routes may be millions, so
         // those are found through the index.
         let objects: Vec<u32> = std::iter::once(id)
@@ -625,11 +692,9 @@ impl Rib {
             .collect();
         let mut prefixes = Vec::new();
         for object in objects {
-            let routes = &self.routes;
+            let entries = sink.entries();
             prefixes.extend(self.object_users.listed(object).iter().filter(|p| {
-                routes
-                    .get(p)
-                    .is_some_and(|routes| routes.names_object(object))
+                routes_of(entries, p).is_some_and(|routes| routes.names_object(object))
             }));
         }
         prefixes.sort_unstable();
@@ -637,20 +702,20 @@ impl Rib {
         prefixes
     }
 
-    fn winner(&self, prefix: &IpNet) -> Option<&StoredRoute> {
-        self.routes.get(prefix)?.winner()
-    }
-
     /// What `prefix` should do, for readers (`desired`).
-    fn target_of(&self, prefix: &IpNet) -> Option<Target> {
+    fn target_of(&self, prefix: &IpNet, entries: &PrefixHashMap<RibEntry>) -> Option<Target> {
         if self.locals.contains_key(prefix) {
             return Some(Target::Local);
         }
-        Some(match Resolution::of(self.winner(prefix)?) {
-            Resolution::Fixed(target) => target.clone(),
-            Resolution::Legs(set) => self.leg_sets.key_of(set)?.clone(),
-            Resolution::Object(id) => resolve_object(&self.objects, id).unwrap_or(Target::Kernel),
-        })
+        Some(
+            match Resolution::of(routes_of(entries, prefix)?.winner()?) {
+                Resolution::Fixed(target) => target.clone(),
+                Resolution::Legs(set) => self.leg_sets.key_of(set)?.clone(),
+                Resolution::Object(id) => {
+                    resolve_object(&self.objects, id).unwrap_or(Target::Kernel)
+                }
+            },
+        )
     }
 
     fn publish(&mut self, prefix: IpNet, sink: &mut impl FibSink) {
@@ -658,7 +723,9 @@ impl Rib {
             sink.upsert(prefix, &Target::Local);
             return;
         }
-        let resolution = self.winner(&prefix).map(Resolution::of);
+        let resolution = routes_of(sink.entries(), &prefix)
+            .and_then(PrefixRoutes::winner)
+            .map(Resolution::of);
         self.publish_target(prefix, resolution, sink);
     }
 
@@ -696,11 +763,12 @@ impl Rib {
 
     /// Marks everything `source` contributed; the dump or replay that follows
     /// unmarks what it repeats.
-    pub fn begin_resync(&mut self, source: Source) {
+    pub fn begin_resync(&mut self, source: Source, sink: &mut impl FibSink) {
         self.stats.resyncs += 1;
         if source == self.route_source {
-            for routes in self.routes.values_mut() {
-                routes
+            for entry in sink.entries_mut().values_mut() {
+                entry
+                    .routes
                     .as_mut_slice()
                     .iter_mut()
                     .for_each(|r| r.marked = true);
@@ -718,11 +786,12 @@ impl Rib {
     pub fn finish_resync(&mut self, source: Source, sink: &mut impl FibSink) {
         let mut touched = Touched::default();
         if source == self.route_source {
-            let stale: Vec<(IpNet, u8, u32)> = self
-                .routes
+            let stale: Vec<(IpNet, u8, u32)> = sink
+                .entries()
                 .iter()
-                .flat_map(|(prefix, routes)| {
-                    routes
+                .flat_map(|(prefix, entry)| {
+                    entry
+                        .routes
                         .as_slice()
                         .iter()
                         .filter(|r| r.marked)
@@ -736,7 +805,7 @@ impl Rib {
                     prefix,
                     metric,
                 };
-                self.remove_route(table_rank, &key);
+                self.remove_route(table_rank, &key, sink);
                 self.stats.swept += 1;
             }
             let stale: Vec<u32> = self
@@ -750,7 +819,9 @@ impl Rib {
             }
             for id in stale {
                 self.objects.remove(&id);
-                touched.deferred.extend(self.prefixes_using_object(id));
+                touched
+                    .deferred
+                    .extend(self.prefixes_using_object(id, sink));
                 self.stats.swept += 1;
             }
         }

@@ -5,9 +5,16 @@ use super::*;
 #[derive(Default)]
 struct Log {
     calls: Vec<String>,
+    entries: PrefixHashMap<RibEntry>,
 }
 
 impl FibSink for Log {
+    fn entries(&self) -> &PrefixHashMap<RibEntry> {
+        &self.entries
+    }
+    fn entries_mut(&mut self) -> &mut PrefixHashMap<RibEntry> {
+        &mut self.entries
+    }
     fn upsert(&mut self, prefix: IpNet, target: &Target) {
         self.calls.push(format!("upsert {prefix} {target:?}"));
     }
@@ -137,8 +144,8 @@ fn a_group_naming_an_unknown_member_leaves_its_routes_to_the_kernel_until_the_me
     );
     assert_eq!(log.calls, vec!["upsert 203.0.113.0/24 Kernel".to_string()]);
     rib.apply_batch(Source::Fpm, [gateway_object(99, "192.0.2.9")], &mut log);
-    let Some((_, Target::Forward(legs))) = rib.desired().into_iter().next() else {
-        panic!("{:?}", rib.desired())
+    let Some((_, Target::Forward(legs))) = rib.desired(&log).into_iter().next() else {
+        panic!("{:?}", rib.desired(&log))
     };
     assert_eq!(legs.len(), 2, "{legs:?}");
 }
@@ -161,7 +168,7 @@ fn a_group_object_becomes_weighted_legs_and_a_member_change_updates_its_routes()
         ],
         &mut log,
     );
-    let Some((_, Target::Forward(legs))) = rib.desired().into_iter().next() else {
+    let Some((_, Target::Forward(legs))) = rib.desired(&log).into_iter().next() else {
         panic!()
     };
     assert_eq!(
@@ -248,7 +255,7 @@ fn a_replay_removes_exactly_the_routes_and_objects_it_did_not_repeat() {
         ],
         &mut log,
     );
-    rib.begin_resync(Source::Fpm);
+    rib.begin_resync(Source::Fpm, &mut log);
     rib.apply_batch(Source::Fpm, [via("198.51.100.0/24", "192.0.2.1")], &mut log);
     log.calls.clear();
     rib.finish_resync(Source::Fpm, &mut log);
@@ -276,7 +283,7 @@ fn a_kernel_resync_forgets_neighbours_and_links_that_are_gone() {
         ],
         &mut log,
     );
-    rib.begin_resync(Source::Kernel);
+    rib.begin_resync(Source::Kernel, &mut log);
     rib.apply_batch(
         Source::Kernel,
         [Event::Link(Op::Upsert, 2, Some(link))],
@@ -445,7 +452,7 @@ fn routes_with_the_same_inline_gateways_share_one_leg_set_until_the_last_goes() 
     rib.apply_batch(Source::Kernel, routes.clone(), &mut log);
     assert_eq!(rib.leg_sets.len(), 2);
     // A dump that repeats them (a resync) and a move to another gateway.
-    rib.begin_resync(Source::Kernel);
+    rib.begin_resync(Source::Kernel, &mut log);
     rib.apply_batch(Source::Kernel, routes, &mut log);
     rib.finish_resync(Source::Kernel, &mut log);
     assert_eq!(rib.leg_sets.len(), 2);
@@ -460,7 +467,7 @@ fn routes_with_the_same_inline_gateways_share_one_leg_set_until_the_last_goes() 
     rib.apply_batch(Source::Kernel, [delete("10.1.0.0/16")], &mut log);
     assert!(rib.leg_sets.is_empty());
     assert_eq!(log.calls, ["remove 10.1.0.0/16"]);
-    assert_eq!(rib.desired(), [], "every route went with its leg set");
+    assert_eq!(rib.desired(&log), [], "every route went with its leg set");
 }
 
 #[test]
@@ -489,4 +496,62 @@ fn routes_through_an_encapsulated_object_or_group_member_are_left_to_the_kernel(
         rib.stats.unresolved_routes, 0,
         "known, only not offloadable"
     );
+}
+
+#[test]
+fn the_table_shared_with_the_programmer_keeps_each_prefix_once_and_nothing_after_it_goes() {
+    use crate::programmer::{fake::FakeMaps, Limits};
+    let mut rib = fpm_rib();
+    let mut programmer: Programmer<FakeMaps, RibEntry> = Programmer::sharing_table(
+        FakeMaps::new(),
+        Limits {
+            nexthops: 16,
+            ecmp_groups: 4,
+            v6_routes: 16,
+        },
+    );
+    let own: IpAddr = Ipv4Addr::new(198, 51, 100, 1).into();
+    let routed: Vec<String> = (0..20).map(|i| format!("203.0.113.{}/32", i * 4)).collect();
+    let mut batch = vec![
+        gateway_object(1, "192.0.2.1"),
+        Event::Address(Op::Upsert, 2, own),
+    ];
+    batch.extend(routed.iter().map(|p| via_object(p, 1)));
+    // The router's own address also has a route: one entry for both.
+    batch.push(via_object("198.51.100.1/32", 1));
+    rib.apply_batch(Source::Fpm, batch.clone(), &mut programmer);
+    rib.apply_batch(Source::Kernel, batch, &mut programmer);
+    assert_eq!(programmer.entries().len(), 21);
+    assert_eq!(programmer.route_count(), 21);
+    assert_eq!(
+        programmer
+            .programmed(&"198.51.100.1/32".parse().unwrap())
+            .map(|(a, _)| a.kind()),
+        Some(Some(pf_common::RouteKind::Local))
+    );
+    assert!(routed.iter().all(|p| programmer
+        .programmed(&p.parse().unwrap())
+        .is_some_and(|(a, _)| a.kind() == Some(pf_common::RouteKind::Nexthop))));
+
+    // A replay that repeats half the routes sweeps the rest.
+    rib.begin_resync(Source::Fpm, &mut programmer);
+    let half: Vec<Event> = std::iter::once(gateway_object(1, "192.0.2.1"))
+        .chain(routed[..10].iter().map(|p| via_object(p, 1)))
+        .collect();
+    rib.apply_batch(Source::Fpm, half, &mut programmer);
+    rib.finish_resync(Source::Fpm, &mut programmer);
+    assert_eq!(programmer.entries().len(), 11, "10 routes and the address");
+    assert_eq!(rib.route_count(), 10);
+
+    let gone: Vec<Event> = routed[..10].iter().map(|p| delete(p)).collect();
+    rib.apply_batch(Source::Fpm, gone, &mut programmer);
+    rib.apply_batch(
+        Source::Kernel,
+        [Event::Address(Op::Remove, 2, own)],
+        &mut programmer,
+    );
+    assert!(programmer.entries().is_empty());
+    assert_eq!(programmer.route_count(), 0);
+    assert_eq!(rib.route_count(), 0);
+    assert!(rib.desired(&programmer).is_empty());
 }

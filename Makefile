@@ -35,6 +35,7 @@ bench: setup
 	$(CARGO) build --release --locked -p pf-sidecar -p integration-tests --bins
 	./target/release/datapath-bench
 	./target/release/fpm-bench
+	./target/release/stages-bench
 	./target/release/throughput-bench
 	./target/release/frr-table-bench
 

@@ -159,20 +159,26 @@ impl<'a> PipelinedMaps<'a> {
         if self.pending.len() == 0 {
             return;
         }
-        if self.pending.len() <= INLINE_UP_TO && self.in_flight.load(Ordering::Acquire) == 0 {
-            write_v4(&self.maps.v4, &self.pending.v4, &self.refused);
-            self.trie.write(&self.pending.v6, &self.refused);
-            self.pending.v4.clear();
-            self.pending.v6.clear();
-            return;
-        }
         let writes = std::mem::replace(&mut self.pending, Shipment::with_capacity());
-        if let Some(work) = &self.work {
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-            if work.send(Work::Writes(writes)).is_err() {
-                tracing::error!("the route writer thread is gone; routes are no longer written");
-            }
+        if writes.len() <= INLINE_UP_TO && self.in_flight.load(Ordering::Acquire) == 0 {
+            return self.write_inline(&writes);
         }
+        let Some(work) = &self.work else {
+            return self.write_inline(&writes);
+        };
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::SendError(Work::Writes(writes))) = work.send(Work::Writes(writes)) {
+            // Nothing of it was written, and nothing else is in flight.
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!("the route writer thread is gone; routes are written inline");
+            self.work = None;
+            self.write_inline(&writes);
+        }
+    }
+
+    fn write_inline(&mut self, writes: &Shipment) {
+        write_v4(&self.maps.v4, &writes.v4, &self.refused);
+        self.trie.write(&writes.v6, &self.refused);
     }
 
     /// Returns once everything queued so far is in the maps.

@@ -109,6 +109,20 @@ pub struct Port {
 }
 assert_size!(Port, 12);
 
+/// A value of `TX_PORTS` (a DEVMAP_HASH keyed by ifindex): the egress
+/// ifindex and nothing else. Four bytes, not the 8-byte `bpf_devmap_val`: a
+/// devmap whose values have room for a program id is one that "can have
+/// programs", and kernels 5.8 to 5.13 refuse to attach, in generic (skb)
+/// mode, any XDP program that uses such a map. The datapath runs no devmap
+/// programs, so it needs none of that room.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct TxPort {
+    pub ifindex: u32,
+}
+assert_size!(TxPort, 4);
+const _: () = assert!(core::mem::align_of::<TxPort>() == 4);
+
 /// Where a packet came from when `finalize` sends it.
 pub const XMIT_FROM_CACHE: u8 = 0;
 pub const XMIT_FROM_FIB: u8 = 1;
@@ -144,6 +158,7 @@ mod user {
     unsafe impl aya::Pod for NexthopInfo {}
     unsafe impl aya::Pod for EcmpGroup {}
     unsafe impl aya::Pod for Port {}
+    unsafe impl aya::Pod for TxPort {}
     unsafe impl aya::Pod for Xmit {}
     unsafe impl aya::Pod for Config {}
 }

@@ -14,5 +14,5 @@ pub mod route;
 
 pub use config::{Config, Mode};
 pub use counters::Counter;
-pub use layout::{EcmpGroup, Nexthop, NexthopInfo, Port, V6Key, Xmit};
+pub use layout::{EcmpGroup, Nexthop, NexthopInfo, Port, TxPort, V6Key, Xmit};
 pub use route::{RouteAction, RouteKind};

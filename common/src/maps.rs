@@ -20,7 +20,8 @@ pub const GRP_PTR: &str = "GRP_PTR";
 pub const GROUPS: &str = "GROUPS";
 /// Per-ifindex egress facts for the `bpf_fib_lookup` path (VLAN uppers).
 pub const PORTS: &str = "PORTS";
-/// Devmap (hash) of egress ports the datapath may redirect to.
+/// Devmap (hash) of egress ports the datapath may redirect to: ifindex to
+/// [`crate::TxPort`] (4-byte values, so no devmap programs).
 pub const TX_PORTS: &str = "TX_PORTS";
 /// Program array: slot [`FINALIZE_SLOT`] holds `finalize`.
 pub const JUMP: &str = "JUMP";

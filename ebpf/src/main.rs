@@ -13,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod devmap;
 mod fast_path;
 mod finalize;
 mod maps;

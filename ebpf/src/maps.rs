@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
 };
 use pf_common::{
     counters::COUNTER_COUNT,
@@ -11,6 +11,8 @@ use pf_common::{
     maps::*,
     Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port, Xmit,
 };
+
+use crate::devmap::TxPortMap;
 
 /// Lets the sidecar write route actions straight into the arrays' memory.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -45,8 +47,9 @@ pub static GROUPS: Array<EcmpGroup> = Array::with_max_entries(2 * DEFAULT_GROUPS
 #[map]
 pub static PORTS: HashMap<u32, Port> = HashMap::with_max_entries(DEFAULT_PORTS, 0);
 
+/// ifindex → [`pf_common::TxPort`]: 4-byte values, see [`TxPortMap`].
 #[map]
-pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(DEFAULT_PORTS, 0);
+pub static TX_PORTS: TxPortMap = TxPortMap::with_max_entries(DEFAULT_PORTS, 0);
 
 #[map]
 pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);

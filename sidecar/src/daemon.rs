@@ -603,11 +603,7 @@ fn go_live(
         pins::update_link(&link_pin(pin_dir, &ifname), fast_path.as_fd())
             .with_context(|| format!("moving {ifname} to the new generation"))?;
     }
-    let mode = match config.general.xdp_mode.as_str() {
-        "native" => AttachMode::Native,
-        "generic" => AttachMode::Generic,
-        _ => AttachMode::Auto,
-    };
+    let mode = AttachMode::from_config(&config.general.xdp_mode);
     for (ifname, _) in interfaces {
         if !link_pin(pin_dir, ifname).exists() {
             let how = attach_and_pin(programs.fast_path()?, ifname, mode, pin_dir)?;

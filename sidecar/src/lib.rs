@@ -16,6 +16,7 @@ pub mod diff;
 pub mod elf_scan;
 pub mod events;
 pub mod inspect;
+pub mod kernel_probe;
 pub mod metrics;
 pub mod programmer;
 pub mod query;

@@ -86,9 +86,18 @@ enum Command {
         #[arg(long, conflicts_with = "interfaces")]
         all: bool,
     },
-    /// Check that this host can run the datapath; trial-attach to interfaces.
+    /// Check that this host can run the datapath: kernel, JIT, BPF
+    /// features, the datapath loaded as `run` loads it, and a trial attach
+    /// (native and generic) per interface. Exits 0 when the datapath can
+    /// run, 1 when it cannot.
     Feasibility {
+        /// Interfaces to check (default: general.interfaces of the
+        /// configuration).
         interfaces: Vec<String>,
+        /// Configuration file, for the interfaces, capacities, XDP mode and
+        /// pin directory (default: /etc/pf-sidecar/pf-sidecar.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -224,14 +233,47 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("removed {}", pin_dir.display());
             }
         }
-        Command::Feasibility { interfaces, json } => {
-            let checks = feasibility::run(&interfaces, &pin_dir);
+        Command::Feasibility {
+            interfaces,
+            config,
+            json,
+        } => {
+            let overrides = Overrides {
+                pin_dir: cli.pin_dir.clone(),
+                log_level: None,
+            };
+            let loaded = match Config::load(config.as_deref(), &overrides) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("pf-sidecar: configuration error: {err}");
+                    return Ok(exit::ERROR);
+                }
+            };
+            let source = match &config {
+                Some(path) => path.display().to_string(),
+                None if std::path::Path::new(pf_sidecar::config::DEFAULT_PATH).exists() => {
+                    pf_sidecar::config::DEFAULT_PATH.to_string()
+                }
+                None => "built-in defaults".to_string(),
+            };
+            let options = feasibility::Options {
+                interfaces: if interfaces.is_empty() {
+                    loaded.general.interfaces.clone()
+                } else {
+                    interfaces
+                },
+                pin_dir: loaded.general.pin_dir.clone(),
+                capacities: loaded.capacity,
+                xdp_mode: AttachMode::from_config(&loaded.general.xdp_mode),
+                source,
+            };
+            let checks = feasibility::run(&options);
             if json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
                 print!("{}", feasibility::render(&checks));
             }
-            if checks.iter().any(|c| !c.pass) {
+            if !feasibility::can_run(&checks) {
                 return Ok(exit::DRIFT);
             }
         }

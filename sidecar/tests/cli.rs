@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use integration_tests::{
     netns::{veth_pair, NetNs},
-    require_root,
+    raw_xdp, require_root,
 };
 
 fn pf_sidecar(ns: &NetNs, pin_dir: &str, args: &[&str]) -> Output {
@@ -31,13 +31,8 @@ fn pins(tag: &str) -> Pins {
     Pins(format!("/sys/fs/bpf/pf-test-{tag}-{}", std::process::id()))
 }
 
-#[test]
-fn feasibility_passes_on_this_host_for_a_prepared_namespace() {
-    require_root!();
-    let a = NetNs::new("feas-a");
-    let b = NetNs::new("feas-b");
-    veth_pair(&a, "v0", &b, "v1");
-    a.exec_ok(
+fn forwarding_on(ns: &NetNs) {
+    ns.exec_ok(
         "sysctl",
         &[
             "-qw",
@@ -45,6 +40,43 @@ fn feasibility_passes_on_this_host_for_a_prepared_namespace() {
             "net.ipv6.conf.all.forwarding=1",
         ],
     );
+}
+
+/// `feasibility --json`'s checks by name.
+fn feasibility_json(
+    ns: &NetNs,
+    pin_dir: &str,
+    args: &[&str],
+) -> (Option<i32>, Vec<serde_json::Value>) {
+    let mut full = vec!["feasibility", "--json"];
+    full.extend_from_slice(args);
+    let out = pf_sidecar(ns, pin_dir, &full);
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "feasibility --json printed no JSON ({e}): {}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), checks.as_array().unwrap().clone())
+}
+
+fn check<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check named {name:?} in {checks:#?}"))
+}
+
+#[test]
+fn feasibility_passes_on_this_host_for_a_prepared_namespace() {
+    require_root!();
+    let a = NetNs::new("feas-a");
+    let b = NetNs::new("feas-b");
+    veth_pair(&a, "v0", &b, "v1");
+    forwarding_on(&a);
+    // The peer receives redirected frames (Linux 5.13+: GRO is enough).
+    b.exec_ok("ethtool", &["-K", "v1", "gro", "on"]);
     let pins = pins("feas");
     let out = pf_sidecar(&a, &pins.0, &["feasibility", "v0"]);
     assert!(
@@ -55,10 +87,189 @@ fn feasibility_passes_on_this_host_for_a_prepared_namespace() {
     );
     let text = stdout(&out);
     assert!(
-        text.contains("PASS  attach to v0") && text.contains("native XDP works"),
+        text.contains("PASS  interface v0: native attach")
+            && text.contains("PASS  interface v0: generic attach")
+            && text.contains("PASS  interface v0: veth peer receives redirected frames")
+            && text.contains("the datapath can run here"),
         "{text}"
     );
     assert!(!text.contains("FAIL"), "{text}");
+    let shown = a.ip(&["-d", "link", "show", "v0"]);
+    assert!(
+        !shown.contains("prog/xdp"),
+        "the trial attaches are detached again:\n{shown}"
+    );
+}
+
+#[test]
+fn feasibility_json_names_the_kernel_the_jit_the_mix_probe_and_each_program() {
+    require_root!();
+    let a = NetNs::new("feas-json");
+    let b = NetNs::new("feas-json-b");
+    veth_pair(&a, "v0", &b, "v1");
+    b.exec_ok("ethtool", &["-K", "v1", "gro", "on"]);
+    forwarding_on(&a);
+    let pins = pins("feasjson");
+    let (code, checks) = feasibility_json(&a, &pins.0, &["v0"]);
+    assert_eq!(code, Some(0), "{checks:#?}");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .unwrap();
+    for c in &checks {
+        let name = c["name"]
+            .as_str()
+            .unwrap()
+            .replace("interface v0:", "interface IF:");
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/operations.md does not list the check `{name}`"
+        );
+    }
+    let uname = |flag: &str| {
+        let out = Command::new("uname").arg(flag).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(check(&checks, "kernel: release")["value"], uname("-r"));
+    assert_eq!(check(&checks, "kernel: architecture")["value"], uname("-m"));
+    for c in &checks {
+        for field in ["name", "status", "detail"] {
+            assert!(c[field].is_string(), "{field} in {c}");
+        }
+        assert!(c["pass"].is_boolean() && c["required"].is_boolean(), "{c}");
+        let detail = c["detail"].as_str().unwrap();
+        assert!(
+            !detail.contains("Ok(") && !detail.contains("Err("),
+            "debug text in {c}"
+        );
+    }
+    let jit = check(&checks, "jit: enabled");
+    assert!(
+        ["on", "off", "always"].contains(&jit["value"].as_str().unwrap()),
+        "{jit}"
+    );
+    assert!(check(&checks, "jit: compiled in")["value"].is_string());
+    // The control the kernel matrix asserts on: a real load of a tail call
+    // mixed with a bpf-to-bpf call. Informational: never a failure.
+    let mix = check(&checks, "jit: tail calls mixed with bpf-to-bpf calls");
+    assert_eq!(mix["required"], false);
+    let accepted = mix["pass"].as_bool().unwrap();
+    assert_eq!(
+        mix["value"],
+        if accepted { "accepted" } else { "rejected" },
+        "{mix}"
+    );
+    if jit["value"] != "off" && uname("-m") == "x86_64" {
+        assert!(accepted, "x86_64's JIT takes the mix: {mix}");
+    }
+    if !accepted {
+        assert!(
+            mix["log"].is_string(),
+            "a rejection carries the verifier log: {mix}"
+        );
+    }
+    for name in ["finalize", "fast_path", "xdp_pass"] {
+        let program = check(&checks, &format!("datapath: program {name}"));
+        assert_eq!(program["value"], "accepted", "{program}");
+        assert_eq!(program["required"], true);
+    }
+    assert_eq!(check(&checks, "datapath: assembled")["pass"], true);
+    assert_eq!(check(&checks, "maps: mmapable arrays")["value"], "yes");
+    let batch = check(&checks, "maps: batch operations");
+    assert!(["batch", "per-element"].contains(&batch["value"].as_str().unwrap()));
+}
+
+#[test]
+fn feasibility_fails_when_a_veth_peer_has_neither_xdp_nor_gro_and_passes_with_xdp_pass() {
+    require_root!();
+    let a = NetNs::new("feas-peer-a");
+    let b = NetNs::new("feas-peer-b");
+    veth_pair(&a, "v0", &b, "v1");
+    forwarding_on(&a);
+    let pins = pins("feaspeer");
+    const PEER: &str = "interface v0: veth peer receives redirected frames";
+
+    // The peer lives in another (named) namespace: it is found there.
+    let (code, checks) = feasibility_json(&a, &pins.0, &["v0"]);
+    let peer = check(&checks, PEER);
+    assert_eq!(peer["status"], "fail", "{peer}");
+    assert_eq!(peer["value"], "none");
+    assert!(
+        peer["detail"].as_str().unwrap().contains(&b.name)
+            && peer["fix"].as_str().unwrap().contains("gro on"),
+        "{peer}"
+    );
+    assert_eq!(code, Some(1), "every redirected frame would be dropped");
+
+    // An XDP program in native mode on the peer lets it receive them.
+    let index = b.ifindex("v1");
+    let link = b.enter(|| {
+        let prog = raw_xdp::constant_program(2, "pass").expect("load XDP_PASS");
+        raw_xdp::attach(&prog, index).expect("attach natively to v1")
+    });
+    let (code, checks) = feasibility_json(&a, &pins.0, &["v0"]);
+    let peer = check(&checks, PEER);
+    assert_eq!(
+        (peer["status"].as_str(), peer["value"].as_str()),
+        (Some("pass"), Some("xdp")),
+        "{peer}"
+    );
+    assert_eq!(code, Some(0), "{checks:#?}");
+    drop(link);
+
+    // So does GRO (Linux 5.13 and later).
+    b.exec_ok("ethtool", &["-K", "v1", "gro", "on"]);
+    let (_, checks) = feasibility_json(&a, &pins.0, &["v0"]);
+    assert_eq!(check(&checks, PEER)["value"], "gro");
+
+    // A peer in the same namespace, down.
+    a.ip(&["link", "add", "v2", "type", "veth", "peer", "name", "v3"]);
+    a.ip(&["link", "set", "v2", "up"]);
+    let (_, checks) = feasibility_json(&a, &pins.0, &["v2"]);
+    let peer = check(
+        &checks,
+        "interface v2: veth peer receives redirected frames",
+    );
+    assert_eq!(
+        (peer["status"].as_str(), peer["value"].as_str()),
+        (Some("fail"), Some("down")),
+        "{peer}"
+    );
+    assert!(
+        peer["fix"].as_str().unwrap().contains("ip link set v3 up"),
+        "{peer}"
+    );
+}
+
+#[test]
+fn feasibility_takes_interfaces_and_capacities_from_the_configuration() {
+    require_root!();
+    let a = NetNs::new("feas-cfg-a");
+    let b = NetNs::new("feas-cfg-b");
+    veth_pair(&a, "v0", &b, "v1");
+    forwarding_on(&a);
+    let pins = pins("feascfg");
+    let config = std::env::temp_dir().join(format!("pf-feas-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[general]\ninterfaces = [\"v0\"]\nxdp_mode = \"native\"\n[capacity]\nv6_routes = 4096\n",
+    )
+    .unwrap();
+    let (_, checks) = feasibility_json(&a, &pins.0, &["--config", config.to_str().unwrap()]);
+    std::fs::remove_file(&config).unwrap();
+    let native = check(&checks, "interface v0: native attach");
+    assert_eq!(native["value"], "accepted");
+    assert_eq!(native["required"], true, "xdp_mode = native needs it");
+    assert_eq!(
+        check(&checks, "interface v0: generic attach")["required"],
+        false
+    );
+    let maps = check(&checks, "datapath: maps");
+    assert!(
+        maps["detail"].as_str().unwrap().contains("v6_routes 4096"),
+        "{maps}"
+    );
 }
 
 #[test]
@@ -66,19 +277,16 @@ fn feasibility_fails_with_a_fix_when_something_is_missing() {
     require_root!();
     let a = NetNs::new("feas-fail");
     let pins = pins("feasfail");
-    let out = pf_sidecar(&a, &pins.0, &["feasibility", "--json", "nosuch0"]);
-    assert_eq!(out.status.code(), Some(1));
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let failed: Vec<&serde_json::Value> = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["pass"] == false)
-        .collect();
+    let (code, checks) = feasibility_json(&a, &pins.0, &["nosuch0"]);
+    assert_eq!(code, Some(1));
+    let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["status"] == "fail").collect();
     let names: Vec<&str> = failed.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"attach to nosuch0"), "{names:?}");
     assert!(
-        names.contains(&"IPv4 forwarding"),
+        names.contains(&"interface nosuch0: native attach"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"forwarding: IPv4"),
         "a fresh namespace does not forward: {names:?}"
     );
     assert!(

@@ -3,11 +3,14 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use aya::programs::{links::FdLink, XdpMode};
+use aya::programs::{links::FdLink, ProgramError, XdpError, XdpMode};
 use pf_common::{config::CFG_F_DRY_RUN, Config, Mode};
 
 use super::{ifindex, link_pin};
-use crate::datapath::{pins, Capacities, Datapath};
+use crate::{
+    datapath::{pins, Capacities, Datapath},
+    kernel_probe::{self, Kernel},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
@@ -65,6 +68,96 @@ pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'stat
     Ok(attached)
 }
 
+impl AttachMode {
+    /// `general.xdp_mode` of the configuration (`auto`, `native`, `generic`).
+    pub fn from_config(value: &str) -> Self {
+        match value {
+            "native" => Self::Native,
+            "generic" => Self::Generic,
+            _ => Self::Auto,
+        }
+    }
+
+    /// The modes to try, in order, with their names.
+    pub fn tries(self) -> &'static [(XdpMode, &'static str)] {
+        match self {
+            Self::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            Self::Native => &[(XdpMode::Driver, "native")],
+            Self::Generic => &[(XdpMode::Skb, "generic")],
+        }
+    }
+}
+
+/// The errno behind a failed attach, if there is one.
+pub fn attach_errno(error: &ProgramError) -> Option<i32> {
+    match error {
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(e)) => e.raw_os_error(),
+        ProgramError::UnknownInterface { .. } => Some(libc::ENODEV),
+        _ => None,
+    }
+}
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Why one mode did not attach.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AttachError {
+    pub message: String,
+    /// The kernel's errno, when the kernel refused.
+    pub errno: Option<i32>,
+}
+
+/// Attaches `program` to `ifname` in one mode, exactly as `run` and
+/// `attach` do: through a bpf_link, which is what makes the attachment
+/// pinnable. The link detaches when dropped unless it is pinned. A kernel
+/// without XDP links (before 5.9) is refused, and anything aya attached by
+/// netlink instead is taken off again. A generic-mode refusal that a known
+/// kernel limit explains says so, with the fix.
+pub fn try_attach(
+    program: &mut aya::programs::Xdp,
+    ifname: &str,
+    mode: XdpMode,
+) -> Result<FdLink, AttachError> {
+    let link_id = program.attach(ifname, mode).map_err(|err| {
+        let errno = attach_errno(&err);
+        let explained = errno
+            .filter(|_| mode == XdpMode::Skb)
+            .map(std::io::Error::from_raw_os_error)
+            .and_then(|e| kernel_probe::explain_generic_refusal(&Kernel::running(), &e, None));
+        AttachError {
+            message: match explained {
+                Some(why) => format!("{err}: {why}"),
+                None => err.to_string(),
+            },
+            errno,
+        }
+    })?;
+    let link = program.take_link(link_id).map_err(|err| AttachError {
+        message: err.to_string(),
+        errno: None,
+    })?;
+    FdLink::try_from(link).map_err(|_| {
+        let flags = if mode == XdpMode::Skb {
+            XDP_FLAGS_SKB_MODE
+        } else {
+            XDP_FLAGS_DRV_MODE
+        };
+        if let Ok(index) = ifindex(ifname) {
+            let _ = kernel_probe::link::detach_xdp(index, flags);
+        }
+        AttachError {
+            message: format!(
+                "this kernel ({}) attaches XDP programs without a bpf_link (Linux 5.9 and later have them), and pf-sidecar needs one to pin the attachment",
+                Kernel::running().release
+            ),
+            errno: None,
+        }
+    })
+}
+
 /// Attaches `program` to `ifname` (native first for `Auto`) with a bpf_link
 /// pinned under `pin_dir`, so it outlives this process. Returns the mode.
 pub fn attach_and_pin(
@@ -73,27 +166,16 @@ pub fn attach_and_pin(
     mode: AttachMode,
     pin_dir: &Path,
 ) -> anyhow::Result<&'static str> {
-    let tries: &[(XdpMode, &'static str)] = match mode {
-        AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-        AttachMode::Native => &[(XdpMode::Driver, "native")],
-        AttachMode::Generic => &[(XdpMode::Skb, "generic")],
-    };
     let mut errors = Vec::new();
-    for (xdp_mode, label) in tries {
-        match program.attach(ifname, *xdp_mode) {
-            Ok(link_id) => {
-                let link = program.take_link(link_id)?;
-                let fd_link = FdLink::try_from(link).with_context(|| {
-                    format!(
-                        "{ifname}: this kernel attached without a bpf_link, which cannot be pinned"
-                    )
-                })?;
+    for (xdp_mode, label) in mode.tries() {
+        match try_attach(program, ifname, *xdp_mode) {
+            Ok(fd_link) => {
                 fd_link
                     .pin(link_pin(pin_dir, ifname))
                     .with_context(|| format!("pinning the link of {ifname}"))?;
                 return Ok(label);
             }
-            Err(err) => errors.push(format!("{label}: {err}")),
+            Err(err) => errors.push(format!("{label}: {err:#}")),
         }
     }
     bail!("attaching to {ifname} failed: {}", errors.join("; "))

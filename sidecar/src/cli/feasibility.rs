@@ -1,32 +1,115 @@
 //! `feasibility`: can this host run the datapath, and what to fix if not.
+//!
+//! Every check asks the kernel the way the real thing does: the datapath is
+//! loaded as `run` loads it (same object, same capacities), each interface
+//! gets a trial attach in each mode through a bpf_link (as `run` and
+//! `attach` make them) and is detached again, and the kernel probes load
+//! small programs and maps through the raw `bpf()` syscall. The check names
+//! and JSON fields are stable (docs/operations.md); the kernel matrix
+//! asserts on them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::{
     maps::MapType,
     programs::{ProgramType, XdpMode},
-    sys::{is_helper_supported, is_map_supported, is_program_supported, BpfHelper},
+    sys::{is_helper_supported, is_map_supported, BpfHelper},
 };
 use serde::Serialize;
 
-use crate::datapath::{Capacities, Datapath};
+use super::{attach::AttachMode, link_pin};
+use crate::{
+    datapath::{tx_ports, Capacities, Datapath},
+    kernel_probe::{
+        self,
+        bpf::{self as probe, Verdict},
+        link::{self, PeerLookup},
+        Jit, Kernel,
+    },
+};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    /// A required check failed: the datapath cannot run as configured.
+    Fail,
+    /// A check that does not stop the datapath failed (slower, or not
+    /// verifiable from here); the detail says what it means.
+    Warn,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// Stable name, `<area>: <what>` (see docs/operations.md).
     pub name: String,
+    pub status: Status,
+    /// The thing checked holds (the probe was accepted, the mode attaches...).
     pub pass: bool,
+    /// A failure means the datapath cannot run (exit code 1).
+    pub required: bool,
+    /// A short machine-readable answer (`accepted`, `rejected`, `on`, `6.1.0-57-arm64`...).
+    pub value: Option<String>,
+    /// What was found, for a person.
     pub detail: String,
-    /// What to do about a failure.
+    /// What to do about a failure or warning.
     pub fix: Option<String>,
+    /// The tail of the verifier log, for a refused program.
+    pub log: Option<String>,
 }
 
-fn check(name: impl Into<String>, pass: bool, detail: impl Into<String>, fix: &str) -> Check {
-    Check {
-        name: name.into(),
-        pass,
-        detail: detail.into(),
-        fix: (!pass).then(|| fix.to_string()),
+impl Check {
+    fn new(name: impl Into<String>, pass: bool, required: bool, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            status: match (pass, required) {
+                (true, _) => Status::Pass,
+                (false, true) => Status::Fail,
+                (false, false) => Status::Warn,
+            },
+            pass,
+            required,
+            value: None,
+            detail: detail.into(),
+            fix: None,
+            log: None,
+        }
     }
+
+    fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Kept only when the check did not pass.
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        if !self.pass {
+            self.fix = Some(fix.into());
+        }
+        self
+    }
+
+    fn log(mut self, log: &str) -> Self {
+        if !log.is_empty() {
+            self.log = Some(log.to_string());
+        }
+        self
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Interfaces to trial-attach.
+    pub interfaces: Vec<String>,
+    pub pin_dir: PathBuf,
+    /// The capacities `run` would load with.
+    pub capacities: Capacities,
+    /// `general.xdp_mode`: which attach modes the datapath needs.
+    pub xdp_mode: AttachMode,
+    /// Where the interfaces and capacities came from, for the report.
+    pub source: String,
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -37,181 +120,710 @@ fn read_trimmed(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Runs every check. Interfaces get a trial load and attach (native, then
-/// generic), detached again at once.
-pub fn run(interfaces: &[String], pin_dir: &Path) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let xdp = is_program_supported(ProgramType::Xdp);
-    checks.push(check(
-        "bpf syscall and XDP programs",
-        matches!(xdp, Ok(true)),
-        format!("{xdp:?}"),
-        "run as root (CAP_BPF, CAP_NET_ADMIN) on a kernel with CONFIG_BPF_SYSCALL and XDP",
-    ));
-    for (name, map_type) in [
-        ("map type array", MapType::Array),
-        ("map type per-CPU array", MapType::PerCpuArray),
-        ("map type hash", MapType::Hash),
-        ("map type LPM trie", MapType::LpmTrie),
-        ("map type devmap hash", MapType::DevMapHash),
-        ("map type program array", MapType::ProgramArray),
-    ] {
-        let supported = is_map_supported(map_type);
-        checks.push(check(
-            name,
-            matches!(supported, Ok(true)),
-            format!("{supported:?}"),
-            "use kernel 5.15 or later",
-        ));
-    }
-    for (name, helper) in [
-        ("helper bpf_fib_lookup", BpfHelper::BPF_FUNC_fib_lookup),
-        ("helper bpf_tail_call", BpfHelper::BPF_FUNC_tail_call),
-        ("helper bpf_redirect_map", BpfHelper::BPF_FUNC_redirect_map),
-        (
-            "helper bpf_xdp_adjust_head",
-            BpfHelper::BPF_FUNC_xdp_adjust_head,
-        ),
-        ("helper bpf_ktime_get_ns", BpfHelper::BPF_FUNC_ktime_get_ns),
-    ] {
-        let supported = is_helper_supported(ProgramType::Xdp, helper);
-        checks.push(check(
-            name,
-            matches!(supported, Ok(true)),
-            format!("{supported:?}"),
-            "use kernel 5.15 or later",
-        ));
-    }
-    let small = Capacities {
-        tbl8_groups: 1,
-        v6_routes: 1,
-        nexthops: 1,
-        ecmp_groups: 1,
-        ports: 1,
-    };
-    let mut loaded = Datapath::load(&small);
-    checks.push(check(
-        "fast_path and finalize pass the verifier",
-        loaded.is_ok(),
-        loaded
-            .as_ref()
-            .err()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_else(|| "loaded, tail-call slot filled".into()),
-        "read the verifier log above; report it with `uname -r`",
-    ));
-    // The sysctl is visible only in the initial namespace; the program's
-    // own info says whether the kernel JIT-compiled it.
-    let jitted = loaded
-        .as_mut()
-        .ok()
-        .and_then(|d| d.fast_path().ok()?.info().ok())
-        .map(|info| info.size_jitted());
-    checks.push(check(
-        "BPF JIT",
-        jitted.is_some_and(|size| size > 0),
-        match jitted {
-            Some(size) if size > 0 => format!("fast_path JIT-compiled to {size} bytes"),
-            Some(_) => "fast_path runs in the interpreter".to_string(),
-            None => "not loaded".to_string(),
-        },
-        "sysctl -w net.core.bpf_jit_enable=1 (in the initial namespace)",
-    ));
-    drop(loaded);
+/// True when the datapath can run: no required check failed.
+pub fn can_run(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.status != Status::Fail)
+}
 
-    let bpffs_dir = pin_dir.parent().unwrap_or(pin_dir);
+/// Runs every check.
+pub fn run(options: &Options) -> Vec<Check> {
+    let kernel = Kernel::running();
+    let mut checks = vec![
+        Check::new(
+            "kernel: release",
+            !kernel.release.is_empty(),
+            false,
+            format!("Linux {} (version {})", kernel.release, kernel.version),
+        )
+        .value(kernel.release.clone()),
+        Check::new(
+            "kernel: architecture",
+            !kernel.machine.is_empty(),
+            false,
+            kernel.machine.clone(),
+        )
+        .value(kernel.machine.clone()),
+    ];
+
+    let trivial = probe::trivial_program();
+    checks.push(
+        Check::new(
+            "bpf: XDP programs load",
+            trivial.accepted(),
+            true,
+            match &trivial {
+                Verdict::Accepted { .. } => "a program that returns XDP_PASS loads".to_string(),
+                rejected => format!("refused: {}", rejected.reason()),
+            },
+        )
+        .fix("run as root (CAP_BPF and CAP_NET_ADMIN) on a kernel built with CONFIG_BPF_SYSCALL and XDP"),
+    );
+    checks.push(map_types());
+    checks.push(helpers());
+    let jited_bytes = match trivial {
+        Verdict::Accepted { jited_bytes } => Some(jited_bytes),
+        Verdict::Rejected { .. } => None,
+    };
+    checks.extend(jit_checks(&kernel, jited_bytes));
+    checks.push(tail_call_mix());
+    checks.push(batch());
+    checks.push(mmapable());
+
+    let mut trial = Datapath::trial_load(&options.capacities);
+    checks.extend(datapath_checks(options, &trial));
+
+    let bpffs_dir = options.pin_dir.parent().unwrap_or(&options.pin_dir);
     let on_bpffs = statfs_magic(bpffs_dir) == Some(BPF_FS_MAGIC);
-    checks.push(check(
-        "bpffs mounted",
-        on_bpffs,
-        format!(
-            "{} {}",
-            bpffs_dir.display(),
-            if on_bpffs { "is bpffs" } else { "is not bpffs" }
+    checks.push(
+        Check::new(
+            "bpffs: mounted",
+            on_bpffs,
+            true,
+            format!(
+                "{} {} (the pin directory is {})",
+                bpffs_dir.display(),
+                if on_bpffs { "is bpffs" } else { "is not bpffs" },
+                options.pin_dir.display()
+            ),
+        )
+        .fix("mount -t bpf bpf /sys/fs/bpf (or add it to /etc/fstab)"),
+    );
+    for (name, path, fix) in [
+        (
+            "forwarding: IPv4",
+            "/proc/sys/net/ipv4/ip_forward",
+            "sysctl -w net.ipv4.ip_forward=1 (bpf_fib_lookup refuses to forward otherwise)",
         ),
-        "mount -t bpf bpf /sys/fs/bpf (or add it to /etc/fstab)",
-    ));
-    let v4 = read_trimmed("/proc/sys/net/ipv4/ip_forward");
-    checks.push(check(
-        "IPv4 forwarding",
-        v4.as_deref() == Some("1"),
-        format!(
-            "net.ipv4.ip_forward = {}",
-            v4.as_deref().unwrap_or("unreadable")
+        (
+            "forwarding: IPv6",
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+            "sysctl -w net.ipv6.conf.all.forwarding=1",
         ),
-        "sysctl -w net.ipv4.ip_forward=1 (bpf_fib_lookup refuses to forward otherwise)",
-    ));
-    let v6 = read_trimmed("/proc/sys/net/ipv6/conf/all/forwarding");
-    checks.push(check(
-        "IPv6 forwarding",
-        v6.as_deref() == Some("1"),
-        format!(
-            "net.ipv6.conf.all.forwarding = {}",
-            v6.as_deref().unwrap_or("unreadable")
-        ),
-        "sysctl -w net.ipv6.conf.all.forwarding=1",
-    ));
-    for ifname in interfaces {
-        checks.push(trial_attach(ifname, pin_dir));
+    ] {
+        let value = read_trimmed(path);
+        let key = path.trim_start_matches("/proc/sys/").replace('/', ".");
+        checks.push(
+            Check::new(
+                name,
+                value.as_deref() == Some("1"),
+                true,
+                format!("{key} = {}", value.as_deref().unwrap_or("unreadable")),
+            )
+            .value(value.unwrap_or_default())
+            .fix(fix),
+        );
+    }
+
+    for ifname in &options.interfaces {
+        checks.extend(interface_checks(
+            ifname,
+            options,
+            &kernel,
+            trial.datapath.as_mut().ok(),
+        ));
     }
     checks
 }
 
-fn trial_attach(ifname: &str, pin_dir: &Path) -> Check {
-    let name = format!("attach to {ifname}");
-    if super::link_pin(pin_dir, ifname).exists() {
-        return check(name, true, "already attached (pinned link)", "");
+fn map_types() -> Check {
+    let mut missing = Vec::new();
+    let mut unknown = Vec::new();
+    let types = [
+        ("array", MapType::Array),
+        ("per-CPU array", MapType::PerCpuArray),
+        ("hash", MapType::Hash),
+        ("LPM trie", MapType::LpmTrie),
+        ("devmap hash", MapType::DevMapHash),
+        ("program array", MapType::ProgramArray),
+    ];
+    for (name, map_type) in types {
+        match is_map_supported(map_type) {
+            Ok(true) => {}
+            Ok(false) => missing.push(name),
+            Err(e) => unknown.push(format!("{name} ({e})")),
+        }
     }
-    let small = Capacities {
-        tbl8_groups: 1,
-        v6_routes: 1,
-        nexthops: 1,
-        ecmp_groups: 1,
-        ports: 1,
-    };
-    let mut datapath = match Datapath::load(&small) {
-        Ok(d) => d,
-        Err(e) => {
-            return check(
-                name,
-                false,
-                format!("{e:#}"),
-                "fix the verifier failure first",
+    let names: Vec<&str> = types.iter().map(|(n, _)| *n).collect();
+    Check::new(
+        "bpf: map types",
+        missing.is_empty() && unknown.is_empty(),
+        false,
+        if missing.is_empty() && unknown.is_empty() {
+            format!("supported: {}", names.join(", "))
+        } else {
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("not supported: {}", missing.join(", ")));
+            }
+            if !unknown.is_empty() {
+                parts.push(format!("probe failed: {}", unknown.join(", ")));
+            }
+            format!(
+                "{} (the datapath load below is the verdict)",
+                parts.join("; ")
             )
+        },
+    )
+    .fix("Linux 5.10 or later has every map type the datapath uses")
+}
+
+fn helpers() -> Check {
+    let mut missing = Vec::new();
+    let helpers = [
+        ("bpf_fib_lookup", BpfHelper::BPF_FUNC_fib_lookup),
+        ("bpf_tail_call", BpfHelper::BPF_FUNC_tail_call),
+        ("bpf_redirect_map", BpfHelper::BPF_FUNC_redirect_map),
+        ("bpf_xdp_adjust_head", BpfHelper::BPF_FUNC_xdp_adjust_head),
+        ("bpf_ktime_get_ns", BpfHelper::BPF_FUNC_ktime_get_ns),
+    ];
+    for (name, helper) in helpers {
+        if !matches!(is_helper_supported(ProgramType::Xdp, helper), Ok(true)) {
+            missing.push(name);
+        }
+    }
+    let names: Vec<&str> = helpers.iter().map(|(n, _)| *n).collect();
+    Check::new(
+        "bpf: helpers",
+        missing.is_empty(),
+        false,
+        if missing.is_empty() {
+            format!("available to XDP: {}", names.join(", "))
+        } else {
+            format!(
+                "not available to XDP: {} (the datapath load below is the verdict)",
+                missing.join(", ")
+            )
+        },
+    )
+    .fix("Linux 5.10 or later has every helper the datapath calls")
+}
+
+fn jit_checks(kernel: &Kernel, jited_bytes: Option<u32>) -> Vec<Check> {
+    let jit = Jit::probe(kernel);
+    let jited = jited_bytes.is_some_and(|b| b > 0);
+    let compiled_in = jit
+        .compiled_in
+        .clone()
+        .or_else(|| jited.then(|| (true, "a test program was JIT-compiled".to_string())));
+    let compiled = Check::new(
+        "jit: compiled in",
+        matches!(compiled_in, Some((true, _))),
+        false,
+        match &compiled_in {
+            Some((true, from)) => format!("CONFIG_BPF_JIT=y ({from})"),
+            Some((false, from)) => format!("CONFIG_BPF_JIT is not set ({from})"),
+            None => "cannot tell: no /boot/config file, net.core.bpf_jit_enable is unreadable from here and a test program was not JIT-compiled".to_string(),
+        },
+    )
+    .value(match compiled_in {
+        Some((true, _)) => "yes",
+        Some((false, _)) => "no",
+        None => "unknown",
+    })
+    .fix("a kernel built with CONFIG_BPF_JIT=y (the interpreter runs the datapath several times slower)");
+
+    let mode = match jit.mode() {
+        "unknown" if jited_bytes.is_some() => {
+            if jited {
+                "on"
+            } else {
+                "off"
+            }
+        }
+        mode => mode,
+    };
+    let sysctl = match jit.sysctl {
+        Some(v) => format!(
+            "net.core.bpf_jit_enable = {v}{}",
+            if v == 2 {
+                " (on, with debug output)"
+            } else {
+                ""
+            }
+        ),
+        None => "net.core.bpf_jit_enable is not readable from this network namespace".to_string(),
+    };
+    let always = match &jit.always_on {
+        Some((true, from)) => format!("; CONFIG_BPF_JIT_ALWAYS_ON=y, no interpreter ({from})"),
+        Some((false, from)) => format!("; the interpreter is built in ({from})"),
+        None => String::new(),
+    };
+    let test = match jited_bytes {
+        Some(0) => "; a test program runs in the interpreter".to_string(),
+        Some(bytes) => format!("; a test program was JIT-compiled to {bytes} bytes"),
+        None => String::new(),
+    };
+    let enabled = Check::new(
+        "jit: enabled",
+        jited || (jited_bytes.is_none() && matches!(mode, "on" | "always")),
+        false,
+        format!("{sysctl}{always}{test}"),
+    )
+    .value(mode)
+    .fix("sysctl -w net.core.bpf_jit_enable=1 (in the initial network namespace); without the JIT the interpreter runs the datapath several times slower");
+    vec![compiled, enabled]
+}
+
+fn tail_call_mix() -> Check {
+    const NAME: &str = "jit: tail calls mixed with bpf-to-bpf calls";
+    const OURS: &str = "The datapath makes no bpf-to-bpf calls (tests/tests/elf_scan.rs checks every build), so it does not need this";
+    let probes = match probe::tail_call_mix() {
+        Ok(probes) => probes,
+        Err(e) => {
+            return Check::new(
+                NAME,
+                false,
+                false,
+                format!("the probe could not run: creating a program array: {e}"),
+            )
+            .value("unknown")
+            .fix("run as root on a kernel with BPF program arrays")
         }
     };
+    if let Verdict::Rejected { log, .. } = &probes.tail_call_alone {
+        return Check::new(
+            NAME,
+            false,
+            false,
+            format!(
+                "the probe could not run: a program with the tail call alone was refused too: {}",
+                probes.tail_call_alone.reason()
+            ),
+        )
+        .value("unknown")
+        .fix("see the verifier log")
+        .log(log);
+    }
+    match &probes.mixed {
+        Verdict::Accepted { jited_bytes } => Check::new(
+            NAME,
+            true,
+            false,
+            format!(
+                "accepted: a program with a bpf-to-bpf call and a tail call loads ({}). {OURS}.",
+                if *jited_bytes > 0 {
+                    format!("JIT-compiled to {jited_bytes} bytes")
+                } else {
+                    "interpreted".to_string()
+                }
+            ),
+        )
+        .value("accepted"),
+        rejected @ Verdict::Rejected { log, .. } => Check::new(
+            NAME,
+            false,
+            false,
+            format!("rejected: {}. {OURS}, and loads here all the same.", rejected.reason()),
+        )
+        .value("rejected")
+        .fix("nothing for pf-sidecar; other programs that mix the two need a JIT with subprogram tail calls (x86_64, arm64 from Linux 6.0) and net.core.bpf_jit_enable=1")
+        .log(log),
+    }
+}
+
+fn batch() -> Check {
+    let result = probe::batch();
+    let describe = |r: &probe::BatchResult| match r {
+        Ok(()) => "works".to_string(),
+        Err(e) => e.clone(),
+    };
+    let detail = format!(
+        "BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH: LPM trie {}; hash {}. {}",
+        describe(&result.lpm_trie),
+        describe(&result.hash),
+        if result.lpm_trie.is_ok() {
+            "IPv6 route writes go in batches"
+        } else {
+            "The daemon writes IPv6 routes one syscall per route (a full table loads slower)"
+        }
+    );
+    Check::new(
+        "maps: batch operations",
+        result.lpm_trie.is_ok() && result.hash.is_ok(),
+        false,
+        detail,
+    )
+    .value(if result.lpm_trie.is_ok() {
+        "batch"
+    } else {
+        "per-element"
+    })
+    .fix("nothing needed: the daemon falls back to single-element writes")
+}
+
+fn mmapable() -> Check {
+    let result = probe::mmapable_array();
+    Check::new(
+        "maps: mmapable arrays",
+        result.is_ok(),
+        true,
+        match &result {
+            Ok(()) => {
+                "a BPF_F_MMAPABLE array maps into memory and a write through it is seen by a lookup"
+                    .to_string()
+            }
+            Err(e) => e.clone(),
+        },
+    )
+    .value(if result.is_ok() { "yes" } else { "no" })
+    .fix("Linux 5.5 or later: the IPv4 table (DIR-24-8) is written through mmapped arrays")
+}
+
+fn datapath_checks(options: &Options, trial: &crate::datapath::TrialLoad) -> Vec<Check> {
+    let c = &options.capacities;
+    let capacities = format!(
+        "tbl8_groups {}, v6_routes {}, nexthops {}, ecmp_groups {}, ports {} ({})",
+        c.tbl8_groups, c.v6_routes, c.nexthops, c.ecmp_groups, c.ports, options.source
+    );
+    let mut checks = vec![Check::new(
+        "datapath: maps",
+        trial.maps.is_ok(),
+        true,
+        match &trial.maps {
+            Ok(()) => format!("created with the capacities run uses: {capacities}"),
+            Err(e) => format!("{e} (capacities: {capacities})"),
+        },
+    )
+    .fix("lower [capacity] in the configuration, or free memory (before Linux 5.11 maps count against RLIMIT_MEMLOCK)")];
+    for (name, verdict) in &trial.programs {
+        let check = match verdict {
+            Ok(loaded) => Check::new(
+                format!("datapath: program {name}"),
+                true,
+                true,
+                format!(
+                    "accepted{}{}",
+                    loaded
+                        .instructions
+                        .map(|n| format!(", {n} instructions verified"))
+                        .unwrap_or_default(),
+                    if loaded.jited_bytes > 0 {
+                        format!(", JIT-compiled to {} bytes", loaded.jited_bytes)
+                    } else {
+                        ", interpreted".to_string()
+                    }
+                ),
+            )
+            .value("accepted"),
+            Err(refused) => Check::new(
+                format!("datapath: program {name}"),
+                false,
+                true,
+                match probe::log_reason(&refused.log_tail) {
+                    Some(last) => format!("rejected: {last} ({})", refused.error),
+                    None => format!("rejected: {}", refused.error),
+                },
+            )
+            .value("rejected")
+            .fix("the verifier log says where; report it with `uname -r`, `uname -m` and the log (this is a datapath bug, not a host setting)")
+            .log(&refused.log_tail),
+        };
+        checks.push(check);
+    }
+    if trial.maps.is_ok() && trial.programs.iter().all(|(_, v)| v.is_ok()) {
+        checks.push(
+            Check::new(
+                "datapath: assembled",
+                trial.datapath.is_ok(),
+                true,
+                match &trial.datapath {
+                    Ok(_) => {
+                        "finalize is in the tail-call slot, the IPv4 tables are mapped".to_string()
+                    }
+                    Err(e) => e.clone(),
+                },
+            )
+            .fix("report it with `uname -r` and this output"),
+        );
+    }
+    checks
+}
+
+/// Which attach modes are required under `xdp_mode`, given which worked.
+fn required_modes(xdp_mode: AttachMode, native_ok: bool, generic_ok: bool) -> (bool, bool) {
+    match xdp_mode {
+        AttachMode::Native => (true, false),
+        AttachMode::Generic => (false, true),
+        // One of the two is enough; when neither works both are failures.
+        AttachMode::Auto => (!generic_ok, !native_ok),
+    }
+}
+
+fn interface_checks(
+    ifname: &str,
+    options: &Options,
+    kernel: &Kernel,
+    datapath: Option<&mut Datapath>,
+) -> Vec<Check> {
+    let native_name = format!("interface {ifname}: native attach");
+    let generic_name = format!("interface {ifname}: generic attach");
+    let link = match link::link_by_name(ifname) {
+        Ok(Some(link)) => link,
+        Ok(None) => {
+            let detail = format!("no interface named {ifname} in this network namespace");
+            let fix = "check the name (ip link show), or run in the router's namespace (--netns)";
+            return vec![
+                Check::new(native_name, false, true, detail.clone())
+                    .value("refused")
+                    .fix(fix),
+                Check::new(generic_name, false, true, detail)
+                    .value("refused")
+                    .fix(fix),
+            ];
+        }
+        Err(e) => {
+            let detail = format!("rtnetlink: {e}");
+            return vec![
+                Check::new(native_name, false, true, detail.clone()).fix("run as root"),
+                Check::new(generic_name, false, true, detail).fix("run as root"),
+            ];
+        }
+    };
+
+    let mut checks = Vec::new();
+    let pin = link_pin(&options.pin_dir, ifname);
+    if pin.exists() {
+        let mode = if link.xdp.native.is_some() {
+            "native"
+        } else if link.xdp.generic.is_some() {
+            "generic"
+        } else {
+            "unknown mode"
+        };
+        checks.push(
+            Check::new(
+                native_name,
+                true,
+                false,
+                format!(
+                    "pf-sidecar's fast_path is attached ({mode}, link pinned at {})",
+                    pin.display()
+                ),
+            )
+            .value("attached"),
+        );
+        checks.push(
+            Check::new(
+                generic_name,
+                true,
+                false,
+                "not tried while pf-sidecar's fast_path is attached",
+            )
+            .value("not tried"),
+        );
+    } else {
+        checks.extend(trial_attach(
+            ifname,
+            &native_name,
+            &generic_name,
+            options,
+            kernel,
+            &link,
+            datapath,
+        ));
+    }
+    if link.is_veth() {
+        checks.push(veth_peer_check(ifname, kernel, &link));
+    }
+    checks
+}
+
+fn trial_attach(
+    ifname: &str,
+    native_name: &str,
+    generic_name: &str,
+    options: &Options,
+    kernel: &Kernel,
+    link: &link::Link,
+    datapath: Option<&mut Datapath>,
+) -> Vec<Check> {
+    let Some(datapath) = datapath else {
+        let detail = "not tried: the datapath did not load (see above)";
+        let fix = "fix the datapath load first";
+        return vec![
+            Check::new(native_name, false, true, detail).fix(fix),
+            Check::new(generic_name, false, true, detail).fix(fix),
+        ];
+    };
+    let devmap_value_size = datapath.maps.tx_ports.value_size();
     let program = match datapath.fast_path() {
         Ok(p) => p,
         Err(e) => {
-            return check(
-                name,
-                false,
-                format!("{e:#}"),
-                "fix the verifier failure first",
-            )
+            let detail = format!("not tried: {e:#}");
+            return vec![
+                Check::new(native_name, false, true, detail.clone()),
+                Check::new(generic_name, false, true, detail),
+            ];
         }
     };
-    let mut errors = Vec::new();
-    for (mode, label) in [(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")] {
-        match program.attach(ifname, mode) {
-            Ok(link) => {
-                let _ = program.detach(link);
-                let detail = if label == "native" {
-                    "native XDP works".to_string()
-                } else {
-                    format!("generic only (native: {})", errors.join("; "))
-                };
-                return check(name, true, detail, "");
-            }
-            Err(e) => errors.push(format!("{e:#}")),
-        }
+    let mut results = Vec::new();
+    for mode in [XdpMode::Driver, XdpMode::Skb] {
+        // Attached through a bpf_link, as run does; dropping it detaches.
+        let result = super::attach::try_attach(program, ifname, mode)
+            .map(drop)
+            .map_err(|e| (e.message, e.errno));
+        results.push(result);
     }
-    check(
-        name,
-        false,
-        errors.join("; "),
-        "check that the interface exists and is up, and that no other XDP program owns it (ip -d link show)",
-    )
+    let (native, generic) = (&results[0], &results[1]);
+    let (native_required, generic_required) =
+        required_modes(options.xdp_mode, native.is_ok(), generic.is_ok());
+    let other_program = link.xdp.any().then(|| {
+        format!(
+            "another XDP program is attached to {ifname} (ids: native {:?}, generic {:?}); detach it (ip link set dev {ifname} xdp off) or use another interface",
+            link.xdp.native, link.xdp.generic
+        )
+    });
+
+    let native_check = match native {
+        Ok(()) => Check::new(
+            native_name,
+            true,
+            native_required,
+            "fast_path attaches in native (driver) mode",
+        )
+        .value("accepted"),
+        Err((error, errno)) => {
+            let fix = other_program.clone().unwrap_or_else(|| match errno {
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
+                    "the driver has no native XDP: use generic mode (general.xdp_mode = \"generic\"), or a NIC and driver with XDP support".to_string()
+                }
+                _ => "check that the interface is up and that no other XDP program owns it (ip -d link show)".to_string(),
+            });
+            let note = if generic.is_ok() && options.xdp_mode == AttachMode::Auto {
+                "; run falls back to generic mode"
+            } else {
+                ""
+            };
+            Check::new(
+                native_name,
+                false,
+                native_required,
+                format!("refused: {error}{note}"),
+            )
+            .value("refused")
+            .fix(fix)
+        }
+    };
+    let generic_check = match generic {
+        Ok(()) => Check::new(
+            generic_name,
+            true,
+            generic_required,
+            "fast_path attaches in generic (skb) mode",
+        )
+        .value("accepted"),
+        Err((error, errno)) => {
+            let explained = errno.map(std::io::Error::from_raw_os_error).and_then(|e| {
+                kernel_probe::explain_generic_refusal(kernel, &e, Some(devmap_value_size))
+            });
+            let fix = other_program.clone().unwrap_or_else(|| {
+                explained.clone().unwrap_or_else(|| {
+                    "check that the interface is up and that no other XDP program owns it (ip -d link show)".to_string()
+                })
+            });
+            let devmap = if devmap_value_size == tx_ports::VALUE_SIZE {
+                String::new()
+            } else {
+                format!(" (TX_PORTS has {devmap_value_size}-byte values)")
+            };
+            Check::new(
+                generic_name,
+                false,
+                generic_required,
+                format!("refused: {error}{devmap}"),
+            )
+            .value("refused")
+            .fix(fix)
+        }
+    };
+    vec![native_check, generic_check]
+}
+
+fn veth_peer_check(ifname: &str, kernel: &Kernel, link: &link::Link) -> Check {
+    let name = format!("interface {ifname}: veth peer receives redirected frames");
+    let fix_for = |peer: &str, netns: Option<&str>| {
+        let exec = netns
+            .and_then(|n| n.strip_prefix("netns "))
+            .map(|n| format!("ip netns exec {n} "))
+            .unwrap_or_default();
+        let consequence = format!(
+            "without it, every frame fast_path redirects out of {ifname} is dropped silently"
+        );
+        if kernel.veth_gro_receives_redirects() {
+            format!("enable GRO on the peer ({exec}ethtool -K {peer} gro on) or attach an XDP program to {peer} in native mode (one that returns XDP_PASS is enough); {consequence}")
+        } else {
+            format!("attach an XDP program to {peer} in native mode (one that returns XDP_PASS is enough; GRO does not count before Linux 5.13); {consequence}")
+        }
+    };
+    match link::veth_peer(link) {
+        Ok(PeerLookup::Found(peer)) => {
+            let peer_name = peer.link.name.clone();
+            let place = peer
+                .namespace
+                .as_deref()
+                .map(|n| format!(" (in {n})"))
+                .unwrap_or_default();
+            let native = peer.link.xdp.native;
+            let gro = peer.gro == Some(true);
+            let gro_counts = gro && kernel.veth_gro_receives_redirects();
+            let (pass, value, why) = if !peer.link.up {
+                (false, "down", "is down".to_string())
+            } else if let Some(id) = native {
+                (true, "xdp", format!("has an XDP program in native mode (id {id})"))
+            } else if gro_counts {
+                (true, "gro", "has GRO on".to_string())
+            } else if gro {
+                (
+                    false,
+                    "none",
+                    format!("has GRO on, which lets a veth receive redirected frames only from Linux 5.13 ({} here), and no XDP program in native mode", kernel.version),
+                )
+            } else {
+                let generic = if peer.link.xdp.generic.is_some() {
+                    " (its generic-mode program does not count)"
+                } else {
+                    ""
+                };
+                (
+                    false,
+                    "none",
+                    format!("has neither an XDP program in native mode nor GRO{generic}"),
+                )
+            };
+            let fix = if peer.link.up {
+                fix_for(&peer_name, peer.namespace.as_deref())
+            } else {
+                format!("ip link set {peer_name} up")
+            };
+            Check::new(name, pass, true, format!("peer {peer_name}{place} {why}"))
+                .value(value)
+                .fix(fix)
+        }
+        Ok(PeerLookup::Unreachable { nsid, ifindex }) => Check::new(
+            name,
+            false,
+            false,
+            format!("cannot be verified from here: the peer (ifindex {ifindex}) is in another network namespace (nsid {nsid}) that has no name under /run/netns and no process this one can see"),
+        )
+        .value("unknown")
+        .fix(fix_for("the peer", None)),
+        Ok(PeerLookup::None) => Check::new(
+            name,
+            false,
+            false,
+            "cannot be verified: the veth reports no peer",
+        )
+        .value("unknown")
+        .fix(fix_for("the peer", None)),
+        Err(e) => Check::new(
+            name,
+            false,
+            false,
+            format!("cannot be verified: looking up the peer: {e}"),
+        )
+        .value("unknown")
+        .fix(fix_for("the peer", None)),
+    }
 }
 
 fn statfs_magic(path: &Path) -> Option<i64> {
@@ -228,17 +840,64 @@ pub fn render(checks: &[Check]) -> String {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     for c in checks {
-        out.push_str(&format!(
-            "{}  {:<width$}  {}\n",
-            if c.pass { "PASS" } else { "FAIL" },
-            c.name,
-            c.detail
-        ));
+        let status = match c.status {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Warn => "WARN",
+        };
+        out.push_str(&format!("{status}  {:<width$}  {}\n", c.name, c.detail));
         if let Some(fix) = &c.fix {
             out.push_str(&format!("      {:<width$}  fix: {fix}\n", ""));
         }
+        if let Some(log) = &c.log {
+            for line in log.lines() {
+                out.push_str(&format!("      {:<width$}  | {line}\n", ""));
+            }
+        }
     }
-    let failed = checks.iter().filter(|c| !c.pass).count();
-    out.push_str(&format!("{} checks, {failed} failed\n", checks.len()));
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
+    out.push_str(&format!(
+        "{} checks, {failed} failed, {warned} warnings: {}\n",
+        checks.len(),
+        if failed == 0 {
+            "the datapath can run here"
+        } else {
+            "the datapath cannot run here as configured"
+        }
+    ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_mode_needs_one_working_mode_and_the_others_need_theirs() {
+        assert_eq!(required_modes(AttachMode::Auto, true, true), (false, false));
+        // The one mode that works is needed; the other only warns.
+        assert_eq!(required_modes(AttachMode::Auto, true, false), (true, false));
+        assert_eq!(required_modes(AttachMode::Auto, false, true), (false, true));
+        assert_eq!(required_modes(AttachMode::Auto, false, false), (true, true));
+        assert_eq!(
+            required_modes(AttachMode::Native, true, false),
+            (true, false)
+        );
+        assert_eq!(
+            required_modes(AttachMode::Generic, true, false),
+            (false, true)
+        );
+    }
+
+    #[test]
+    fn statuses_follow_pass_and_required() {
+        assert_eq!(Check::new("a", true, true, "").status, Status::Pass);
+        assert_eq!(Check::new("a", false, true, "").status, Status::Fail);
+        assert_eq!(Check::new("a", false, false, "").status, Status::Warn);
+        assert_eq!(Check::new("a", true, false, "").fix("x").fix, None);
+        let failed = [Check::new("a", false, true, "")];
+        assert!(!can_run(&failed));
+        assert!(can_run(&[Check::new("a", false, false, "")]));
+    }
 }

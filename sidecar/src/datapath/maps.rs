@@ -8,7 +8,7 @@ use std::{
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, ProgramArray,
+        Array, HashMap, Map, MapData, PerCpuArray, ProgramArray,
     },
     Ebpf,
 };
@@ -21,6 +21,7 @@ use pf_common::{
 use super::{
     dir24::Dir24,
     mmap::{MmapDir24Store, MmapRegion},
+    tx_ports::TxPorts,
     DatapathError,
 };
 
@@ -51,7 +52,7 @@ pub struct DatapathMaps {
     pub grp_ptr: Array<MapData, u32>,
     pub groups: Array<MapData, EcmpGroup>,
     pub ports: HashMap<MapData, u32, Port>,
-    pub tx_ports: DevMapHash<MapData>,
+    pub tx_ports: TxPorts,
     pub config: Array<MapData, Config>,
     pub counters: PerCpuArray<MapData, u64>,
     pub jump: ProgramArray<MapData>,
@@ -121,7 +122,7 @@ impl DatapathMaps {
             grp_ptr: typed!(ebpf, names::GRP_PTR),
             groups: typed!(ebpf, names::GROUPS),
             ports: typed!(ebpf, names::PORTS),
-            tx_ports: typed!(ebpf, names::TX_PORTS),
+            tx_ports: TxPorts::new(take(ebpf, names::TX_PORTS)?)?,
             config: typed!(ebpf, names::CONFIG),
             counters: typed!(ebpf, names::COUNTERS),
             jump,
@@ -161,8 +162,8 @@ impl DatapathMaps {
     /// Lets the datapath redirect to `ifindex`.
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DatapathError> {
         self.tx_ports
-            .insert(ifindex, ifindex, None, 0)
-            .map_err(|source| DatapathError::XdpMap {
+            .insert(ifindex)
+            .map_err(|source| DatapathError::Io {
                 name: names::TX_PORTS,
                 source,
             })

@@ -7,7 +7,9 @@ pub mod maps;
 pub mod mmap;
 pub mod pins;
 pub mod pipelined;
+pub mod sys;
 pub mod test_run;
+pub mod tx_ports;
 
 use std::{
     os::fd::{AsFd, BorrowedFd},
@@ -63,12 +65,6 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("map {name}: {source}")]
-    XdpMap {
-        name: &'static str,
-        #[source]
-        source: aya::maps::xdp::XdpMapError,
-    },
     #[error("pinning {name}: {source}")]
     Pin {
         name: &'static str,
@@ -83,6 +79,63 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The programs, in the order they are loaded.
+pub const PROGRAMS: [&str; 3] = [
+    names::PROG_FINALIZE,
+    names::PROG_FAST_PATH,
+    names::PROG_PASS,
+];
+
+/// A program the verifier accepted.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Bytes of machine code (0: it runs in the interpreter).
+    pub jited_bytes: u32,
+    /// Instructions the verifier processed, where the kernel says.
+    pub instructions: Option<u32>,
+}
+
+/// A program the kernel refused.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The error, without the log.
+    pub error: String,
+    /// The last lines of the verifier log.
+    pub log_tail: String,
+}
+
+impl Refused {
+    fn of(error: ProgramError) -> Self {
+        match error {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => Self {
+                error: format!("BPF_PROG_LOAD: {io_error}"),
+                log_tail: crate::kernel_probe::bpf::log_tail(
+                    &verifier_log.to_string(),
+                    crate::kernel_probe::bpf::LOG_TAIL_LINES,
+                ),
+            },
+            other => Self {
+                error: other.to_string(),
+                log_tail: String::new(),
+            },
+        }
+    }
+}
+
+/// What [`Datapath::trial_load`] found.
+pub struct TrialLoad {
+    /// The maps, created with the capacities asked for.
+    pub maps: Result<(), String>,
+    /// Each program's verdict, in [`PROGRAMS`] order (empty when the maps
+    /// failed).
+    pub programs: Vec<(&'static str, Result<Loaded, Refused>)>,
+    /// The assembled datapath (tail-call slot filled, tables mapped).
+    pub datapath: Result<Datapath, String>,
 }
 
 /// The loaded programs (`fast_path` tail-calls `finalize`) and their maps.
@@ -143,11 +196,75 @@ impl Datapath {
         Ok((Self::load_with_pins(capacities, Some(&dir), &adopt)?, dir))
     }
 
+    /// Loads as [`Datapath::load`] does, but goes on past a program the
+    /// verifier refuses, so each program gets its own verdict
+    /// (`feasibility`). The datapath is there when everything loaded.
+    pub fn trial_load(capacities: &Capacities) -> TrialLoad {
+        let mut ebpf = match Self::create_maps(capacities, None, &[]) {
+            Ok(ebpf) => ebpf,
+            Err(e) => {
+                return TrialLoad {
+                    maps: Err(format!("{e:#}")),
+                    programs: Vec::new(),
+                    datapath: Err("the maps could not be created".into()),
+                }
+            }
+        };
+        let programs: Vec<(&'static str, Result<Loaded, Refused>)> = PROGRAMS
+            .iter()
+            .map(|&name| {
+                let verdict = match xdp_mut(&mut ebpf, name) {
+                    Err(e) => Err(Refused {
+                        error: format!("{e:#}"),
+                        log_tail: String::new(),
+                    }),
+                    Ok(program) => match program.load() {
+                        Ok(()) => {
+                            let info = program.info().ok();
+                            Ok(Loaded {
+                                jited_bytes: info.as_ref().map_or(0, |i| i.size_jitted()),
+                                instructions: info.and_then(|i| i.verified_instruction_count()),
+                            })
+                        }
+                        Err(source) => Err(Refused::of(source)),
+                    },
+                };
+                (name, verdict)
+            })
+            .collect();
+        let datapath = if programs.iter().all(|(_, v)| v.is_ok()) {
+            Self::assemble(ebpf, None, &[]).map_err(|e| format!("{e:#}"))
+        } else {
+            Err("a program was refused".into())
+        };
+        TrialLoad {
+            maps: Ok(()),
+            programs,
+            datapath,
+        }
+    }
+
     fn load_with_pins(
         capacities: &Capacities,
         pin_dir: Option<&Path>,
         adopt: &[(&'static str, PathBuf)],
     ) -> Result<Self, DatapathError> {
+        let mut ebpf = Self::create_maps(capacities, pin_dir, adopt)?;
+        for name in PROGRAMS {
+            xdp_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Self::assemble(ebpf, pin_dir, adopt)
+    }
+
+    /// Creates (or adopts) the maps with the operator's capacities and
+    /// relocates the programs against them; nothing is loaded yet.
+    fn create_maps(
+        capacities: &Capacities,
+        pin_dir: Option<&Path>,
+        adopt: &[(&'static str, PathBuf)],
+    ) -> Result<Ebpf, DatapathError> {
         let mut loader = EbpfLoader::new();
         if let Some(dir) = pin_dir {
             // Root-only: the generation and the pin directory above it.
@@ -174,16 +291,19 @@ impl Datapath {
             .map_max_entries(names::GROUPS, 2 * capacities.ecmp_groups)
             .map_max_entries(names::PORTS, capacities.ports)
             .map_max_entries(names::TX_PORTS, capacities.ports);
-        let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
-        for name in [
-            names::PROG_FINALIZE,
-            names::PROG_FAST_PATH,
-            names::PROG_PASS,
-        ] {
-            xdp_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
+        let ebpf = loader.load(crate::EBPF_OBJECT)?;
+        let tx_ports_adopted = adopt.iter().any(|(name, _)| *name == names::TX_PORTS);
+        tx_ports::narrow(&ebpf, tx_ports_adopted)?;
+        Ok(ebpf)
+    }
+
+    /// With every program loaded: pins (for a generation), fills the
+    /// tail-call slot and takes the maps.
+    fn assemble(
+        mut ebpf: Ebpf,
+        pin_dir: Option<&Path>,
+        adopt: &[(&'static str, PathBuf)],
+    ) -> Result<Self, DatapathError> {
         if let Some(dir) = pin_dir {
             for name in names::ALL {
                 let path = dir.join(name);

@@ -18,6 +18,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::sys::{bpf, BPF_LINK_UPDATE, BPF_OBJ_GET};
+
 const GENERATION_PREFIX: &str = "gen-";
 
 /// Generation numbers present under `pin_dir`, ascending.
@@ -82,9 +84,6 @@ pub fn retire_generations_except(pin_dir: &Path, keep: &Path) -> io::Result<()> 
     Ok(())
 }
 
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_UPDATE: libc::c_long = 29;
-
 #[repr(C)]
 struct ObjGetAttr {
     pathname: u64,
@@ -100,22 +99,6 @@ struct LinkUpdateAttr {
     new_prog_fd: u32,
     flags: u32,
     old_prog_fd: u32,
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
-    // SAFETY: attr is a valid, initialised bpf_attr variant for `cmd`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
 }
 
 /// Opens a pinned object without touching the pin.

@@ -152,7 +152,10 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
     if total_len < IPV4_HLEN {
         return Err(Counter::PassBadHeader);
     }
-    if ip + total_len > end {
+    // Compare lengths, never `ip + total_len`: verifiers before 6.13 drop
+    // a byte-swapped value's bounds, and then refuse adding it to a packet
+    // pointer ("math between pkt pointer and register with unbounded min").
+    if total_len > end - ip {
         return Err(Counter::PassTruncated);
     }
     if unsafe { load_be16(ip + 6) } & 0x3fff != 0 {
@@ -210,7 +213,8 @@ fn parse_ipv6(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
         return Err(Counter::PassBadHeader);
     }
     let payload_len = unsafe { load_be16(ip + 4) } as usize;
-    if ip + IPV6_HLEN + payload_len > end {
+    // A length comparison, as in `parse_ipv4`.
+    if payload_len > end - ip - IPV6_HLEN {
         return Err(Counter::PassTruncated);
     }
     let daddr = unsafe {

@@ -3,10 +3,10 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use super::sys::ENOTSUPP;
+
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-/// The kernel's `ENOTSUPP`, which is not in libc.
-const ENOTSUPP: i32 = 524;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -68,11 +68,24 @@ fn run(
     };
     if result < 0 {
         return Err(BatchError {
-            done: (attr.count as usize).min(count),
+            done: elements_done(count, attr.count),
             error: std::io::Error::last_os_error(),
         });
     }
     Ok(())
+}
+
+/// Elements the kernel wrote before a failure. It reports that count in
+/// `attr.count` only once it has started on the elements; a command that fails
+/// before them (no batch support for the map type, as on 5.10 for LPM tries)
+/// leaves the requested count in place, which means none were written.
+fn elements_done(requested: usize, reported: u32) -> usize {
+    let reported = reported as usize;
+    if reported >= requested {
+        0
+    } else {
+        reported
+    }
 }
 
 /// Writes `keys[i]` → `values[i]` for every `i`, in order. `K` and `V` must
@@ -107,4 +120,16 @@ pub fn delete<K: Copy>(map: BorrowedFd<'_>, keys: &[K]) -> Result<(), BatchError
         std::ptr::null(),
         keys.len(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elements_done;
+
+    #[test]
+    fn a_count_left_as_requested_means_nothing_was_written() {
+        assert_eq!(elements_done(10, 10), 0);
+        assert_eq!(elements_done(10, 0), 0);
+        assert_eq!(elements_done(10, 3), 3);
+    }
 }

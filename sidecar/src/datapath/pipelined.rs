@@ -309,7 +309,8 @@ impl TrieWriter {
                     return;
                 }
                 Err(err) => {
-                    let failed = from + err.done;
+                    // Clamped: an element past the run cannot have failed.
+                    let failed = (from + err.done).min(run.len() - 1);
                     refuse(refused, run[failed], err.error.to_string());
                     from = failed + 1;
                 }

@@ -606,6 +606,13 @@ fn go_live(
     let mode = AttachMode::from_config(&config.general.xdp_mode);
     for (ifname, _) in interfaces {
         if !link_pin(pin_dir, ifname).exists() {
+            // Before the attach, so the start-up after it stays as short.
+            if let Some(warning) = crate::kernel_probe::link::veth_redirect_warning(
+                ifname,
+                &crate::kernel_probe::Kernel::running(),
+            ) {
+                tracing::warn!(%ifname, "{warning}");
+            }
             let how = attach_and_pin(programs.fast_path()?, ifname, mode, pin_dir)?;
             tracing::info!(%ifname, how, "attached");
         }

@@ -8,7 +8,7 @@ use pf_common::{config::CFG_F_DRY_RUN, Config, Mode};
 
 use super::{ifindex, link_pin};
 use crate::{
-    datapath::{pins, Capacities, Datapath},
+    datapath::{pins, tx_ports, Capacities, Datapath},
     kernel_probe::{self, Kernel},
 };
 
@@ -54,15 +54,32 @@ pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'stat
         ..Default::default()
     })?;
     let mut attached = Vec::new();
+    let kernel = Kernel::running();
     for ifname in options.interfaces {
         let index = ifindex(ifname)?;
-        let how = attach_and_pin(
+        let how = match attach_and_pin(
             datapath.fast_path()?,
             ifname,
             options.attach_mode,
             options.pin_dir,
-        )?;
+        ) {
+            Ok(how) => how,
+            Err(err)
+                if options.attach_mode != AttachMode::Native
+                    && datapath.maps.tx_ports.value_size() == tx_ports::DEVMAP_VAL_SIZE
+                    && kernel.refuses_generic_with_devmap_programs() =>
+            {
+                return Err(err.context(format!(
+                    "TX_PORTS pinned in {} has 8-byte values (made by an older pf-sidecar), which Linux 5.8 to 5.13 refuse in generic mode: `pf-sidecar detach --all`, then attach again",
+                    options.pin_dir.display()
+                )));
+            }
+            Err(err) => return Err(err),
+        };
         datapath.maps.add_tx_port(index)?;
+        if let Some(warning) = kernel_probe::link::veth_redirect_warning(ifname, &kernel) {
+            eprintln!("pf-sidecar: warning: {warning}");
+        }
         attached.push((ifname.clone(), how));
     }
     Ok(attached)
@@ -127,13 +144,15 @@ pub fn try_attach(
             .filter(|_| mode == XdpMode::Skb)
             .map(std::io::Error::from_raw_os_error)
             .and_then(|e| kernel_probe::explain_generic_refusal(&Kernel::running(), &e, None));
-        AttachError {
-            message: match explained {
-                Some(why) => format!("{err}: {why}"),
-                None => err.to_string(),
-            },
-            errno,
+        // aya's netlink errors do not print the errno.
+        let mut message = err.to_string();
+        if let Some(code) = errno.filter(|_| !message.contains("os error")) {
+            message = format!("{message} ({})", std::io::Error::from_raw_os_error(code));
         }
+        if let Some(why) = explained {
+            message = format!("{message}: {why}");
+        }
+        AttachError { message, errno }
     })?;
     let link = program.take_link(link_id).map_err(|err| AttachError {
         message: err.to_string(),

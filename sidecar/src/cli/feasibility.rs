@@ -763,39 +763,17 @@ fn veth_peer_check(ifname: &str, kernel: &Kernel, link: &link::Link) -> Check {
                 .as_deref()
                 .map(|n| format!(" (in {n})"))
                 .unwrap_or_default();
-            let native = peer.link.xdp.native;
-            let gro = peer.gro == Some(true);
-            let gro_counts = gro && kernel.veth_gro_receives_redirects();
-            let (pass, value, why) = if !peer.link.up {
-                (false, "down", "is down".to_string())
-            } else if let Some(id) = native {
-                (true, "xdp", format!("has an XDP program in native mode (id {id})"))
-            } else if gro_counts {
-                (true, "gro", "has GRO on".to_string())
-            } else if gro {
-                (
-                    false,
-                    "none",
-                    format!("has GRO on, which lets a veth receive redirected frames only from Linux 5.13 ({} here), and no XDP program in native mode", kernel.version),
-                )
-            } else {
-                let generic = if peer.link.xdp.generic.is_some() {
-                    " (its generic-mode program does not count)"
-                } else {
-                    ""
-                };
-                (
-                    false,
-                    "none",
-                    format!("has neither an XDP program in native mode nor GRO{generic}"),
-                )
-            };
+            let link::Reception {
+                receives,
+                value,
+                why,
+            } = peer.reception(kernel);
             let fix = if peer.link.up {
                 fix_for(&peer_name, peer.namespace.as_deref())
             } else {
                 format!("ip link set {peer_name} up")
             };
-            Check::new(name, pass, true, format!("peer {peer_name}{place} {why}"))
+            Check::new(name, receives, true, format!("peer {peer_name}{place} {why}"))
                 .value(value)
                 .fix(fix)
         }

@@ -29,6 +29,19 @@ pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
+/// The kernel's internal `ENOTSUPP`, which reaches userspace from some BPF
+/// commands and which libc has no name for.
+pub const ENOTSUPP: i32 = 524;
+
+/// An error as a person reads it, naming `ENOTSUPP` (which `strerror` calls
+/// "Unknown error 524").
+pub fn describe(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(ENOTSUPP) => "not supported by this kernel (ENOTSUPP)".to_string(),
+        _ => error.to_string(),
+    }
+}
+
 /// Calls `bpf(cmd, attr, sizeof attr)`.
 pub fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<i64> {
     // SAFETY: attr is a valid, initialised bpf_attr variant for `cmd`, and

@@ -69,7 +69,7 @@ impl Verdict {
                 jited_bytes: sys::prog_jited_len(fd.as_fd()).unwrap_or(0),
             },
             Err(e) => Self::Rejected {
-                error: e.error.to_string(),
+                error: sys::describe(&e.error),
                 log: log_tail(&e.log, LOG_TAIL_LINES),
             },
         }
@@ -161,17 +161,19 @@ pub struct Batch {
 }
 
 fn batch_on<K: Copy + AsRef<[u8]>>(spec: &MapSpec<'_>, keys: &[K]) -> BatchResult {
-    let map = sys::map_create(spec).map_err(|e| format!("creating the map: {e}"))?;
+    let map =
+        sys::map_create(spec).map_err(|e| format!("creating the map: {}", sys::describe(&e)))?;
     let values: Vec<u32> = (1..=keys.len() as u32).collect();
     batch::update(map.as_fd(), keys, &values)
-        .map_err(|e| format!("BPF_MAP_UPDATE_BATCH: {}", e.error))?;
+        .map_err(|e| format!("BPF_MAP_UPDATE_BATCH: {}", sys::describe(&e.error)))?;
     let mut value = [0u8; 4];
     for key in keys {
         if !sys::map_lookup(map.as_fd(), key.as_ref(), &mut value).unwrap_or(false) {
             return Err("BPF_MAP_UPDATE_BATCH did not write every element".into());
         }
     }
-    batch::delete(map.as_fd(), keys).map_err(|e| format!("BPF_MAP_DELETE_BATCH: {}", e.error))?;
+    batch::delete(map.as_fd(), keys)
+        .map_err(|e| format!("BPF_MAP_DELETE_BATCH: {}", sys::describe(&e.error)))?;
     for key in keys {
         if sys::map_lookup(map.as_fd(), key.as_ref(), &mut value).unwrap_or(true) {
             return Err("BPF_MAP_DELETE_BATCH left an element behind".into());

@@ -18,6 +18,8 @@ use netlink_packet_route::{
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use super::Kernel;
+
 /// XDP programs on a link, per mode (program ids).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XdpPrograms {
@@ -239,6 +241,86 @@ pub struct Peer {
     /// The namespace it lives in: `None` for this one, else a description
     /// (`netns lab-r`, `the namespace of pid 123`).
     pub namespace: Option<String>,
+}
+
+/// Whether a veth's peer takes the frames XDP redirects to the veth: a
+/// veth hands them to its peer's NAPI context, which exists while the peer
+/// is up and has an XDP program in native mode or, from Linux 5.13, GRO on.
+/// Otherwise each frame is dropped, silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reception {
+    pub receives: bool,
+    /// `xdp`, `gro`, `none` or `down`.
+    pub value: &'static str,
+    /// Why, as the end of a sentence about the peer ("has GRO on").
+    pub why: String,
+}
+
+impl Peer {
+    pub fn reception(&self, kernel: &Kernel) -> Reception {
+        let gro = self.gro == Some(true);
+        let (receives, value, why) = if !self.link.up {
+            (false, "down", "is down".to_string())
+        } else if let Some(id) = self.link.xdp.native {
+            (
+                true,
+                "xdp",
+                format!("has an XDP program in native mode (id {id})"),
+            )
+        } else if gro && kernel.veth_gro_receives_redirects() {
+            (true, "gro", "has GRO on".to_string())
+        } else if gro {
+            (
+                false,
+                "none",
+                format!(
+                    "has GRO on, which lets a veth receive redirected frames only from Linux 5.13 ({} here), and no XDP program in native mode",
+                    kernel.version
+                ),
+            )
+        } else {
+            let generic = if self.link.xdp.generic.is_some() {
+                " (its generic-mode program does not count)"
+            } else {
+                ""
+            };
+            (
+                false,
+                "none",
+                format!("has neither an XDP program in native mode nor GRO{generic}"),
+            )
+        };
+        Reception {
+            receives,
+            value,
+            why,
+        }
+    }
+}
+
+/// For a veth whose peer verifiably cannot take redirected frames, a
+/// warning that says so (for `run` and `attach`; `feasibility` says more).
+pub fn veth_redirect_warning(ifname: &str, kernel: &Kernel) -> Option<String> {
+    let link = link_by_name(ifname).ok()??;
+    if !link.is_veth() {
+        return None;
+    }
+    let PeerLookup::Found(peer) = veth_peer(&link).ok()? else {
+        return None;
+    };
+    let reception = peer.reception(kernel);
+    (!reception.receives).then(|| {
+        format!(
+            "{ifname} is a veth whose peer {} {}: frames fast_path redirects out of {ifname} from a port in native mode are dropped until the peer has an XDP program in native mode{}; see `pf-sidecar feasibility {ifname}`",
+            peer.link.name,
+            reception.why,
+            if kernel.veth_gro_receives_redirects() {
+                " or GRO on"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// What the search for a veth's peer found.

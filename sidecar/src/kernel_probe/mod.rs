@@ -100,12 +100,12 @@ pub fn explain_generic_refusal(
     {
         return None;
     }
-    let map = match devmap_value_size {
-        Some(8) => " TX_PORTS has 8-byte values here (a map pinned by an older pf-sidecar); `pf-sidecar detach --all` and load again to get 4-byte values, or".to_string(),
-        _ => String::new(),
+    let old_map = match devmap_value_size {
+        Some(8) => "`pf-sidecar detach --all` and load again (TX_PORTS has 8-byte values here, from an older pf-sidecar; new ones have 4), or ",
+        _ => "",
     };
     Some(format!(
-        "Linux 5.8 to 5.13 ({} here) refuse generic (skb) XDP for programs that use a devmap whose values can carry a devmap program.{map} use native mode (general.xdp_mode = \"native\", `attach --xdp-mode native`) or Linux 5.14 or later",
+        "Linux 5.8 to 5.13 ({} here) refuse generic (skb) XDP for a program that uses a devmap whose values can carry a devmap program; fix: {old_map}use native mode (general.xdp_mode = \"native\", `attach --xdp-mode native`) or Linux 5.14 or later",
         kernel.version
     ))
 }

@@ -5,7 +5,10 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint bench clean
+.PHONY: all setup build static kernel-matrix demo test lint bench clean
+
+# `make`: the host binary, and static binaries for amd64 and arm64 routers.
+all: build static
 
 setup:
 	@bash scripts/setup.sh
@@ -13,14 +16,28 @@ setup:
 build: setup
 	$(CARGO) build --release --locked -p pf-sidecar --bin pf-sidecar
 
+# Static pf-sidecar (musl, XDP object embedded) for amd64 and arm64, plus
+# the datapath test binaries the kernel matrix runs in its guests:
+# target/kernel-matrix/bin/pf-sidecar-{amd64,arm64}.
+static: setup
+	bash scripts/kernel-matrix/build.sh
+
+# Debian's stock kernels (5.10, 6.1, 6.12, newest; amd64 and arm64) under qemu.
+kernel-matrix: static
+	bash scripts/kernel-matrix/fetch.sh
+	PF_REQUIRE_ROOT=1 $(CARGO) test --locked -p integration-tests --test kernel_matrix
+	@cat target/kernel-matrix/matrix.txt
+
 demo: build
 	bash scripts/demo.sh
 
-# Every test: unit tests, the ELF scan, and the root tests that load the
-# programs and drive namespaces. Root tests fail (not skip) without root here.
-test: setup lint
+# Every test: unit tests, the ELF scan, the root tests that load the
+# programs and drive namespaces, and the kernel matrix (its guests run the
+# static binaries). Root tests fail (not skip) without root here.
+test: setup lint static
 	mkdir -p target
 	PF_REQUIRE_ROOT=1 $(CARGO) test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
+	@cat target/kernel-matrix/matrix.txt 2>/dev/null || true
 	@scripts/test-summary.sh target/test.log
 
 lint: setup

@@ -11,7 +11,10 @@ APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev libelf-dev
   frr frr-pythontools bird2 bpftool iproute2 xdp-tools tcpdump iputils-ping
   netcat-openbsd jq procps ethtool iperf3
+  qemu-system-x86 qemu-system-arm cpio xz-utils zstd
 )
+# Static binaries for amd64 and arm64 routers (linked by rust-lld).
+MUSL_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 step() { printf '==> %s\n' "$*"; }
 skip() { printf '    already done: %s\n' "$*"; }
@@ -62,6 +65,15 @@ for component in rustfmt clippy; do
     skip "$component"
   else
     rustup component add "$component" || die "could not add $component"
+  fi
+done
+
+step "Rust targets for static binaries: ${MUSL_TARGETS[*]}"
+for target in "${MUSL_TARGETS[@]}"; do
+  if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    skip "$target"
+  else
+    rustup target add "$target" || die "could not add the $target target"
   fi
 done
 

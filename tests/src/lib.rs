@@ -9,6 +9,7 @@ pub mod fpm_messages;
 pub mod frames;
 pub mod frr;
 pub mod full_table;
+pub mod kernel_matrix;
 pub mod lab;
 pub mod netns;
 pub mod raw_xdp;

@@ -1,0 +1,134 @@
+#!/bin/busybox sh
+# /init of a kernel-matrix guest. Runs the real pf-sidecar (static, this
+# arch) against the stock kernel it booted: feasibility, load and native
+# attach through `run`, forwarding between two namespaces, a generic attach,
+# and the datapath test cases. Every outcome goes to the console as
+#   PFM|<step>|<exit code>|<detail>
+# with command output framed by PFM-BEGIN|<step> / PFM-END|<step>; the host
+# (tests/tests/kernel_matrix.rs) judges it. Nothing here decides pass/fail.
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+# Real iproute2 (/bin/ip) before busybox's own applets (/sbin/ip).
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t bpf bpf /sys/fs/bpf
+mkdir -p /run/netns /var/run
+ln -s /run/netns /var/run/netns 2>/dev/null
+echo 1 > /proc/sys/kernel/printk 2>/dev/null
+
+# busybox-static's shell prefers its own applets to PATH: name the real
+# iproute2 binary by path.
+ip() { /bin/ip "$@"; }
+
+say() { echo "PFM|$1|$2|$3"; }
+block() { # step command...: runs it, framing its output, then says its exit code
+  step=$1; shift
+  echo "PFM-BEGIN|$step"
+  "$@" > /tmp/out.$$ 2>&1
+  rc=$?
+  cat /tmp/out.$$
+  echo "PFM-END|$step"
+  say "$step" "$rc" ""
+  return $rc
+}
+
+say boot 0 "release=$(uname -r) machine=$(uname -m) jit=$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null)"
+for m in $(cat /modules.list); do
+  insmod "/modules/$m" 2>/tmp/insmod.err || say insmod 1 "$m: $(cat /tmp/insmod.err)"
+done
+sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 >/dev/null
+
+in_ns() { ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# Names differ from the datapath cases' (r0, c0, ...): 5.10 to 6.12 refuse to
+# create those in a test namespace while this namespace holds the same names.
+# client cl0 192.0.2.2 -- rt0 [guest: pf-sidecar] rt1 -- sv0 198.51.100.2 (server)
+# The server also holds 203.0.113.10 and 2001:db8:ff::10, which the router
+# reaches through static routes: the fast path's cache entries.
+ip netns add c
+ip netns add s
+ip link add rt0 type veth peer name cl0 netns c
+ip link add rt1 type veth peer name sv0 netns s
+ip addr add 192.0.2.1/24 dev rt0
+ip addr add 2001:db8:1::1/64 dev rt0 nodad
+ip addr add 198.51.100.1/24 dev rt1
+ip addr add 2001:db8:2::1/64 dev rt1 nodad
+ip link set rt0 up
+ip link set rt1 up
+in_ns c ip link set lo up
+in_ns c ip addr add 192.0.2.2/24 dev cl0
+in_ns c ip addr add 2001:db8:1::2/64 dev cl0 nodad
+in_ns c ip link set cl0 up
+in_ns c ip route add default via 192.0.2.1
+in_ns c ip -6 route add default via 2001:db8:1::1
+in_ns s ip link set lo up
+in_ns s ip addr add 198.51.100.2/24 dev sv0
+in_ns s ip addr add 2001:db8:2::2/64 dev sv0 nodad
+in_ns s ip addr add 203.0.113.10/32 dev lo
+in_ns s ip addr add 2001:db8:ff::10/128 dev lo
+in_ns s ip link set sv0 up
+in_ns s ip route add default via 198.51.100.1
+in_ns s ip -6 route add default via 2001:db8:2::1
+ip route add 203.0.113.0/24 via 198.51.100.2 proto static
+ip -6 route add 2001:db8:ff::/64 via 2001:db8:2::2 proto static
+# The veth ends that receive redirected frames need an XDP program (any
+# kernel) or GRO (5.13 and later) to take them.
+in_ns c ip link set dev cl0 xdp obj /xdp_pass.o sec xdp
+in_ns s ip link set dev sv0 xdp obj /xdp_pass.o sec xdp
+# A pair for the generic-mode attach.
+ip link add ge0 type veth peer name ge1
+ip link set ge0 up
+ip link set ge1 up
+
+block version pf-sidecar --version
+block feasibility pf-sidecar feasibility --json rt0 rt1
+
+mkdir -p /etc/pf-sidecar
+cat > /etc/pf-sidecar/pf-sidecar.toml <<'TOML'
+[general]
+pin_dir = "/sys/fs/bpf/pf-sidecar"
+interfaces = ["rt0", "rt1"]
+xdp_mode = "native"
+[routes]
+from = "kernel"
+[metrics]
+listen = ""
+TOML
+pf-sidecar run --config /etc/pf-sidecar/pf-sidecar.toml > /tmp/run.log 2>&1 &
+daemon=$!
+attached=1
+for _ in $(seq 1 120); do
+  kill -0 $daemon 2>/dev/null || break
+  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -q '"attached":\["rt0","rt1"\]'; then
+    attached=0
+    break
+  fi
+  sleep 0.5
+done
+say run "$attached" "daemon pid $daemon"
+# Prime the neighbours, so the counted pings take the cache.
+in_ns c ping -c 2 -W 2 203.0.113.10 >/dev/null 2>&1
+in_ns c ping -c 2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
+block status-before pf-sidecar status --json --rate-interval-ms 0
+block ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.10
+block ping6 in_ns c ping -c 20 -i 0.1 -W 2 2001:db8:ff::10
+block status-after pf-sidecar status --json --rate-interval-ms 0
+kill $daemon 2>/dev/null
+wait $daemon
+echo "PFM-BEGIN|run-log"
+tail -n 40 /tmp/run.log
+echo "PFM-END|run-log"
+pf-sidecar detach --all >/dev/null 2>&1
+
+block attach-generic pf-sidecar --pin-dir /sys/fs/bpf/pf-generic attach --xdp-mode generic ge0
+pf-sidecar --pin-dir /sys/fs/bpf/pf-generic detach --all >/dev/null 2>&1
+
+block datapath env PF_REQUIRE_ROOT=1 /bin/datapath-cases --test-threads=1
+
+echo "PFM-DONE"
+sync
+poweroff -f

@@ -1,0 +1,375 @@
+//! The kernel matrix: stock Debian kernels booted under qemu, each running
+//! the static `pf-sidecar` (scripts/kernel-matrix/). This module reads a
+//! guest's console and judges it; it never boots anything itself.
+//!
+//! The guest prints `PFM|<step>|<exit code>|<detail>` per step and frames
+//! command output with `PFM-BEGIN|<step>` / `PFM-END|<step>`
+//! (scripts/kernel-matrix/guest-init.sh).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// One guest's console, split into steps.
+#[derive(Debug, Default)]
+pub struct Console {
+    /// Exit code and detail per step, in the order they were printed.
+    pub steps: Vec<(String, i32, String)>,
+    /// Framed output per step.
+    pub blocks: BTreeMap<String, String>,
+    /// The guest printed its last line (it did not hang or die).
+    pub done: bool,
+}
+
+impl Console {
+    pub fn parse(text: &str) -> Self {
+        let mut console = Self::default();
+        let mut open: Option<(String, String)> = None;
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if let Some((step, body)) = open.as_mut() {
+                if line == format!("PFM-END|{step}") {
+                    let (step, body) = open.take().expect("open block");
+                    console.blocks.insert(step, body);
+                } else {
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                continue;
+            }
+            if let Some(step) = line.strip_prefix("PFM-BEGIN|") {
+                open = Some((step.to_owned(), String::new()));
+            } else if line == "PFM-DONE" {
+                console.done = true;
+            } else if let Some(rest) = line.strip_prefix("PFM|") {
+                let mut fields = rest.splitn(3, '|');
+                let step = fields.next().unwrap_or_default().to_owned();
+                let code = fields.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
+                let detail = fields.next().unwrap_or_default().to_owned();
+                console.steps.push((step, code, detail));
+            }
+        }
+        console
+    }
+
+    /// The exit code of the last `step`, if it ran.
+    pub fn code(&self, step: &str) -> Option<i32> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|(s, ..)| s == step)
+            .map(|(_, code, _)| *code)
+    }
+
+    pub fn detail(&self, step: &str) -> Option<&str> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|(s, ..)| s == step)
+            .map(|(.., detail)| detail.as_str())
+    }
+
+    pub fn block(&self, step: &str) -> &str {
+        self.blocks.get(step).map(String::as_str).unwrap_or("")
+    }
+
+    /// The kernel release the guest booted.
+    pub fn release(&self) -> String {
+        self.detail("boot")
+            .and_then(|d| d.split(' ').find_map(|kv| kv.strip_prefix("release=")))
+            .unwrap_or("?")
+            .to_owned()
+    }
+
+    fn json(&self, step: &str) -> Option<Value> {
+        serde_json::from_str(self.block(step)).ok()
+    }
+
+    /// A feasibility check by name: (pass, value, detail).
+    pub fn feasibility(&self, name: &str) -> Option<(bool, String, String)> {
+        let checks = self.json("feasibility")?;
+        let check = checks
+            .as_array()?
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))?;
+        Some((
+            check["pass"].as_bool().unwrap_or(false),
+            check["value"].as_str().unwrap_or_default().to_owned(),
+            check["detail"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// A datapath counter from `status --json` at `step`.
+    pub fn counter(&self, step: &str, name: &str) -> Option<u64> {
+        self.json(step)?["counters"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))?["value"]
+            .as_u64()
+    }
+}
+
+/// What a guest must show, one row each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub what: &'static str,
+    pub pass: bool,
+    pub verdict: String,
+}
+
+impl Row {
+    fn new(what: &'static str, pass: bool, verdict: impl Into<String>) -> Self {
+        Self {
+            what,
+            pass,
+            verdict: verdict.into(),
+        }
+    }
+}
+
+pub const PROGRAMS: [&str; 3] = ["fast_path", "finalize", "xdp_pass"];
+pub const MIX_PROBE: &str = "jit: tail calls mixed with bpf-to-bpf calls";
+/// Pings per family in the forwarding step.
+pub const PINGS: u64 = 20;
+
+/// Judges one guest. `control_must_fail`: the deliberately bad control (a
+/// tail call plus a real bpf-to-bpf call) must be rejected on this kernel.
+pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if !console.done {
+        rows.push(Row::new(
+            "guest ran to the end",
+            false,
+            format!(
+                "no end marker (qemu exit {:?}, {})",
+                console.code("guest"),
+                console.detail("guest").unwrap_or("")
+            ),
+        ));
+    }
+
+    let loads: Vec<(String, bool, String)> = PROGRAMS
+        .iter()
+        .map(|p| {
+            let found = console.feasibility(&format!("datapath: program {p}"));
+            match found {
+                Some((pass, _, detail)) => (p.to_string(), pass, detail),
+                None => (p.to_string(), false, "not reported".to_owned()),
+            }
+        })
+        .collect();
+    let all_loaded = loads.iter().all(|(_, pass, _)| *pass);
+    rows.push(Row::new(
+        "verifier: fast_path, finalize, xdp_pass",
+        all_loaded,
+        if all_loaded {
+            "accepted".to_owned()
+        } else {
+            loads
+                .iter()
+                .filter(|(_, pass, _)| !pass)
+                .map(|(p, _, d)| format!("{p} rejected: {}", tail(d, 6)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    ));
+
+    let run_ok = console.code("run") == Some(0);
+    rows.push(Row::new(
+        "run: load and attach native (veth)",
+        run_ok,
+        if run_ok {
+            "attached".to_owned()
+        } else {
+            format!(
+                "not attached; daemon log:\n{}",
+                tail(console.block("run-log"), 12)
+            )
+        },
+    ));
+
+    let generic = console.code("attach-generic");
+    let generic_ok = generic == Some(0);
+    rows.push(Row::new(
+        "attach generic (skb)",
+        generic_ok,
+        if generic_ok {
+            "attached".to_owned()
+        } else {
+            format!("refused: {}", tail(console.block("attach-generic"), 4))
+        },
+    ));
+
+    let summary = console
+        .block("datapath")
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("test result:"))
+        .unwrap_or("no test result")
+        .to_owned();
+    let cases_ok = console.code("datapath") == Some(0) && summary.starts_with("test result: ok");
+    rows.push(Row::new(
+        "datapath cases (BPF_PROG_TEST_RUN)",
+        cases_ok,
+        if cases_ok {
+            summary.trim_start_matches("test result: ").to_owned()
+        } else {
+            let failed: Vec<&str> = console
+                .block("datapath")
+                .lines()
+                .filter(|l| l.ends_with("FAILED") && l.starts_with("test "))
+                .collect();
+            format!("{summary}\n{}", failed.join("\n"))
+        },
+    ));
+
+    let cache_before = console.counter("status-before", "redirect_cache");
+    let cache_after = console.counter("status-after", "redirect_cache");
+    let redirected = match (cache_before, cache_after) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => 0,
+    };
+    for (what, step) in [
+        ("forward IPv4 frames (ping)", "ping4"),
+        ("forward IPv6 frames (ping)", "ping6"),
+    ] {
+        let (sent, received) = ping_counts(console.block(step));
+        let ok = console.code(step) == Some(0) && sent == PINGS && received == PINGS;
+        rows.push(Row::new(what, ok, format!("{received}/{sent} replies")));
+    }
+    // Each echo request of both families is a cache hit at the router.
+    let fast = redirected >= 2 * PINGS;
+    rows.push(Row::new(
+        "forwarded by the fast path",
+        fast,
+        format!(
+            "redirect_cache +{redirected} (at least {} expected)",
+            2 * PINGS
+        ),
+    ));
+
+    let control = console.feasibility(MIX_PROBE);
+    let (control_ok, control_verdict) = match &control {
+        Some((_, value, detail)) if value == "rejected" => (
+            true,
+            format!(
+                "rejected: {}",
+                tail(detail.split(". ").next().unwrap_or(""), 2)
+            ),
+        ),
+        Some((_, value, _)) => (!control_must_fail, value.clone()),
+        None => (false, "not reported".to_owned()),
+    };
+    rows.push(Row::new(
+        if control_must_fail {
+            "bad control (tail call + bpf-to-bpf call) must be rejected"
+        } else {
+            "control: tail call + bpf-to-bpf call"
+        },
+        control_ok,
+        control_verdict,
+    ));
+
+    // feasibility must predict what the real load and attaches did.
+    let mut disagreements = Vec::new();
+    let mut predicted = |name: String, actual: bool| match console.feasibility(&name) {
+        Some((pass, ..)) if pass == actual => {}
+        Some((pass, ..)) => disagreements.push(format!("{name}: said {pass}, was {actual}")),
+        None => disagreements.push(format!("{name}: not reported")),
+    };
+    predicted("interface rt0: native attach".to_owned(), run_ok);
+    predicted("interface rt1: native attach".to_owned(), run_ok);
+    predicted("interface rt0: generic attach".to_owned(), generic_ok);
+    rows.push(Row::new(
+        "feasibility predicts load and attach",
+        disagreements.is_empty() && all_loaded == run_ok,
+        if disagreements.is_empty() {
+            "agrees".to_owned()
+        } else {
+            disagreements.join("; ")
+        },
+    ));
+    rows
+}
+
+/// (transmitted, received) from a ping summary (iputils or busybox).
+pub fn ping_counts(output: &str) -> (u64, u64) {
+    let line = output
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (
+        numbers.first().copied().unwrap_or(0),
+        numbers.get(1).copied().unwrap_or(0),
+    )
+}
+
+/// The last `n` non-empty lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// "5.10" from "5.10.0-32-arm64", "6.12" from "6.12.117+deb13-amd64".
+pub fn series(release: &str) -> String {
+    release.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// The guests of the matrix, as SUITE/ARCH, read from
+/// scripts/kernel-matrix/guests.sh (the one list the scripts use too).
+pub fn guests(guests_sh: &str) -> Vec<(String, String)> {
+    let start = guests_sh.find("GUESTS=(").map(|i| i + "GUESTS=(".len());
+    let Some(start) = start else {
+        return Vec::new();
+    };
+    let end = guests_sh[start..]
+        .find(')')
+        .map(|i| start + i)
+        .unwrap_or(start);
+    guests_sh[start..end]
+        .split_whitespace()
+        .filter_map(|g| g.split_once('/'))
+        .map(|(s, a)| (s.to_owned(), a.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "noise\r\nPFM|boot|0|release=5.10.0-32-arm64 machine=aarch64 jit=1\n\
+PFM-BEGIN|ping4\nPING x\n20 packets transmitted, 19 packets received, 5% packet loss\nPFM-END|ping4\n\
+PFM|ping4|1|\nPFM-DONE\n";
+
+    #[test]
+    fn the_console_is_split_into_steps_and_blocks() {
+        let console = Console::parse(CONSOLE);
+        assert!(console.done);
+        assert_eq!(console.release(), "5.10.0-32-arm64");
+        assert_eq!(console.code("ping4"), Some(1));
+        assert_eq!(ping_counts(console.block("ping4")), (20, 19));
+        assert_eq!(console.code("run"), None);
+    }
+
+    #[test]
+    fn a_guest_that_did_nothing_fails_every_row() {
+        let rows = judge(&Console::parse(CONSOLE), true);
+        assert!(rows.iter().all(|r| !r.pass), "{rows:#?}");
+    }
+
+    #[test]
+    fn series_and_guests_are_read() {
+        assert_eq!(series("6.12.117+deb13-amd64"), "6.12");
+        assert_eq!(
+            guests("X=1\nGUESTS=(\n  a/amd64 b/arm64\n)\n"),
+            vec![
+                ("a".to_owned(), "amd64".to_owned()),
+                ("b".to_owned(), "arm64".to_owned())
+            ]
+        );
+    }
+}

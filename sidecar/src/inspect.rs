@@ -1,7 +1,8 @@
-//! Reads the pinned maps of the live generation and says what the
-//! datapath does for an address: the route kind and, for forwarding, each
-//! leg's interface, gateway, weight and neighbour state. Used by `lookup`,
-//! `diff` and the tests; it reads the maps, never the daemon's memory.
+//! Reads the pinned maps of the live generation (the one the links run)
+//! and says what the datapath does for an address: the route kind and, for
+//! forwarding, each leg's interface, gateway, weight and neighbour state.
+//! Used by `lookup`, `diff` and the tests; it reads the maps, never the
+//! daemon's memory.
 
 use std::{
     collections::BTreeMap,
@@ -60,7 +61,12 @@ impl Answer {
 }
 
 pub struct PinnedMaps {
+    /// The generation read: the one the links run (see
+    /// [`pins::live_generation`]).
     pub generation: PathBuf,
+    /// How it was found, and anything the operator should know about it.
+    pub source: pins::LiveSource,
+    pub notes: Vec<String>,
     tbl24: Array<MapData, Tbl24Element>,
     tbl8: Array<MapData, Tbl8Group>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
@@ -89,9 +95,11 @@ fn mac(m: [u8; 6]) -> String {
 }
 
 impl PinnedMaps {
+    /// Opens the maps of the generation the pinned links run (the newest
+    /// when no link is pinned).
     pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
-        let generation = pins::current_generation(pin_dir)
-            .with_context(|| format!("no datapath is pinned in {}", pin_dir.display()))?;
+        let live = pins::live_generation(pin_dir)?;
+        let generation = live.dir;
         let g = generation.as_path();
         Ok(Self {
             tbl24: open(g, names::V4_TBL24, Map::Array)?,
@@ -103,6 +111,8 @@ impl PinnedMaps {
             grp_ptr: open(g, names::GRP_PTR, Map::Array)?,
             groups: open(g, names::GROUPS, Map::Array)?,
             generation,
+            source: live.source,
+            notes: live.notes,
         })
     }
 

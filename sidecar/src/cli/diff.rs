@@ -58,7 +58,11 @@ pub struct DiffOptions<'a> {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub against: Against,
+    /// The generation compared: the one the pinned links run.
     pub generation: PathBuf,
+    /// `links`, or `newest` when no link is pinned (nothing runs it).
+    pub generation_source: pins::LiveSource,
+    pub generation_notes: Vec<String>,
     pub in_sync: bool,
     pub compared_prefixes: usize,
     pub compared_nexthops: usize,
@@ -78,6 +82,7 @@ pub struct DiffOutcome {
 /// The pinned maps of the live generation, the IPv4 tables mapped read-only.
 pub struct PinnedView {
     generation: PathBuf,
+    live: pins::Live,
     tbl24: MmapRegion,
     tbl8: MmapRegion,
     v6: LpmTrie<MapData, [u8; 16], u32>,
@@ -101,9 +106,11 @@ fn mmap_pinned(dir: &Path, name: &str, element_size: usize) -> anyhow::Result<Mm
 }
 
 impl PinnedView {
+    /// Opens the generation the pinned links run (the newest when no link
+    /// is pinned; `live` says which).
     pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
-        let generation = pins::current_generation(pin_dir)
-            .with_context(|| format!("no datapath is pinned in {}", pin_dir.display()))?;
+        let live = pins::live_generation(pin_dir)?;
+        let generation = live.dir.clone();
         let g = generation.as_path();
         Ok(Self {
             tbl24: mmap_pinned(g, names::V4_TBL24, size_of::<Tbl24Element>())?,
@@ -115,6 +122,7 @@ impl PinnedView {
             grp_ptr: Map::Array(open_map(g, names::GRP_PTR)?).try_into()?,
             groups: Map::Array(open_map(g, names::GROUPS)?).try_into()?,
             generation,
+            live,
         })
     }
 }
@@ -362,6 +370,8 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
         summary: Summary {
             against: options.against,
             generation: view.generation.clone(),
+            generation_source: view.live.source,
+            generation_notes: view.live.notes.clone(),
             in_sync: report.in_sync(),
             compared_prefixes: report.compared_prefixes,
             compared_nexthops: report.compared_nexthops,

@@ -25,6 +25,12 @@ pub struct KernelAnswer {
 #[derive(Debug, Serialize)]
 pub struct Lookup {
     pub address: IpAddr,
+    /// The generation whose maps were read: the one the links run.
+    pub generation: String,
+    /// How it was found (`links`, or `newest` when no link is pinned), and
+    /// anything to know about it.
+    pub generation_source: crate::datapath::pins::LiveSource,
+    pub generation_notes: Vec<String>,
     pub maps: Answer,
     pub kernel: KernelAnswer,
     pub agree: bool,
@@ -102,11 +108,15 @@ pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
 }
 
 pub fn run(pin_dir: &Path, address: IpAddr) -> anyhow::Result<Lookup> {
-    let maps = PinnedMaps::open(pin_dir)?.answer(address)?;
+    let pinned = PinnedMaps::open(pin_dir)?;
+    let maps = pinned.answer(address)?;
     let kernel = kernel_route_get(address)?;
     let (agree, note) = compare(&maps, &kernel);
     Ok(Lookup {
         address,
+        generation: pinned.generation.display().to_string(),
+        generation_source: pinned.source,
+        generation_notes: pinned.notes,
         maps,
         kernel,
         agree,
@@ -155,9 +165,18 @@ fn compare(maps: &Answer, kernel: &KernelAnswer) -> (bool, String) {
 
 pub fn render(lookup: &Lookup) -> String {
     let mut out = format!(
-        "address   {}\nmaps      {}\n",
-        lookup.address, lookup.maps.kind
+        "address   {}\nmaps      {} (generation {}{})\n",
+        lookup.address,
+        lookup.maps.kind,
+        lookup.generation,
+        match lookup.generation_source {
+            crate::datapath::pins::LiveSource::Links => ", the one the links run",
+            crate::datapath::pins::LiveSource::Newest => ", the newest: no link is pinned",
+        }
     );
+    for note in &lookup.generation_notes {
+        out.push_str(&format!("note      {note}\n"));
+    }
     for leg in &lookup.maps.legs {
         out.push_str(&format!(
             "  leg     ifindex {} via {} weight {}/256 nexthop {} {} dmac {} smac {} tx {}{}\n",

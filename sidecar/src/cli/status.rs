@@ -11,10 +11,19 @@ use serde::Serialize;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// The generation read: the one the pinned links run.
     pub pin_dir: String,
+    /// `links`, or `newest` when no link is pinned (then nothing runs it).
+    pub generation_source: pins::LiveSource,
+    /// What an operator should know about the generations (a fallback,
+    /// leftovers nothing runs, links split between generations).
+    pub generation_notes: Vec<String>,
     pub mode: &'static str,
     pub dry_run: bool,
+    /// Interfaces whose pinned link runs on a device now (from the kernel).
     pub attached: Vec<String>,
+    /// Every pinned link as the kernel describes it.
+    pub links: Vec<LinkStatus>,
     /// Seconds since the daemon's last heartbeat, if it ever beat.
     pub heartbeat_age_s: Option<f64>,
     /// The fail-safe bound in seconds (0: off).
@@ -28,6 +37,19 @@ pub struct Status {
     /// Over how long the rates were measured.
     pub rate_interval_s: f64,
     pub counters: Vec<CounterValue>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkStatus {
+    pub interface: String,
+    /// The link runs on a device (false: the interface is gone and the
+    /// link is attached to nothing).
+    pub attached: bool,
+    pub ifindex: u32,
+    pub prog_id: u32,
+    pub link_id: u32,
+    /// Whether it runs the generation read (`pin_dir`).
+    pub runs_live_generation: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,13 +94,25 @@ fn capacity(pin_dir: &Path, name: &str) -> u64 {
 /// Reads the status; with a non-zero `rate_interval` the counters are read
 /// twice that far apart and each gets a rate.
 pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Result<Status> {
-    let generation = pins::current_generation(pin_dir).with_context(|| {
-        format!(
-            "no datapath is pinned in {} (is it attached?)",
-            pin_dir.display()
-        )
-    })?;
-    let attached = pins::linked_interfaces(pin_dir);
+    let live = pins::live_generation(pin_dir)?;
+    let generation = live.dir.clone();
+    let links: Vec<LinkStatus> = live
+        .links
+        .iter()
+        .map(|l| LinkStatus {
+            interface: l.ifname.clone(),
+            attached: l.attached(),
+            ifindex: l.ifindex,
+            prog_id: l.prog_id,
+            link_id: l.link_id,
+            runs_live_generation: live.fast_path_id == Some(l.prog_id),
+        })
+        .collect();
+    let attached = links
+        .iter()
+        .filter(|l| l.attached)
+        .map(|l| l.interface.clone())
+        .collect();
     let pin_root = pin_dir;
     let pin_dir = generation.as_path();
     let counters: PerCpuArray<_, u64> =
@@ -155,6 +189,9 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
     }
     Ok(Status {
         pin_dir: generation.display().to_string(),
+        generation_source: live.source,
+        generation_notes: live.notes,
+        links,
         heartbeat_age_s,
         fail_safe_after_s: config.stale_after_ns as f64 / 1e9,
         fail_safe_active,
@@ -173,13 +210,49 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
 
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
-    out.push_str(&format!("pin directory  {}\n", status.pin_dir));
+    out.push_str(&format!(
+        "pin directory  {} ({})\n",
+        status.pin_dir,
+        match status.generation_source {
+            pins::LiveSource::Links => "the generation the links run",
+            pins::LiveSource::Newest => "no link is pinned: the newest generation",
+        }
+    ));
+    for note in &status.generation_notes {
+        out.push_str(&format!("note           {note}\n"));
+    }
     out.push_str(&format!(
         "mode           {}{}\n",
         status.mode,
         if status.dry_run { " (dry-run)" } else { "" }
     ));
-    out.push_str(&format!("attached       {}\n", status.attached.join(", ")));
+    let links: Vec<String> = status
+        .links
+        .iter()
+        .map(|l| {
+            if !l.attached {
+                format!(
+                    "{} (GONE: the interface was removed; its link runs on nothing)",
+                    l.interface
+                )
+            } else if !l.runs_live_generation {
+                format!(
+                    "{} (ifindex {}, program id {}: another generation)",
+                    l.interface, l.ifindex, l.prog_id
+                )
+            } else {
+                format!("{} (ifindex {})", l.interface, l.ifindex)
+            }
+        })
+        .collect();
+    out.push_str(&format!(
+        "attached       {}\n",
+        if links.is_empty() {
+            "nothing (no link is pinned)".to_string()
+        } else {
+            links.join(", ")
+        }
+    ));
     let ids: Vec<String> = status
         .program_ids
         .iter()

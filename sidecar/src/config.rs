@@ -136,6 +136,13 @@ pub enum ConfigError {
         value: String,
         allowed: String,
     },
+    /// A value of the wrong TOML type (a string where a number belongs).
+    #[error("`{key}` = {value}: {expected}")]
+    Type {
+        key: String,
+        value: String,
+        expected: String,
+    },
 }
 
 fn invalid(
@@ -181,6 +188,9 @@ impl Config {
                 "configuration file {} does not exist",
                 file.display()
             )));
+        }
+        if file.exists() {
+            check_types(&file)?;
         }
         let env_source = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -268,20 +278,18 @@ impl Config {
                 "0 (off) or at least twice datapath.heartbeat_interval_ms",
             ));
         }
-        let c = &self.capacity;
-        for (key, value, max) in [
-            ("capacity.tbl8_groups", c.tbl8_groups, 1 << 20),
-            ("capacity.v6_routes", c.v6_routes, 16 << 20),
-            (
-                "capacity.nexthops",
-                c.nexthops,
-                pf_common::route::MAX_INDEX / 2,
-            ),
-            ("capacity.ecmp_groups", c.ecmp_groups, 1 << 16),
-            ("capacity.ports", c.ports, 1 << 16),
-        ] {
+        validate_interfaces(&self.general.interfaces)?;
+        for (key, value, max, bytes_each) in capacity_bounds(&self.capacity) {
             if value == 0 || value > max {
-                return Err(invalid(key, value, format!("1 to {max}")));
+                let memory = if value > max {
+                    format!(
+                        " ({value} would pin {} of kernel memory, {bytes_each} bytes each)",
+                        gib(value as u64 * bytes_each)
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(invalid(key, value, format!("1 to {max}{memory}")));
             }
         }
         if !["fpm", "kernel"].contains(&self.routes.from.as_str()) {
@@ -343,6 +351,63 @@ impl Config {
         Ok(())
     }
 
+    /// The keys of `new` that differ from this configuration and that a
+    /// reload cannot apply (the datapath section and the interface list
+    /// it can).
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let (a, b) = (&self.general, &new.general);
+        for (key, changed) in [
+            ("general.log_level", a.log_level != b.log_level),
+            ("general.pin_dir", a.pin_dir != b.pin_dir),
+            ("general.xdp_mode", a.xdp_mode != b.xdp_mode),
+            ("capacity", self.capacity != new.capacity),
+            ("routes", self.routes != new.routes),
+            ("fpm", self.fpm != new.fpm),
+            ("kernel", self.kernel != new.kernel),
+            ("metrics", self.metrics != new.metrics),
+            ("events", self.events != new.events),
+        ] {
+            if changed {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// Kernel memory the maps pin, by table: arrays are allocated whole
+    /// when the maps are created; the IPv6 trie grows with its routes.
+    pub fn pinned_memory(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.capacity;
+        let mut tables = vec![(
+            "the IPv4 first level (fixed)",
+            pf_common::maps::TBL24_ELEMENTS as u64 * 8,
+        )];
+        for (key, value, _, bytes_each) in capacity_bounds(c) {
+            tables.push((key, value as u64 * bytes_each));
+        }
+        tables
+    }
+
+    /// A warning naming the memory the capacities pin, when that is 1 GiB
+    /// or more.
+    pub fn memory_warning(&self) -> Option<String> {
+        let tables = self.pinned_memory();
+        let total: u64 = tables.iter().map(|(_, b)| b).sum();
+        (total >= 1 << 30).then(|| {
+            let parts: Vec<String> = tables
+                .iter()
+                .filter(|(_, b)| *b >= 64 << 20)
+                .map(|(k, b)| format!("{k} {}", gib(*b)))
+                .collect();
+            format!(
+                "the [capacity] settings pin about {} of kernel memory once full ({}); lower them unless the router needs that many entries",
+                gib(total),
+                parts.join(", ")
+            )
+        })
+    }
+
     pub fn datapath_mode(&self) -> Option<pf_common::Mode> {
         use pf_common::Mode;
         [Mode::CacheAndFib, Mode::FibOnly, Mode::CacheOnly]
@@ -367,6 +432,201 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Each capacity key: its value, the most it may be, and the bytes of
+/// kernel memory one unit pins (array elements are rounded up to 8 bytes;
+/// nexthops and ECMP groups are double-buffered).
+fn capacity_bounds(c: &Capacities) -> [(&'static str, u32, u32, u64); 5] {
+    use pf_common::{EcmpGroup, Nexthop, NexthopInfo};
+    let element = |size: usize| (size as u64).div_ceil(8) * 8;
+    [
+        // One 256-entry second-level group per /24 with longer prefixes.
+        ("capacity.tbl8_groups", c.tbl8_groups, 1 << 20, 1024),
+        // The IPv6 LPM trie allocates a node per route as it fills.
+        ("capacity.v6_routes", c.v6_routes, 16 << 20, 96),
+        (
+            "capacity.nexthops",
+            c.nexthops,
+            1 << 22,
+            element(4) + 2 * element(size_of::<Nexthop>()) + element(size_of::<NexthopInfo>()),
+        ),
+        (
+            "capacity.ecmp_groups",
+            c.ecmp_groups,
+            1 << 16,
+            element(4) + 2 * element(size_of::<EcmpGroup>()),
+        ),
+        // PORTS (a preallocated hash) and TX_PORTS.
+        ("capacity.ports", c.ports, 1 << 16, 128),
+    ]
+}
+
+fn gib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// Interface names become pin names (`link_<name>`): each must be a
+/// kernel interface name, listed once, and not the loopback.
+fn validate_interfaces(interfaces: &[String]) -> Result<(), ConfigError> {
+    const KEY: &str = "general.interfaces";
+    for (i, name) in interfaces.iter().enumerate() {
+        if name.is_empty()
+            || name.len() > 15
+            || name == "."
+            || name == ".."
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                KEY,
+                interfaces,
+                format!(
+                    "{name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
+                ),
+            ));
+        }
+        if name == "lo" {
+            return Err(invalid(
+                KEY,
+                interfaces,
+                "lo is the loopback: nothing is forwarded through it; remove it",
+            ));
+        }
+        if interfaces[..i].contains(name) {
+            return Err(invalid(
+                KEY,
+                interfaces,
+                format!("{name} is listed twice; list each interface once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a TOML value is, in words.
+fn kind_name(kind: &config::ValueKind) -> &'static str {
+    use config::ValueKind as K;
+    match kind {
+        K::Nil => "nothing",
+        K::Boolean(_) => "a boolean",
+        K::I64(_) | K::I128(_) | K::U64(_) | K::U128(_) => "an integer",
+        K::Float(_) => "a decimal number",
+        K::String(_) => "a string",
+        K::Table(_) => "a table",
+        K::Array(_) => "an array",
+    }
+}
+
+/// The value as it was written, for messages.
+fn written(kind: &config::ValueKind) -> String {
+    match kind {
+        config::ValueKind::String(s) => format!("{s:?}"),
+        config::ValueKind::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|v| written(&v.kind))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        config::ValueKind::Table(_) => "{...}".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The element type of list keys whose default is empty.
+const EMPTY_LIST_ELEMENTS: [(&str, &str); 2] = [
+    ("general.interfaces", "a string"),
+    ("fpm.allow", "a string"),
+];
+
+/// Checks that every key the file sets has the TOML type of its default:
+/// the `config` crate would turn `"500"` into 500, and a typo in a type is
+/// a mistake to point at, not to guess around. Unknown keys are left to
+/// the deserializer, which names them.
+fn check_types(file: &Path) -> Result<(), ConfigError> {
+    use config::{File, FileFormat, Source, ValueKind};
+    let read =
+        |e: config::ConfigError| ConfigError::Read(format!("reading {}: {e}", file.display()));
+    let given = File::from(file.to_path_buf())
+        .format(FileFormat::Toml)
+        .collect()
+        .map_err(read)?;
+    let defaults = File::from_str(DEFAULTS, FileFormat::Toml)
+        .collect()
+        .map_err(read)?;
+    let type_error = |key: String, value: &ValueKind, expected: &str| {
+        let hint = match value {
+            ValueKind::String(s) if s.trim().parse::<f64>().is_ok() => {
+                format!("; write {} without quotes", s.trim())
+            }
+            ValueKind::String(s) if matches!(s.trim(), "true" | "false") => {
+                format!("; write {} without quotes", s.trim())
+            }
+            _ => String::new(),
+        };
+        ConfigError::Type {
+            key,
+            value: written(value),
+            expected: format!("expected {expected}, found {}{hint}", kind_name(value)),
+        }
+    };
+    for (section, value) in &given {
+        let Some(ValueKind::Table(default_keys)) = defaults.get(section).map(|d| &d.kind) else {
+            continue;
+        };
+        let ValueKind::Table(keys) = &value.kind else {
+            return Err(type_error(
+                section.clone(),
+                &value.kind,
+                "a table ([section])",
+            ));
+        };
+        for (key, value) in keys {
+            let Some(default) = default_keys.get(key) else {
+                continue;
+            };
+            let name = format!("{section}.{key}");
+            let expected = kind_name(&default.kind);
+            if kind_name(&value.kind) != expected {
+                return Err(type_error(name, &value.kind, expected));
+            }
+            if let (ValueKind::Array(items), ValueKind::Array(default_items)) =
+                (&value.kind, &default.kind)
+            {
+                let element = default_items
+                    .first()
+                    .map(|d| kind_name(&d.kind))
+                    .or_else(|| {
+                        EMPTY_LIST_ELEMENTS
+                            .iter()
+                            .find(|(k, _)| *k == name)
+                            .map(|(_, e)| *e)
+                    });
+                if let Some(element) = element {
+                    if let Some(bad) = items.iter().find(|v| kind_name(&v.kind) != element) {
+                        let plural = match element {
+                            "a string" => "strings",
+                            "an integer" => "integers",
+                            other => other,
+                        };
+                        return Err(type_error(
+                            name,
+                            &bad.kind,
+                            &format!("{plural} in this array"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -466,6 +726,85 @@ mod tests {
         assert!(err.to_string().contains("events.endpoint"), "{err}");
         let err = load("[metrics]\nlisten = \"localhost\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("metrics.listen"), "{err}");
+    }
+
+    #[test]
+    fn a_string_where_a_number_belongs_is_an_error_naming_the_key() {
+        let err = load("[datapath]\nheartbeat_interval_ms = \"500\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "`datapath.heartbeat_interval_ms` = \"500\": expected an integer, found a string; write 500 without quotes"
+        );
+        for (toml, key) in [
+            ("[datapath]\ndry_run = \"true\"\n", "datapath.dry_run"),
+            ("[capacity]\nnexthops = 1.5\n", "capacity.nexthops"),
+            ("[routes]\ntables = [\"254\"]\n", "routes.tables"),
+            ("[general]\ninterfaces = \"eth0\"\n", "general.interfaces"),
+            ("[general]\ninterfaces = [1]\n", "general.interfaces"),
+            ("[fpm]\nlisten = 2620\n", "fpm.listen"),
+            ("general = 1\n", "general"),
+        ] {
+            let err = load(toml, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("`{key}` = ")), "{toml}: {err}");
+            assert!(err.contains("expected "), "{toml}: {err}");
+        }
+        // The environment is text by nature: numbers there are parsed.
+        let config = load("", &[("PF_SIDECAR_DATAPATH__HEARTBEAT_INTERVAL_MS", "250")]).unwrap();
+        assert_eq!(config.datapath.heartbeat_interval_ms, 250);
+    }
+
+    #[test]
+    fn lo_duplicates_and_bad_names_in_the_interface_list_are_refused() {
+        for (list, says) in [
+            ("[\"r0\", \"lo\"]", "lo is the loopback"),
+            ("[\"r0\", \"r1\", \"r0\"]", "r0 is listed twice"),
+            ("[\"../x\"]", "is not an interface name"),
+            ("[\"\"]", "is not an interface name"),
+            ("[\"a-name-longer-than-15\"]", "is not an interface name"),
+        ] {
+            let err = load(&format!("[general]\ninterfaces = {list}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("`general.interfaces` = ") && err.contains(says),
+                "{list}: {err}"
+            );
+        }
+        assert!(load("[general]\ninterfaces = [\"eth0\", \"eth1.100\"]\n", &[]).is_ok());
+    }
+
+    #[test]
+    fn a_capacity_that_would_pin_gibibytes_is_refused_with_the_figure() {
+        let err = load("[capacity]\nnexthops = 134217727\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`capacity.nexthops` = 134217727: 1 to 4194304")
+                && err.contains("would pin 10.0 GiB of kernel memory, 80 bytes each"),
+            "{err}"
+        );
+        let defaults = load("", &[]).unwrap();
+        assert_eq!(defaults.memory_warning(), None);
+        let big = load("[capacity]\ntbl8_groups = 1048576\n", &[]).unwrap();
+        let warning = big.memory_warning().expect("over 1 GiB");
+        assert!(
+            warning.contains("capacity.tbl8_groups 1.0 GiB"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn a_reload_names_what_it_cannot_apply() {
+        let old = load("", &[]).unwrap();
+        let new = load(
+            "[general]\ninterfaces = [\"eth0\"]\n[datapath]\ndry_run = true\n[capacity]\nports = 64\n[fpm]\nreplay_quiet_ms = 500\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&new), vec!["capacity", "fpm"]);
+        assert!(old.needs_restart(&old).is_empty());
     }
 
     #[test]

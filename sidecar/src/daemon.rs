@@ -7,7 +7,6 @@
 //! reconciled; if it stops, the datapath falls back to `bpf_fib_lookup`.
 
 use std::{
-    os::fd::AsFd,
     path::{Path, PathBuf},
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
@@ -26,10 +25,7 @@ use tokio::{
 use tokio_util::codec::FramedRead;
 
 use crate::{
-    cli::{
-        attach::{attach_and_pin, AttachMode},
-        ifindex, link_pin,
-    },
+    cli::attach::AttachMode,
     config::Config,
     control::{
         decode::{decode, Decoded, Event},
@@ -37,9 +33,10 @@ use crate::{
         offload,
         rib::{ReplayTracker, Rib, RibEntry, Source},
     },
-    datapath::{pins, pipelined::PipelinedMaps, Datapath, Programs},
+    datapath::{pins, pipelined::PipelinedMaps, Datapath},
     events::{Event as Published, Publisher},
     metrics::{self, TableUse},
+    ports::{PortState, Ports, StartGuard},
     programmer::{Limits, Programmer},
     query::{self, RouteView},
     source::{
@@ -98,6 +95,17 @@ pub struct DaemonState {
     pub programmer: crate::programmer::ProgrammerStats,
     pub rib: crate::control::rib::RibStats,
     pub taken_over: bool,
+    /// The links run this daemon's generation on a device now (false
+    /// before it goes live, and after its links or pins were removed from
+    /// outside).
+    #[serde(default)]
+    pub live: bool,
+    /// Each configured interface as the kernel has it now.
+    #[serde(default)]
+    pub interfaces: Vec<PortState>,
+    /// Frames lost after `XDP_REDIRECT`, per egress interface.
+    #[serde(default)]
+    pub redirect_failures: crate::redirect_errors::Report,
 }
 
 /// Where the daemon publishes [`DaemonState`].
@@ -144,21 +152,37 @@ pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let pin_dir = config.general.pin_dir.clone();
+    // One daemon per pin directory, for its whole life; when it stops, its
+    // generation goes unless a link runs it (see `ports::StartGuard`).
+    let mut guard = StartGuard::lock(&pin_dir)?;
+    if let Some(warning) = config.memory_warning() {
+        tracing::warn!("{warning}");
+    }
     // Whether the datapath we take over had fallen back to bpf_fib_lookup.
     let fail_safe_at_start = crate::cli::status::read(&pin_dir, Duration::ZERO)
         .map(|s| s.fail_safe_active)
         .unwrap_or(false);
+    // A link that runs on a device forwards now: the new generation then
+    // waits until it is reconciled. A generation no link runs (a failed or
+    // killed start's) is not live and is not waited for.
+    let live_before = pins::live_generation(&pin_dir)
+        .ok()
+        .filter(|live| live.links.iter().any(|l| l.attached()));
+    let had_live_generation = live_before.is_some();
     let (mut datapath, generation) = Datapath::load_next_generation(&config.capacity, &pin_dir)
         .with_context(|| format!("loading a new generation under {}", pin_dir.display()))?;
+    guard.pinned(&generation, &datapath.programs);
     tracing::info!(generation = %generation.display(), "loaded a new datapath generation");
-    let had_live_generation = pins::generations(&pin_dir).len() > 1;
 
-    let mut interfaces = Vec::new();
-    for ifname in &config.general.interfaces {
-        let index = ifindex(ifname)?;
-        datapath.maps.add_tx_port(index)?;
-        interfaces.push((ifname.clone(), index));
-    }
+    let mut ports = Ports::new(
+        &config.general.interfaces,
+        AttachMode::from_config(&config.general.xdp_mode),
+        &pin_dir,
+        &generation,
+        &datapath.programs,
+        &mut datapath.maps,
+        config.capacity.ports,
+    )?;
     // Until reconciled the heartbeat stays zero, so a fresh generation that
     // goes live early (first start) forwards with bpf_fib_lookup only.
     datapath.maps.set_config(&datapath_config(&config, 0))?;
@@ -191,9 +215,14 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     let mut rib = Rib::new(route_source, config.routes.tables.clone());
     rib.track_published(config.fpm.offload_replies);
 
-    if !had_live_generation {
+    match &live_before {
         // Nothing forwards yet, so there is nothing to keep: go live now.
-        go_live(&config, &pin_dir, &generation, &mut programs, &interfaces)?;
+        None => guard.created(ports.go_live(&mut programs)?),
+        Some(live) => tracing::info!(
+            links = live.links.len(),
+            live = %live.dir.display(),
+            "the links stay on the live generation until this one is reconciled (kernel synced and, with FPM, zebra's replay complete or fpm.replay_max_ms)"
+        ),
     }
 
     let (kernel_tx, mut kernel_rx) = mpsc::channel(KERNEL_BATCH);
@@ -300,6 +329,9 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tracing::info!(%listen, "serving Prometheus metrics on /metrics");
         tokio::spawn(metrics::serve(listener, pages_tx));
     }
+    // Started: from now on what it attached stays when it stops.
+    guard.started();
+    let mut left_to_kernel = crate::left_to_kernel::Once::default();
     let publish = |programmer: &mut MapProgrammer<'_>| {
         for event in programmer.take_events() {
             publisher.publish(event);
@@ -329,6 +361,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tokio::select! {
             Some(reply) = pages_rx.recv() => {
                 refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
+                refresh_ports(&mut state, &ports);
                 let counters = programmer.writer().counters().unwrap_or_default();
                 let tables = [
                     TableUse { table: "v4_tbl8_groups", used: programmer.writer().v4.lock().groups_in_use() as u64, capacity: config.capacity.tbl8_groups as u64 },
@@ -348,9 +381,13 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
             Some(feed) = kernel_rx.recv() => {
                 let mut batch = Vec::new();
                 let mut next = Some(feed);
+                let mut links_changed = false;
                 while let Some(feed) = next.take() {
                     match feed {
-                        KernelFeed::Message(bytes) => push_decoded(&bytes, &mut batch, &mut state),
+                        KernelFeed::Message(bytes) => {
+                            links_changed |= is_link_message(&bytes);
+                            push_decoded(&bytes, &mut batch, &mut state);
+                        }
                         KernelFeed::ResyncStart { reason } => {
                             rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
                             tracing::info!(%reason, "kernel resync");
@@ -372,6 +409,10 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 }
                 rib.apply_batch(Source::Kernel, batch, &mut programmer);
                 publish(&mut programmer);
+                if links_changed {
+                    // An interface removed, back or replaced: follow it now.
+                    ports.poll(&mut programs, programmer.writer_mut());
+                }
             }
             Some(feed) = fpm_rx.recv() => match feed {
                 FpmFeed::Connected(peer, replies) => {
@@ -422,7 +463,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     // The new generation forwards from the maps: everything
                     // decided so far must be in them.
                     programmer.flush();
-                    go_live(&config, &pin_dir, &generation, &mut programs, &interfaces)?;
+                    guard.created(ports.go_live(&mut programs)?);
                     state.taken_over = true;
                     if fail_safe_at_start {
                         publisher.publish(Published::FailSafe {
@@ -439,21 +480,35 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                         tracing::error!(%err, "writing the heartbeat failed");
                     }
                 }
+                ports.poll(&mut programs, programmer.writer_mut());
+                left_to_kernel.observe(&programmer.stats);
+                crate::log_limit::report_suppressed();
                 refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
+                refresh_ports(&mut state, &ports);
                 write_state(&state_file, &state);
             }
             Some(reply) = query_rx.recv() => {
                 let _ = reply.send(RouteView {
                     route_source,
                     replay_complete: state.fpm_replay_complete,
+                    fpm_connected: state.fpm_connected,
+                    fpm_last_message_age_ms: last_fpm_message.map(|t| t.elapsed().as_millis() as u64),
                     routes: rib.desired(&programmer),
                 });
             }
             _ = hangup.recv() => {
                 match Config::load(config_path.as_deref(), &Default::default()) {
                     Ok(new) => {
-                        tracing::info!("configuration reloaded (mode, dry-run, hash seed, fail-safe, heartbeat)");
+                        tracing::info!("configuration reloaded (mode, dry-run, hash seed, fail-safe, heartbeat, interfaces)");
+                        // Attaches what was added (or detached from
+                        // outside), detaches what was removed.
+                        ports.apply(&new.general.interfaces, &mut programs, programmer.writer_mut());
+                        let kept = config.needs_restart(&new);
+                        if !kept.is_empty() {
+                            tracing::warn!(keys = kept.join(", "), "these changes are not applied until a restart");
+                        }
                         config.datapath = new.datapath;
+                        config.general.interfaces = new.general.interfaces;
                         heartbeat = tokio::time::interval(Duration::from_millis(config.datapath.heartbeat_interval_ms));
                     }
                     Err(err) => tracing::error!(%err, "reload refused; keeping the running configuration"),
@@ -587,39 +642,15 @@ impl DecodedFrame {
     }
 }
 
-/// Moves every configured interface to this generation: existing links are
-/// updated in place, new interfaces get a link, and older generations go.
-fn go_live(
-    config: &Config,
-    pin_dir: &Path,
-    generation: &Path,
-    programs: &mut Programs,
-    interfaces: &[(String, u32)],
-) -> anyhow::Result<()> {
-    let fast_path = programs
-        .program_fd(pf_common::maps::PROG_FAST_PATH)?
-        .try_clone_to_owned()?;
-    for ifname in pins::linked_interfaces(pin_dir) {
-        pins::update_link(&link_pin(pin_dir, &ifname), fast_path.as_fd())
-            .with_context(|| format!("moving {ifname} to the new generation"))?;
-    }
-    let mode = AttachMode::from_config(&config.general.xdp_mode);
-    for (ifname, _) in interfaces {
-        if !link_pin(pin_dir, ifname).exists() {
-            // Before the attach, so the start-up after it stays as short.
-            if let Some(warning) = crate::kernel_probe::link::veth_redirect_warning(
-                ifname,
-                &crate::kernel_probe::Kernel::running(),
-            ) {
-                tracing::warn!(%ifname, "{warning}");
-            }
-            let how = attach_and_pin(programs.fast_path()?, ifname, mode, pin_dir)?;
-            tracing::info!(%ifname, how, "attached");
-        }
-    }
-    pins::retire_generations_except(pin_dir, generation)?;
-    tracing::info!(generation = %generation.display(), "this generation is live");
-    Ok(())
+/// Whether a netlink message is a link's (RTM_NEWLINK, RTM_DELLINK).
+fn is_link_message(message: &[u8]) -> bool {
+    message.len() >= 6 && matches!(u16::from_ne_bytes([message[4], message[5]]), 16 | 17)
+}
+
+fn refresh_ports(state: &mut DaemonState, ports: &Ports) {
+    state.interfaces = ports.states();
+    state.live = state.taken_over && ports.live();
+    state.redirect_failures = ports.redirect_failures();
 }
 
 fn write_state(path: &Path, state: &DaemonState) {

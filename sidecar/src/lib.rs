@@ -17,9 +17,13 @@ pub mod elf_scan;
 pub mod events;
 pub mod inspect;
 pub mod kernel_probe;
+pub mod left_to_kernel;
+pub mod log_limit;
 pub mod metrics;
+pub mod ports;
 pub mod programmer;
 pub mod query;
+pub mod redirect_errors;
 pub mod source;
 
 /// The XDP object built from `ebpf/` by `build.rs`.

@@ -80,11 +80,17 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Detach interfaces; with --all, also remove every pin.
+    /// Detach interfaces; with --all, also remove every pin. Refused while
+    /// `pf-sidecar run` holds the pin directory, unless --force.
     Detach {
         interfaces: Vec<String>,
         #[arg(long, conflicts_with = "interfaces")]
         all: bool,
+        /// Detach even though a daemon runs: it logs it and reports the
+        /// interfaces as not attached (and not live, for --all), and does
+        /// not attach them again until a reload or a restart.
+        #[arg(long)]
+        force: bool,
     },
     /// Check that this host can run the datapath: kernel, JIT, BPF
     /// features, the datapath loaded as `run` loads it, and a trial attach
@@ -189,17 +195,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Ok(exit::ERROR);
                 }
             };
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(
-                    &loaded.general.log_level,
-                ))
-                .with_target(false)
-                .with_writer(std::io::stderr)
-                .init();
+            {
+                use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+                // WARN and ERROR lines repeated from one place are rate-limited.
+                tracing_subscriber::registry()
+                    .with(tracing_subscriber::EnvFilter::new(
+                        &loaded.general.log_level,
+                    ))
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .with_target(false)
+                            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                            .with_writer(std::io::stderr)
+                            .with_filter(pf_sidecar::log_limit::RateLimit::install()),
+                    )
+                    .init();
+            }
             let pin_dir = loaded.general.pin_dir.clone();
             pf_sidecar::daemon::run(loaded, config)?;
             if detach_on_exit {
-                for ifname in attach::detach(&pin_dir, &[], true)? {
+                for ifname in attach::detach(&pin_dir, &[], true, false)?.interfaces {
                     tracing::info!(%ifname, "detached on exit");
                 }
             }
@@ -222,15 +237,31 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("attached fast_path to {ifname} ({how})");
             }
         }
-        Command::Detach { interfaces, all } => {
+        Command::Detach {
+            interfaces,
+            all,
+            force,
+        } => {
             if !all && interfaces.is_empty() {
                 anyhow::bail!("name the interfaces to detach, or pass --all");
             }
-            for ifname in attach::detach(&pin_dir, &interfaces, all)? {
+            let detached = attach::detach(&pin_dir, &interfaces, all, force)?;
+            for ifname in &detached.interfaces {
                 println!("detached {ifname}");
             }
-            if all {
+            if let Some(pid) = detached.daemon {
+                println!(
+                    "forced past the running daemon{}: it reports this and does not attach again until a reload or a restart",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                );
+            }
+            if detached.removed_dir {
                 println!("removed {}", pin_dir.display());
+            } else if all && detached.daemon.is_some() {
+                println!(
+                    "emptied {} (the daemon holds the directory until it stops)",
+                    pin_dir.display()
+                );
             }
         }
         Command::Feasibility {
@@ -316,6 +347,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {
                 print!("{}", diff::render(&outcome));
+            }
+            if outcome.summary.stale() {
+                return Ok(exit::ERROR);
             }
             if !outcome.summary.in_sync {
                 return Ok(exit::DRIFT);

@@ -162,9 +162,58 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &mut out,
         "pf_sidecar_live",
         "gauge",
-        "1 once this daemon's maps carry the traffic.",
-        flag(d.taken_over),
+        "1 while the pinned links run this daemon's generation on a device (0 before it goes live, and after its links or pins were removed from outside).",
+        flag(d.live),
     );
+    family(
+        &mut out,
+        "pf_sidecar_attached",
+        "gauge",
+        "1 while fast_path of this daemon runs on the configured interface (from the kernel's links).",
+    );
+    for port in &d.interfaces {
+        sample(
+            &mut out,
+            "pf_sidecar_attached",
+            &[("interface", &port.interface)],
+            flag(port.attached),
+        );
+    }
+    single(
+        &mut out,
+        "pf_sidecar_redirect_failures_counted",
+        "gauge",
+        "1 while frames lost after XDP_REDIRECT are counted (the xdp tracepoints are attached).",
+        flag(d.redirect_failures.counting),
+    );
+    family(
+        &mut out,
+        "pf_sidecar_redirect_failures_total",
+        "counter",
+        "Frames redirected out of an interface that the kernel then dropped (refused when queued, or dropped by the driver), since the daemon started.",
+    );
+    for (interface, frames) in &d.redirect_failures.per_interface {
+        sample(
+            &mut out,
+            "pf_sidecar_redirect_failures_total",
+            &[("interface", interface)],
+            *frames as f64,
+        );
+    }
+    family(
+        &mut out,
+        "pf_sidecar_routes_left_to_kernel_total",
+        "counter",
+        "Routes left to bpf_fib_lookup for a reason the operator can act on (more than 64 ECMP legs, a full table), by reason.",
+    );
+    for (reason, count) in crate::left_to_kernel::counts(&d.programmer) {
+        sample(
+            &mut out,
+            "pf_sidecar_routes_left_to_kernel_total",
+            &[("reason", reason)],
+            count as f64,
+        );
+    }
     single(
         &mut out,
         "pf_sidecar_kernel_synced",
@@ -332,11 +381,32 @@ mod tests {
 
     #[test]
     fn the_page_has_help_and_type_for_every_family_and_escapes_labels() {
-        let state = DaemonState {
+        let mut state = DaemonState {
             fpm_connected: true,
             fpm_last_message_age_ms: Some(1500),
+            live: true,
+            interfaces: vec![
+                crate::ports::PortState {
+                    interface: "eth0".into(),
+                    ifindex: Some(2),
+                    attached: true,
+                    condition: "attached (native)".into(),
+                },
+                crate::ports::PortState {
+                    interface: "eth1".into(),
+                    ifindex: None,
+                    attached: false,
+                    condition: "the interface is gone".into(),
+                },
+            ],
             ..Default::default()
         };
+        state.redirect_failures.counting = true;
+        state
+            .redirect_failures
+            .per_interface
+            .insert("eth1".into(), 7);
+        state.programmer.unsupported_routes = 3;
         let page = render(&Snapshot {
             state: &state,
             counters: &[(Counter::RedirectCache, 42)],
@@ -352,6 +422,15 @@ mod tests {
         assert!(page.contains("pf_sidecar_table_used{table=\"nexthops \\\"ids\\\"\"} 3\n"));
         assert!(page.contains("pf_sidecar_fpm_connected 1\n"));
         assert!(page.contains("pf_sidecar_fpm_last_message_age_seconds 1.5\n"));
+        assert!(page.contains("pf_sidecar_live 1\n"));
+        assert!(page.contains("pf_sidecar_attached{interface=\"eth0\"} 1\n"));
+        assert!(page.contains("pf_sidecar_attached{interface=\"eth1\"} 0\n"));
+        assert!(page.contains("pf_sidecar_redirect_failures_total{interface=\"eth1\"} 7\n"));
+        assert!(page
+            .contains("pf_sidecar_routes_left_to_kernel_total{reason=\"ecmp_over_64_legs\"} 3\n"));
+        assert!(
+            page.contains("pf_sidecar_routes_left_to_kernel_total{reason=\"nexthops_full\"} 0\n")
+        );
         for line in page.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(

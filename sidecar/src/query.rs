@@ -1,7 +1,8 @@
 //! The daemon's query socket: read-only questions about what it holds in
 //! memory, answered as one JSON document per connection. `diff --against
 //! fpm` asks for the routes the FPM stream gave. The socket is root-only
-//! (0600) and sits beside the state file.
+//! (0600) and sits beside the state file. A request it cannot answer gets
+//! a JSON object too: `{"error": "...", "request": "..."}`.
 
 use std::{
     io::{Read, Write},
@@ -32,7 +33,57 @@ pub struct RouteView {
     pub route_source: Source,
     /// For FPM: whether the last replay was declared complete.
     pub replay_complete: bool,
+    /// For FPM: the session with zebra is open now. While it is down the
+    /// routes are what zebra last said, and routes changed since are not
+    /// in them.
+    #[serde(default)]
+    pub fpm_connected: bool,
+    /// Milliseconds since the last FPM message (how old the view can be).
+    #[serde(default)]
+    pub fpm_last_message_age_ms: Option<u64>,
     pub routes: Vec<(IpNet, Target)>,
+}
+
+/// What the socket answers a request it cannot serve.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorAnswer {
+    pub error: String,
+    /// The request as received (lossily decoded, at most 256 bytes).
+    pub request: String,
+}
+
+fn error_json(error: impl Into<String>, request: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&ErrorAnswer {
+        error: error.into(),
+        request: String::from_utf8_lossy(request).into_owned(),
+    })
+    .unwrap_or_else(|_| b"{\"error\":\"unknown\",\"request\":\"\"}".to_vec())
+}
+
+/// A request line, checked: the route-view request, or the JSON error to
+/// answer instead.
+fn parse_request(line: &[u8]) -> Result<(), Vec<u8>> {
+    let complete = line.ends_with(b"\n");
+    if !complete && line.len() as u64 >= MAX_REQUEST {
+        return Err(error_json(
+            format!("the request is longer than {MAX_REQUEST} bytes"),
+            line,
+        ));
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Err(error_json("the request is not UTF-8 text", line));
+    };
+    match text.trim() {
+        ROUTE_VIEW => Ok(()),
+        "" => Err(error_json(
+            format!("empty request; the one request is {ROUTE_VIEW:?}"),
+            line,
+        )),
+        other => Err(error_json(
+            format!("unknown request {other:?}; the one request is {ROUTE_VIEW:?}"),
+            line,
+        )),
+    }
 }
 
 pub fn socket_path(pin_dir: &Path) -> PathBuf {
@@ -60,23 +111,25 @@ pub async fn serve(
         let requests = requests.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
-            let mut line = String::new();
+            let mut line = Vec::new();
             let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
-            if reader.read_line(&mut line).await.is_err() {
-                return;
-            }
-            let answer = match line.trim() {
-                ROUTE_VIEW => {
-                    let (tx, rx) = oneshot::channel();
-                    if requests.send(tx).await.is_err() {
-                        return;
+            let answer = match reader.read_until(b'\n', &mut line).await {
+                Err(e) => error_json(format!("reading the request: {e}"), &line),
+                Ok(_) => match parse_request(&line) {
+                    Err(answer) => answer,
+                    Ok(()) => {
+                        let (tx, rx) = oneshot::channel();
+                        let answered = match requests.send(tx).await {
+                            Ok(()) => rx.await.ok(),
+                            Err(_) => None,
+                        };
+                        match answered.map(|view| serde_json::to_vec(&view)) {
+                            Some(Ok(json)) => json,
+                            Some(Err(e)) => error_json(format!("encoding the answer: {e}"), &line),
+                            None => error_json("the daemon is stopping", &line),
+                        }
                     }
-                    match rx.await {
-                        Ok(view) => serde_json::to_vec(&view).unwrap_or_default(),
-                        Err(_) => return,
-                    }
-                }
-                other => format!("{{\"error\":\"unknown request {other:?}\"}}").into_bytes(),
+                },
             };
             let _ = write.write_all(&answer).await;
             let _ = write.shutdown().await;
@@ -98,5 +151,80 @@ pub fn route_view(pin_dir: &Path) -> anyhow::Result<RouteView> {
     stream.write_all(format!("{ROUTE_VIEW}\n").as_bytes())?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
+    if let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&answer) {
+        anyhow::bail!("the daemon answered: {}", error.error);
+    }
     serde_json::from_slice(&answer).context("the daemon's answer is not a route view")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(path: &Path, request: &[u8]) -> serde_json::Value {
+        let mut stream = UnixStream::connect(path).unwrap();
+        stream.write_all(request).unwrap();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        serde_json::from_slice(&answer).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {:?} for {request:?}",
+                String::from_utf8_lossy(&answer)
+            )
+        })
+    }
+
+    #[test]
+    fn every_answer_is_json_including_errors() {
+        let path =
+            std::env::temp_dir().join(format!("pf-query-test-{}/q.sock", std::process::id()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<RouteView>>(4);
+        let serving = path.clone();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    while let Some(reply) = rx.recv().await {
+                        let _ = reply.send(RouteView {
+                            route_source: Source::Fpm,
+                            replay_complete: true,
+                            fpm_connected: false,
+                            fpm_last_message_age_ms: Some(42_000),
+                            routes: vec![("192.0.2.0/24".parse().unwrap(), Target::Blackhole)],
+                        });
+                    }
+                });
+                let _ = tokio::time::timeout(Duration::from_secs(10), serve(serving, tx)).await;
+            })
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while UnixStream::connect(&path).is_err() {
+            assert!(std::time::Instant::now() < deadline, "never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let view = ask(&path, b"route-view\n");
+        assert_eq!(view["fpm_connected"], false);
+        assert_eq!(view["fpm_last_message_age_ms"], 42_000);
+        for (request, says) in [
+            (&b"garbage\n"[..], "unknown request \"garbage\""),
+            (b"route-view \" \\ \n", "unknown request"),
+            (b"\n", "empty request"),
+            (b"", "empty request"),
+            (&[0xff, 0xfe, b'\n'], "not UTF-8"),
+            (&[b'x'; 300], "longer than 256 bytes"),
+        ] {
+            let answer = ask(&path, request);
+            let error = answer["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{answer}"));
+            assert!(error.contains(says), "{request:?}: {answer}");
+            assert!(answer["request"].is_string(), "{answer}");
+        }
+        drop(thread);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 }

@@ -33,6 +33,15 @@ pub struct AttachOptions<'a> {
 /// interface with a pinned link, and makes each a redirect target. Returns
 /// the mode each interface got.
 pub fn attach(options: &AttachOptions<'_>) -> anyhow::Result<Vec<(String, &'static str)>> {
+    if let Some(holder) = pins::lock_held(options.pin_dir)
+        .with_context(|| format!("checking {}", options.pin_dir.display()))?
+    {
+        bail!(
+            "refused: `pf-sidecar run`{} manages {}; add the interfaces to general.interfaces and reload it (SIGHUP, systemctl reload pf-sidecar)",
+            holder_text(holder),
+            options.pin_dir.display()
+        );
+    }
     for ifname in options.interfaces {
         if link_pin(options.pin_dir, ifname).exists() {
             bail!(
@@ -200,10 +209,50 @@ pub fn attach_and_pin(
     bail!("attaching to {ifname} failed: {}", errors.join("; "))
 }
 
+fn holder_text(holder: Option<u32>) -> String {
+    holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
+/// What [`detach`] did.
+#[derive(Debug, Default)]
+pub struct Detached {
+    pub interfaces: Vec<String>,
+    /// With `all`: the pin directory was removed. It stays (emptied) while
+    /// a daemon holds it.
+    pub removed_dir: bool,
+    /// The pid of the running daemon a forced detach went past.
+    pub daemon: Option<Option<u32>>,
+}
+
 /// Detaches the named interfaces (their pinned links), or with `all`, every
-/// link and then every pin, which unloads the datapath.
-pub fn detach(pin_dir: &Path, interfaces: &[String], all: bool) -> anyhow::Result<Vec<String>> {
-    let mut detached = Vec::new();
+/// link and then every pin, which unloads the datapath. While a daemon
+/// holds the pin directory this is refused unless `force`: the daemon then
+/// notices, logs it and reports the interfaces as not attached, and the
+/// directory itself stays (emptied, for `all`) until it stops.
+pub fn detach(
+    pin_dir: &Path,
+    interfaces: &[String],
+    all: bool,
+    force: bool,
+) -> anyhow::Result<Detached> {
+    let daemon =
+        pins::lock_held(pin_dir).with_context(|| format!("checking {}", pin_dir.display()))?;
+    if let (Some(holder), false) = (daemon, force) {
+        bail!(
+            "refused: `pf-sidecar run`{} holds {}. Stop it first (systemctl stop pf-sidecar; add --detach-on-exit to roll back as it stops), or remove the interfaces from general.interfaces and reload it (SIGHUP). `--force` detaches anyway: the daemon logs it, reports the interfaces as not attached and does not attach them again until a reload or a restart",
+            holder_text(holder),
+            pin_dir.display()
+        );
+    }
+    // Without a daemon, hold the lock so none starts half-way through.
+    let _lock = match daemon {
+        None if pin_dir.exists() => Some(pins::PinLock::acquire(pin_dir)?),
+        _ => None,
+    };
+    let mut detached = Detached {
+        daemon,
+        ..Default::default()
+    };
     let targets: Vec<String> = if all {
         pins::linked_interfaces(pin_dir)
     } else {
@@ -213,11 +262,20 @@ pub fn detach(pin_dir: &Path, interfaces: &[String], all: bool) -> anyhow::Resul
         let path = link_pin(pin_dir, &ifname);
         std::fs::remove_file(&path)
             .with_context(|| format!("{ifname} is not attached ({} missing)", path.display()))?;
-        detached.push(ifname);
+        detached.interfaces.push(ifname);
     }
     if all && pin_dir.exists() {
-        std::fs::remove_dir_all(pin_dir)
-            .with_context(|| format!("removing {}", pin_dir.display()))?;
+        if daemon.is_some() {
+            for generation in pins::generations(pin_dir) {
+                let dir = pins::generation_dir(pin_dir, generation);
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        } else {
+            std::fs::remove_dir_all(pin_dir)
+                .with_context(|| format!("removing {}", pin_dir.display()))?;
+            detached.removed_dir = true;
+        }
     }
     Ok(detached)
 }

@@ -70,6 +70,28 @@ pub struct Summary {
     pub extra: usize,
     pub different: usize,
     pub nexthops_different: usize,
+    /// With `--against fpm`: the FPM session as the daemon has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fpm_session: Option<FpmSession>,
+}
+
+/// The FPM session behind `--against fpm`.
+#[derive(Debug, Serialize)]
+pub struct FpmSession {
+    pub connected: bool,
+    /// Seconds since zebra's last message: how old the view can be.
+    pub last_message_age_s: Option<f64>,
+    /// The session is down, so the view is what zebra last said: routes
+    /// changed since are in neither the view nor the comparison (`diff`
+    /// then exits 2).
+    pub view_stale: bool,
+}
+
+impl Summary {
+    /// The comparison was made against a view that can be out of date.
+    pub fn stale(&self) -> bool {
+        self.fpm_session.as_ref().is_some_and(|s| s.view_stale)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -313,6 +335,7 @@ fn frr_rib(
 
 pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
     let view = PinnedView::open(options.pin_dir)?;
+    let mut fpm_session = None;
     let (expected, neighbourhood) = match options.against {
         Against::Kernel => {
             let (rib, neighbourhood) = kernel_rib(options.tables.clone(), true)?;
@@ -335,6 +358,11 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
             if !view.replay_complete {
                 bail!("zebra's FPM replay is not complete yet; try again once it is");
             }
+            fpm_session = Some(FpmSession {
+                connected: view.fpm_connected,
+                last_message_age_s: view.fpm_last_message_age_ms.map(|ms| ms as f64 / 1000.0),
+                view_stale: !view.fpm_connected,
+            });
             let (_, neighbourhood) = kernel_rib(options.tables.clone(), false)?;
             (view.routes, neighbourhood)
         }
@@ -379,6 +407,7 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
             extra: report.count(DriftKind::Extra),
             different: report.count(DriftKind::Different),
             nexthops_different: report.nexthops.len(),
+            fpm_session,
         },
         report,
     })
@@ -386,6 +415,19 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
 
 pub fn render(outcome: &DiffOutcome) -> String {
     let mut out = String::new();
+    if let Some(session) = outcome
+        .summary
+        .fpm_session
+        .as_ref()
+        .filter(|s| s.view_stale)
+    {
+        out += &format!(
+            "WARNING: zebra's FPM session is DOWN (last message {}): the daemon's FPM view is that old, routes zebra changed since are missing from it, and the comparison below cannot see them; compare with --against frr or --against kernel (exit 2)\n",
+            session
+                .last_message_age_s
+                .map_or("never".to_string(), |s| format!("{s:.1} s ago"))
+        );
+    }
     for d in &outcome.report.drift {
         let kind = match d.kind {
             DriftKind::Missing => "missing",
@@ -412,6 +454,17 @@ pub fn render(outcome: &DiffOutcome) -> String {
         Against::Fpm => "the daemon's FPM view",
     };
     out += &format!(
+        "generation {} ({})\n",
+        s.generation.display(),
+        match s.generation_source {
+            pins::LiveSource::Links => "the one the links run",
+            pins::LiveSource::Newest => "the newest: no link is pinned, nothing runs it",
+        }
+    );
+    for note in &s.generation_notes {
+        out += &format!("note: {note}\n");
+    }
+    out += &format!(
         "{} prefixes and {} nexthops compared with {against}: {} missing, {} extra, {} different, {} nexthops different: {}\n",
         s.compared_prefixes,
         s.compared_nexthops,
@@ -419,7 +472,13 @@ pub fn render(outcome: &DiffOutcome) -> String {
         s.extra,
         s.different,
         s.nexthops_different,
-        if s.in_sync { "in sync" } else { "DRIFT" }
+        if s.stale() {
+            "view STALE (session down)"
+        } else if s.in_sync {
+            "in sync"
+        } else {
+            "DRIFT"
+        }
     );
     out
 }

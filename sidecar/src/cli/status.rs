@@ -278,6 +278,65 @@ pub fn render(status: &Status) -> String {
                 d.pid, d.route_source, d.routes, d.nexthops, d.ecmp_groups
             ));
             out.push_str(&format!(
+                "daemon state   {}\n",
+                if d.live {
+                    format!("live: the links run its generation ({})", d.generation)
+                } else if !d.taken_over {
+                    format!(
+                        "NOT live yet: its generation {} goes live once reconciled",
+                        d.generation
+                    )
+                } else {
+                    format!(
+                        "NOT live: no link runs its generation {} on a device (detached or removed from outside?)",
+                        d.generation
+                    )
+                }
+            ));
+            if !d.interfaces.is_empty() {
+                let ports: Vec<String> = d
+                    .interfaces
+                    .iter()
+                    .map(|p| format!("{} {}", p.interface, p.condition))
+                    .collect();
+                out.push_str(&format!("interfaces     {}\n", ports.join("; ")));
+            }
+            let r = &d.redirect_failures;
+            if r.counting {
+                let per: Vec<String> = r
+                    .per_interface
+                    .iter()
+                    .map(|(i, n)| format!("{i} {n}"))
+                    .collect();
+                out.push_str(&format!(
+                    "redirect fails {} (frames dropped after XDP_REDIRECT since the daemon started{})\n",
+                    r.total(),
+                    if per.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", per.join(", "))
+                    }
+                ));
+            } else {
+                out.push_str(&format!(
+                    "redirect fails not counted: {}\n",
+                    r.unavailable.as_deref().unwrap_or("unknown")
+                ));
+            }
+            let left: Vec<String> = crate::left_to_kernel::counts(&d.programmer)
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
+            out.push_str(&format!(
+                "left to kernel {}\n",
+                if left.is_empty() {
+                    "none for a reason to act on".to_string()
+                } else {
+                    left.join(", ")
+                }
+            ));
+            out.push_str(&format!(
                 "fpm            {}{}, replay {}, last message {}, {} frame errors, {} refused\n",
                 if d.fpm_connected {
                     "connected"

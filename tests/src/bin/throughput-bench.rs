@@ -290,7 +290,7 @@ fn main() {
             results.push((format!("{case} ({table})"), pps));
         }
         lab.router
-            .enter(|| detach(&pin_dir, &[], true).expect("detach"));
+            .enter(|| detach(&pin_dir, &[], true, false).expect("detach"));
     }
 
     println!("\n| case | forwarded packets/s | × kernel (same table) |");

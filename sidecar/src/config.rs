@@ -569,6 +569,11 @@ fn check_types(file: &Path) -> Result<(), ConfigError> {
             ValueKind::String(s) if matches!(s.trim(), "true" | "false") => {
                 format!("; write {} without quotes", s.trim())
             }
+            ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::I128(_) | ValueKind::U128(_)
+                if expected.contains("string") =>
+            {
+                format!("; write \"{value}\" in quotes")
+            }
             _ => String::new(),
         };
         ConfigError::Type {

@@ -133,6 +133,21 @@ pub async fn serve(
             };
             let _ = write.write_all(&answer).await;
             let _ = write.shutdown().await;
+            // Request bytes left unread would make the close a reset, which
+            // the client can see before the answer: read them away
+            // (bounded, briefly).
+            let mut rest = reader.into_inner().into_inner();
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut sink = [0u8; 4096];
+                let mut total = 0;
+                while total < 64 * 1024 {
+                    match tokio::io::AsyncReadExt::read(&mut rest, &mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            })
+            .await;
         });
     }
 }

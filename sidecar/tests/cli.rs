@@ -347,6 +347,26 @@ fn a_bad_configuration_key_or_value_is_named_and_exits_2() {
             "[routes]\nfrom = \"ospf\"\n",
             "`routes.from` = \"ospf\": fpm (FRR zebra's FPM stream) or kernel",
         ),
+        (
+            "badtype",
+            "[datapath]\nheartbeat_interval_ms = \"500\"\n",
+            "`datapath.heartbeat_interval_ms` = \"500\": expected an integer, found a string; write 500 without quotes",
+        ),
+        (
+            "loopback",
+            "[general]\ninterfaces = [\"eth0\", \"lo\"]\n",
+            "lo is the loopback",
+        ),
+        (
+            "twice",
+            "[general]\ninterfaces = [\"eth0\", \"eth1\", \"eth0\"]\n",
+            "eth0 is listed twice",
+        ),
+        (
+            "huge",
+            "[capacity]\nnexthops = 134217727\n",
+            "would pin 10.0 GiB of kernel memory",
+        ),
     ] {
         let path = dir.join(format!("pf-cli-{name}-{}.toml", std::process::id()));
         std::fs::write(&path, toml).unwrap();
@@ -413,4 +433,42 @@ fn run_with_detach_on_exit_leaves_no_program_or_pin_after_sigterm() {
         let shown = lab.router.ip(&["-d", "link", "show", port]);
         assert!(!shown.contains("prog/xdp"), "{port} is detached:\n{shown}");
     }
+}
+
+#[test]
+fn status_diff_and_lookup_as_a_user_say_permission_denied() {
+    require_root!();
+    let a = NetNs::new("perm-a");
+    let b = NetNs::new("perm-b");
+    veth_pair(&a, "v0", &b, "v1");
+    let pins = pins("perm");
+    let out = pf_sidecar(&a, &pins.0, &["attach", "v0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["lookup", "192.0.2.1"],
+        &["diff"],
+    ] {
+        // As nobody, in this network namespace (no --netns: that needs root).
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_pf-sidecar"))
+            .args(["--pin-dir", &pins.0])
+            .args(args)
+            .output()
+            .expect("setpriv");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("permission denied") && !stderr.contains("no datapath is pinned"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = pf_sidecar(&a, &pins.0, &["detach", "--all"]);
+    assert!(out.status.success());
 }

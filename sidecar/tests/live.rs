@@ -14,6 +14,7 @@ use std::{
 };
 
 use integration_tests::{
+    fpm_messages::{nexthop_message, route_message},
     lab::{Lab, SERVER_V4},
     netns::{veth_pair, NetNs},
     require_root,
@@ -691,4 +692,88 @@ fn frames_redirected_to_a_veth_whose_peer_has_neither_xdp_nor_gro_are_counted_as
     assert_eq!(received, 10, "{summary}");
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(failures(&s.status()), before);
+}
+
+#[test]
+fn diff_against_fpm_says_when_the_session_is_down_and_the_query_socket_answers_json() {
+    require_root!();
+    let lab = Lab::new("lvq");
+    let s = Scratch::new("lvq", &lab.router);
+    let port = 28000 + (std::process::id() % 1000) as u16;
+    let config = s.config(
+        "fpm",
+        &["r0", "r1", "r2"],
+        &format!("[fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = 300\n"),
+    );
+    let log = s.file("log");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let _daemon = Run::start(&lab.router, &config, &log);
+
+    // zebra: one nexthop object and one route.
+    let mut zebra = lab.router.enter(|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => return stream,
+                Err(e) => assert!(Instant::now() < deadline, "no FPM listener: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let r1 = lab.router.ifindex("r1");
+    zebra
+        .write_all(&pf_sidecar::control::fpm::frame(&[
+            &nexthop_message(1, r1, Some("198.51.100.2".parse().unwrap()), &[]),
+            &route_message("203.0.113.0/24".parse().unwrap(), 1),
+        ]))
+        .unwrap();
+    wait_until(
+        "the replay completes",
+        Duration::from_secs(10),
+        &logs,
+        || s.status()["daemon"]["fpm_replay_complete"] == true,
+    );
+    let (code, diff, stderr) = s.json(&["diff", "--json", "--against", "fpm"]);
+    assert_eq!(code, Some(0), "{diff:#}\n{stderr}");
+    assert_eq!(diff["summary"]["fpm_session"]["connected"], true);
+    assert_eq!(diff["summary"]["fpm_session"]["view_stale"], false);
+
+    // The query socket answers what it does not understand with JSON.
+    let name = Path::new(&s.pin_dir)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let socket = format!("/run/pf-sidecar/{name}.sock");
+    for request in [&b"hello\n"[..], &[0xc3, 0x28, b'\n'], &[b'a'; 400]] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(request).unwrap();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&answer)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&answer)));
+        assert!(json["error"].is_string(), "{json}");
+    }
+
+    // zebra goes away: the view is as old as its last message, and diff
+    // says so and exits 2.
+    drop(zebra);
+    wait_until("the session is down", Duration::from_secs(5), &logs, || {
+        s.status()["daemon"]["fpm_connected"] == false
+    });
+    let (code, diff, stderr) = s.json(&["diff", "--json", "--against", "fpm"]);
+    assert_eq!(code, Some(2), "{diff:#}\n{stderr}");
+    let session = &diff["summary"]["fpm_session"];
+    assert_eq!(session["connected"], false, "{diff:#}");
+    assert_eq!(session["view_stale"], true);
+    assert!(session["last_message_age_s"].is_number(), "{diff:#}");
+    let out = s.cli(&["diff", "--against", "fpm"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("zebra's FPM session is DOWN") && text.contains("view STALE"),
+        "{text}"
+    );
 }

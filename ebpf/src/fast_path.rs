@@ -158,6 +158,10 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
     if total_len > end - ip {
         return Err(Counter::PassTruncated);
     }
+    // The kernel drops a header whose checksum is wrong (ip_rcv); so must we.
+    if !ipv4_header_checksum_ok(ip) {
+        return Err(Counter::PassBadHeader);
+    }
     if unsafe { load_be16(ip + 6) } & 0x3fff != 0 {
         return Err(Counter::PassFragment);
     }
@@ -167,6 +171,12 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
         return Err(Counter::PassL3Multicast);
     }
     if first_octet == 0 || first_octet == 127 || daddr >> 16 == 0xa9fe {
+        return Err(Counter::PassSpecialAddress);
+    }
+    // Martian sources (zero network, loopback, multicast, broadcast): the
+    // kernel drops them (ip_route_input_slow) and counts them.
+    let saddr = unsafe { load_be32(ip + 12) };
+    if saddr >> 24 == 0 || saddr >> 24 == 127 || saddr >> 28 == 0xe || saddr == u32::MAX {
         return Err(Counter::PassSpecialAddress);
     }
     if unsafe { load_u8(ip + 8) } <= 1 {
@@ -188,11 +198,30 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
         proto,
         sport,
         dport,
-        saddr: [unsafe { load_be32(ip + 12) }, 0, 0, 0],
+        saddr: [saddr, 0, 0, 0],
         daddr: [daddr, 0, 0, 0],
         daddr_raw: [unsafe { load_raw32(ip + 16) }, 0, 0, 0],
         tos_or_flowinfo: u32::from_ne_bytes([unsafe { load_u8(ip + 1) }, 0, 0, 0]),
     })
+}
+
+/// RFC 1071 over the 20-byte header (the caller checked `ip + 20 <= end`):
+/// a valid header sums to 0xffff. Five 32-bit loads, folded; byte order
+/// does not change a ones' complement sum's all-ones result.
+#[inline(always)]
+fn ipv4_header_checksum_ok(ip: usize) -> bool {
+    let sum = unsafe {
+        load_raw32(ip) as u64
+            + load_raw32(ip + 4) as u64
+            + load_raw32(ip + 8) as u64
+            + load_raw32(ip + 12) as u64
+            + load_raw32(ip + 16) as u64
+    };
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
 }
 
 /// Next-header values the kernel must see: hop-by-hop, routing, fragment,
@@ -232,6 +261,21 @@ fn parse_ipv6(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
     if unspecified_or_loopback || daddr[0] >> 22 == 0xfe80 >> 6 {
         return Err(Counter::PassSpecialAddress);
     }
+    // Sources the kernel does not forward from: multicast, unspecified,
+    // loopback (ip6_rcv_core), link-local (ip6_forward).
+    let saddr = unsafe {
+        [
+            load_be32(ip + 8),
+            load_be32(ip + 12),
+            load_be32(ip + 16),
+            load_be32(ip + 20),
+        ]
+    };
+    let source_unspecified_or_loopback =
+        saddr[0] == 0 && saddr[1] == 0 && saddr[2] == 0 && saddr[3] <= 1;
+    if saddr[0] >> 24 == 0xff || source_unspecified_or_loopback || saddr[0] >> 22 == 0xfe80 >> 6 {
+        return Err(Counter::PassSpecialAddress);
+    }
     let next_header = unsafe { load_u8(ip + 6) };
     if is_ipv6_extension(next_header) {
         return Err(Counter::PassIpv6ExtHeader);
@@ -263,14 +307,7 @@ fn parse_ipv6(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
         proto: next_header,
         sport,
         dport,
-        saddr: unsafe {
-            [
-                load_be32(ip + 8),
-                load_be32(ip + 12),
-                load_be32(ip + 16),
-                load_be32(ip + 20),
-            ]
-        },
+        saddr,
         daddr,
         daddr_raw: unsafe {
             [

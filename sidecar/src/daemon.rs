@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig, RouteKind};
+use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig};
 use serde::Serialize;
 use tokio::{
     io::AsyncWriteExt,
@@ -29,7 +29,7 @@ use crate::{
     config::Config,
     control::{
         decode::{decode, Decoded, Event},
-        fpm::{frame, FpmCodec, Frame, FrameError},
+        fpm::{FpmCodec, Frame, FrameError},
         offload,
         rib::{ReplayTracker, Rib, RibEntry, Source},
     },
@@ -91,6 +91,13 @@ pub struct DaemonState {
     /// Offload replies sent to zebra, and dropped because it did not read them.
     pub offload_replies_sent: u64,
     pub offload_replies_dropped: u64,
+    /// Of the replies sent, those flagged OFFLOAD for a route the kernel
+    /// forwards after `XDP_PASS`, and those flagged OFFLOAD_FAILED (nothing
+    /// forwards the route).
+    #[serde(default)]
+    pub offload_replies_kernel: u64,
+    #[serde(default)]
+    pub offload_replies_failed: u64,
     pub v4_tbl8_groups: usize,
     pub programmer: crate::programmer::ProgrammerStats,
     pub rib: crate::control::rib::RibStats,
@@ -524,8 +531,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     Ok(())
 }
 
-/// Tells zebra, route by route, whether the fast path forwards what the
-/// last FPM batch changed (see `control::offload`).
+/// Tells zebra, route by route, whether the router forwards what the last
+/// FPM batch changed (see `control::offload`): one reply per FPM frame.
 fn send_offload_replies(
     rib: &Rib,
     programmer: &MapProgrammer<'_>,
@@ -533,47 +540,35 @@ fn send_offload_replies(
     state: &mut DaemonState,
 ) {
     let mut messages = Vec::new();
+    let (mut kernel, mut failed) = (Vec::new(), Vec::new());
     for prefix in rib.last_published() {
         let Some(route) = rib.winning_route(prefix, programmer) else {
             continue;
         };
-        let offloaded = programmer
-            .programmed(prefix)
-            .is_some_and(|(action, deferred)| {
-                !deferred
-                    && matches!(
-                        action.kind(),
-                        Some(RouteKind::Nexthop | RouteKind::Group | RouteKind::Blackhole)
-                    )
-            });
+        let forwarder = offload::Forwarder::of(programmer.programmed(prefix));
+        kernel.push(forwarder == offload::Forwarder::Kernel);
+        failed.push(forwarder == offload::Forwarder::Nobody);
         messages.push(offload::reply(
             *prefix,
             route.table,
             route.protocol,
-            offloaded,
+            forwarder,
         ));
     }
-    let mut batch: Vec<&[u8]> = Vec::new();
-    let mut size = 0;
-    let flush = |batch: &mut Vec<&[u8]>, state: &mut DaemonState| {
-        if batch.is_empty() {
-            return;
+    let mut first = 0;
+    for (bytes, count) in offload::writes(&messages) {
+        let range = first..first + count;
+        first += count;
+        match replies.try_send(bytes) {
+            Ok(()) => {
+                state.offload_replies_sent += count as u64;
+                state.offload_replies_kernel +=
+                    kernel[range.clone()].iter().filter(|k| **k).count() as u64;
+                state.offload_replies_failed += failed[range].iter().filter(|f| **f).count() as u64;
+            }
+            Err(_) => state.offload_replies_dropped += count as u64,
         }
-        match replies.try_send(frame(batch)) {
-            Ok(()) => state.offload_replies_sent += batch.len() as u64,
-            Err(_) => state.offload_replies_dropped += batch.len() as u64,
-        }
-        batch.clear();
-    };
-    for message in &messages {
-        if size + message.len() + 4 > 60_000 {
-            flush(&mut batch, state);
-            size = 0;
-        }
-        size += (message.len() + 3) & !3;
-        batch.push(message);
     }
-    flush(&mut batch, state);
 }
 
 fn source_name(source: Source) -> &'static str {

@@ -214,6 +214,25 @@ pub fn render(s: &Snapshot<'_>) -> String {
             count as f64,
         );
     }
+    family(
+        &mut out,
+        "pf_sidecar_offload_replies_total",
+        "counter",
+        "Offload replies to zebra (fpm.offload_replies), one per route and FPM frame: sent (handed to the session, whatever the flag), kernel (of those, RTM_F_OFFLOAD for a route the kernel forwards after XDP_PASS), failed (of those, RTM_F_OFFLOAD_FAILED: nothing forwards the route), dropped (not sent, zebra was not reading).",
+    );
+    for (result, value) in [
+        ("sent", d.offload_replies_sent),
+        ("kernel", d.offload_replies_kernel),
+        ("failed", d.offload_replies_failed),
+        ("dropped", d.offload_replies_dropped),
+    ] {
+        sample(
+            &mut out,
+            "pf_sidecar_offload_replies_total",
+            &[("result", result)],
+            value as f64,
+        );
+    }
     single(
         &mut out,
         "pf_sidecar_kernel_synced",
@@ -407,6 +426,10 @@ mod tests {
             .per_interface
             .insert("eth1".into(), 7);
         state.programmer.unsupported_routes = 3;
+        state.offload_replies_sent = 9;
+        state.offload_replies_kernel = 4;
+        state.offload_replies_failed = 1;
+        state.offload_replies_dropped = 2;
         let page = render(&Snapshot {
             state: &state,
             counters: &[(Counter::RedirectCache, 42)],
@@ -431,6 +454,10 @@ mod tests {
         assert!(
             page.contains("pf_sidecar_routes_left_to_kernel_total{reason=\"nexthops_full\"} 0\n")
         );
+        for (result, value) in [("sent", 9), ("kernel", 4), ("failed", 1), ("dropped", 2)] {
+            let line = format!("pf_sidecar_offload_replies_total{{result=\"{result}\"}} {value}\n");
+            assert!(page.contains(&line), "{line}");
+        }
         for line in page.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(

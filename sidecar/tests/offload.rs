@@ -1,6 +1,8 @@
 //! Offload replies: a client speaking zebra's side of FPM sends routes and
-//! reads back one RTM_NEWROUTE per route, flagged offloaded when the fast
-//! path forwards it and offload-failed when it leaves it to the kernel.
+//! reads back one RTM_NEWROUTE per route, each in a frame of its own (zebra's
+//! `fpm_read` reads only a frame's first message), flagged offloaded when
+//! the router forwards it: by the fast path, or by the kernel after
+//! `XDP_PASS` (so `bgp suppress-fib-pending` advertises it).
 
 mod support;
 
@@ -25,14 +27,17 @@ use netlink_packet_route::{
 use pf_sidecar::control::fpm::frame;
 use support::Daemon;
 
-/// Reads FPM frames until `want` replies arrived; prefix → offloaded?
-fn read_replies(stream: &mut TcpStream, want: usize) -> HashMap<IpNet, bool> {
+/// Reads FPM frames until `want` replies arrived, as zebra does: the first
+/// netlink message of each frame only, and frames holding more are
+/// counted. Returns prefix → offloaded?, and that count.
+fn read_replies(stream: &mut TcpStream, want: usize) -> (HashMap<IpNet, bool>, usize) {
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buffer = Vec::new();
     let mut replies = HashMap::new();
+    let mut packed = 0;
     while replies.len() < want && Instant::now() < deadline {
         let mut chunk = [0u8; 4096];
         match stream.read(&mut chunk) {
@@ -47,7 +52,12 @@ fn read_replies(stream: &mut TcpStream, want: usize) -> HashMap<IpNet, bool> {
                 break;
             }
             let payload: Vec<u8> = buffer.drain(..len).skip(4).collect();
-            for message in pf_sidecar::source::split_netlink_messages(&payload) {
+            let messages: Vec<&[u8]> =
+                pf_sidecar::source::split_netlink_messages(&payload).collect();
+            if messages.len() > 1 {
+                packed += 1;
+            }
+            if let Some(message) = messages.first() {
                 let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message).unwrap();
                 let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) =
                     parsed.payload
@@ -77,11 +87,11 @@ fn read_replies(stream: &mut TcpStream, want: usize) -> HashMap<IpNet, bool> {
             }
         }
     }
-    replies
+    (replies, packed)
 }
 
 #[test]
-fn each_route_from_zebra_is_answered_offloaded_or_offload_failed() {
+fn each_route_from_zebra_is_answered_in_a_frame_of_its_own_and_kernel_routes_are_offloaded() {
     require_root!();
     let lab = Lab::new("offl");
     let port = 26000 + (std::process::id() % 1000) as u16;
@@ -94,23 +104,60 @@ fn each_route_from_zebra_is_answered_offloaded_or_offload_failed() {
     );
     let r1 = lab.router.ifindex("r1");
     let mut stream = daemon.connect_fpm(&lab.router, port);
-    let forwarded: IpNet = "203.0.113.0/24".parse().unwrap();
+    let forwarded: Vec<IpNet> = (0..6)
+        .map(|i| format!("203.0.113.{}/29", i * 8).parse().unwrap())
+        .collect();
     let unresolved: IpNet = "198.51.100.128/26".parse().unwrap();
     let blackhole: IpNet = "192.0.2.128/25".parse().unwrap();
-    let messages = [
-        nexthop_message(1, r1, Some("198.51.100.2".parse().unwrap()), &[]),
-        route_message(forwarded, 1),
-        // Object 99 was never sent: the route is left to the kernel.
-        route_message(unresolved, 99),
-        typed_route_message(blackhole, 0, RouteType::BlackHole),
-    ];
+    let mut messages = vec![nexthop_message(
+        1,
+        r1,
+        Some("198.51.100.2".parse().unwrap()),
+        &[],
+    )];
+    messages.extend(forwarded.iter().map(|p| route_message(*p, 1)));
+    // Object 99 was never sent: the fast path passes it and the kernel
+    // forwards it (zebra installed it there before the FPM provider ran).
+    messages.push(route_message(unresolved, 99));
+    messages.push(typed_route_message(blackhole, 0, RouteType::BlackHole));
+    // One zebra frame changes all eight prefixes.
     let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     stream.write_all(&frame(&refs)).unwrap();
-    let replies = read_replies(&mut stream, 3);
+    let (replies, packed) = read_replies(&mut stream, 8);
+    let mut expected: HashMap<IpNet, bool> = forwarded.iter().map(|p| (*p, true)).collect();
+    expected.insert(unresolved, true);
+    expected.insert(blackhole, true);
     assert_eq!(
-        replies,
-        HashMap::from([(forwarded, true), (unresolved, false), (blackhole, true)]),
-        "{}",
-        daemon.log()
+        packed, 0,
+        "frames holding several replies: zebra reads only the first of each"
     );
+    assert_eq!(replies, expected, "{}", daemon.log());
+
+    // The counters reach status (the state file is written every heartbeat).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+            .args(["--netns", &lab.router.name, "--pin-dir"])
+            .arg(&daemon.pin_dir)
+            .args(["status", "--json", "--rate-interval-ms", "0"])
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let counts = [
+            "offload_replies_sent",
+            "offload_replies_kernel",
+            "offload_replies_failed",
+            "offload_replies_dropped",
+        ]
+        .map(|key| status["daemon"][key].as_u64());
+        if counts == [Some(8), Some(1), Some(0), Some(0)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status counts {counts:?}: {status}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -367,6 +367,15 @@ pub fn render(status: &Status) -> String {
                 d.last_resync_reason.as_deref().unwrap_or("-"),
                 d.decode_errors,
             ));
+            if d.route_source == "fpm" {
+                out.push_str(&format!(
+                    "offload        replies sent {} (kernel forwards {}, failed {}), dropped {}\n",
+                    d.offload_replies_sent,
+                    d.offload_replies_kernel,
+                    d.offload_replies_failed,
+                    d.offload_replies_dropped,
+                ));
+            }
             let p = &d.programmer;
             out.push_str(&format!(
                 "programmer     deferred v4 {} v6 {}, overflow nexthops {} groups {} v4-groups {} v6 {}, write errors {}\n",

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::decode::{Event, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
+use link_local::LinkLocalPeers;
 use users::ObjectUsers;
 
 use crate::{
@@ -312,6 +313,9 @@ pub struct Rib {
     /// Inline gateway sets of routes, interned and counted, each kept as
     /// the target it resolves to.
     leg_sets: Interner<Target>,
+    /// With FPM as the route source: the IPv6 link-local peers the kernel
+    /// forwards through, for zebra's inline `169.254.0.1` gateways.
+    link_local: LinkLocalPeers,
     /// What nexthop objects resolve to, filled as routes are published and
     /// emptied whenever an object changes (a group depends on its members).
     /// (`None` while the object or a group member is unknown).
@@ -339,6 +343,7 @@ impl Rib {
             locals: PrefixHashMap::new(),
             object_users: ObjectUsers::new(),
             leg_sets: Interner::new(1, u32::MAX),
+            link_local: LinkLocalPeers::new(),
             object_targets: FastMap::new(),
             last_published: Vec::new(),
             track_published: false,
@@ -481,6 +486,12 @@ impl Rib {
                 }
             }
             Event::Nexthop(op, id, def) => {
+                if source == Source::Kernel && self.route_source == Source::Fpm {
+                    let def = if op == Op::Upsert { def.as_ref() } else { None };
+                    if self.link_local.kernel_object(id, def) {
+                        touched.deferred.extend(self.prefixes_over_ipv4_ll(sink));
+                    }
+                }
                 if source != self.route_source {
                     self.stats.ignored_other_source += 1;
                     return;
@@ -702,6 +713,24 @@ impl Rib {
         prefixes
     }
 
+    /// Prefixes whose winning route has an inline `169.254.0.1` gateway
+    /// (a link-local peer changed: a full walk, and a rare one).
+    fn prefixes_over_ipv4_ll(&self, sink: &impl FibSink) -> Vec<IpNet> {
+        sink.entries()
+            .iter()
+            .filter(|(_, entry)| {
+                entry.routes.winner().is_some_and(|route| match route.next {
+                    StoredNext::Legs(set) => self
+                        .leg_sets
+                        .key_of(set)
+                        .is_some_and(link_local::names_ipv4_ll),
+                    _ => false,
+                })
+            })
+            .map(|(prefix, _)| prefix)
+            .collect()
+    }
+
     /// What `prefix` should do, for readers (`desired`).
     fn target_of(&self, prefix: &IpNet, entries: &PrefixHashMap<RibEntry>) -> Option<Target> {
         if self.locals.contains_key(prefix) {
@@ -710,7 +739,7 @@ impl Rib {
         Some(
             match Resolution::of(routes_of(entries, prefix)?.winner()?) {
                 Resolution::Fixed(target) => target.clone(),
-                Resolution::Legs(set) => self.leg_sets.key_of(set)?.clone(),
+                Resolution::Legs(set) => self.link_local.resolve(self.leg_sets.key_of(set)?),
                 Resolution::Object(id) => {
                     resolve_object(&self.objects, id).unwrap_or(Target::Kernel)
                 }
@@ -736,10 +765,15 @@ impl Rib {
         resolution: Option<Resolution>,
         sink: &mut impl FibSink,
     ) {
+        let through_peer;
         let target = match resolution {
             None => return sink.remove(prefix),
             Some(Resolution::Fixed(target)) => target,
             Some(Resolution::Legs(set)) => match self.leg_sets.key_of(set) {
+                Some(target) if self.link_local.applies(target) => {
+                    through_peer = self.link_local.resolve(target);
+                    &through_peer
+                }
                 Some(target) => target,
                 None => &KERNEL,
             },
@@ -958,6 +992,7 @@ impl ReplayTracker {
     }
 }
 
+mod link_local;
 #[cfg(test)]
 mod tests;
 mod users;

@@ -40,6 +40,7 @@ ports = 1024
 [routes]
 from = "fpm"
 tables = [254]
+stale_after_ms = 30000
 
 [fpm]
 listen = "127.0.0.1:2620"
@@ -47,6 +48,9 @@ allow = []
 offload_replies = false
 replay_quiet_ms = 1000
 replay_max_ms = 60000
+allowed_users = ["frr", "root"]
+idle_timeout_ms = 10000
+frame_timeout_ms = 5000
 
 [kernel]
 receive_buffer = 8388608
@@ -95,6 +99,9 @@ pub struct DatapathConfig {
 pub struct Routes {
     pub from: String,
     pub tables: Vec<u32>,
+    /// How long the routes of a source that went away (the FPM session
+    /// closed, the kernel source failing) keep forwarding from the cache.
+    pub stale_after_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +112,12 @@ pub struct Fpm {
     pub offload_replies: bool,
     pub replay_quiet_ms: u64,
     pub replay_max_ms: u64,
+    /// Users whose loopback connections may feed routes: names or uids.
+    pub allowed_users: Vec<String>,
+    /// A session must deliver its first complete frame within this.
+    pub idle_timeout_ms: u64,
+    /// A frame that has begun must complete within this.
+    pub frame_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +212,7 @@ impl Config {
             .with_list_parse_key("general.interfaces")
             .with_list_parse_key("routes.tables")
             .with_list_parse_key("fpm.allow")
+            .with_list_parse_key("fpm.allowed_users")
             .try_parsing(true)
             .source(Some(
                 env.iter()
@@ -322,6 +336,44 @@ impl Config {
                 "at least 1 and no more than fpm.replay_max_ms",
             ));
         }
+        // The names are looked up when the daemon starts; here only their form.
+        crate::source::fpm_peer::resolve_users(&self.fpm.allowed_users, |_| Some(0)).map_err(
+            |e| {
+                invalid(
+                    "fpm.allowed_users",
+                    &self.fpm.allowed_users,
+                    format!("user names or uids: {e}"),
+                )
+            },
+        )?;
+        for (key, value, min, max) in [
+            (
+                "fpm.idle_timeout_ms",
+                self.fpm.idle_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "fpm.frame_timeout_ms",
+                self.fpm.frame_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "routes.stale_after_ms",
+                self.routes.stale_after_ms,
+                100,
+                3_600_000,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("{min} to {max} (milliseconds)"),
+                ));
+            }
+        }
         if self.kernel.receive_buffer < 64 * 1024 {
             return Err(invalid(
                 "kernel.receive_buffer",
@@ -420,6 +472,30 @@ impl Config {
             .listen
             .parse()
             .map_err(|_| invalid("fpm.listen", &self.fpm.listen, "ADDRESS:PORT"))
+    }
+
+    /// `fpm.allowed_users` resolved against the system's user database; an
+    /// error if, with routes from FPM, no entry names a user of this system.
+    pub fn fpm_allowed_users(&self) -> Result<crate::source::fpm_peer::AllowedUsers, ConfigError> {
+        use crate::source::fpm_peer::{resolve_users, uid_of_user};
+        let allowed = resolve_users(&self.fpm.allowed_users, uid_of_user).map_err(|e| {
+            invalid(
+                "fpm.allowed_users",
+                &self.fpm.allowed_users,
+                format!("user names or uids: {e}"),
+            )
+        })?;
+        if allowed.uids.is_empty() && self.routes.from == "fpm" {
+            return Err(invalid(
+                "fpm.allowed_users",
+                &self.fpm.allowed_users,
+                format!(
+                    "at least one user of this system ({} not found): zebra could never connect",
+                    allowed.missing.join(", ")
+                ),
+            ));
+        }
+        Ok(allowed)
     }
 
     pub fn fpm_allow(&self) -> Result<Vec<IpAddr>, ConfigError> {
@@ -821,6 +897,53 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn fpm_users_and_session_bounds_have_defaults_and_limits() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.fpm.allowed_users, vec!["frr", "root"]);
+        assert_eq!(
+            (
+                config.fpm.idle_timeout_ms,
+                config.fpm.frame_timeout_ms,
+                config.routes.stale_after_ms
+            ),
+            (10_000, 5_000, 30_000)
+        );
+        assert!(
+            config.fpm_allowed_users().unwrap().contains(0),
+            "root is always there"
+        );
+        let config = load("", &[("PF_SIDECAR_FPM__ALLOWED_USERS", "frr,1001")]).unwrap();
+        assert_eq!(config.fpm.allowed_users, vec!["frr", "1001"]);
+        assert!(config.fpm_allowed_users().unwrap().contains(1001));
+        for (toml, key) in [
+            ("[fpm]\nidle_timeout_ms = 0\n", "fpm.idle_timeout_ms"),
+            ("[fpm]\nframe_timeout_ms = 99\n", "fpm.frame_timeout_ms"),
+            (
+                "[routes]\nstale_after_ms = 3600001\n",
+                "routes.stale_after_ms",
+            ),
+            ("[fpm]\nallowed_users = [\"\"]\n", "fpm.allowed_users"),
+            (
+                "[fpm]\nallowed_users = [\"4294967296\"]\n",
+                "fpm.allowed_users",
+            ),
+        ] {
+            let err = load(toml, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("`{key}` = ")), "{toml}: {err}");
+        }
+        let nobody_here = load(
+            "[fpm]\nallowed_users = [\"pf-sidecar-no-such-user\"]\n",
+            &[],
+        )
+        .unwrap();
+        let err = nobody_here.fpm_allowed_users().unwrap_err().to_string();
+        assert!(
+            err.contains("fpm.allowed_users") && err.contains("pf-sidecar-no-such-user not found"),
+            "{err}"
+        );
     }
 }
 

@@ -13,7 +13,6 @@ use std::{
 };
 
 use anyhow::Context;
-use futures_util::StreamExt;
 use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig};
 use serde::Serialize;
 use tokio::{
@@ -22,16 +21,16 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot},
 };
-use tokio_util::codec::FramedRead;
 
 use crate::{
     cli::attach::AttachMode,
     config::Config,
     control::{
         decode::{decode, Decoded, Event},
-        fpm::{FpmCodec, Frame, FrameError},
+        fpm::{Frame, FrameError},
         offload,
-        rib::{ReplayTracker, Rib, RibEntry, Source},
+        replay::{ReplayTracker, StaleClock},
+        rib::{Rib, RibEntry, Source},
     },
     datapath::{pins, pipelined::PipelinedMaps, Datapath},
     events::{Event as Published, Publisher},
@@ -40,7 +39,8 @@ use crate::{
     programmer::{Limits, Programmer},
     query::{self, RouteView},
     source::{
-        fpm::{serve, ListenerStats},
+        fpm::{serve, Expiry, FrameReader, ListenerStats, ReadLimits, SessionEnd},
+        fpm_peer::Admission,
         kernel::{self, KernelConfig, KernelFeed},
     },
 };
@@ -63,6 +63,8 @@ enum FpmFeed {
     /// beside the RIB and programmer instead of before them.
     Frame(DecodedFrame),
     Failed(FrameError),
+    /// Dropped for a bound of `ReadLimits`.
+    TimedOut(Expiry),
     Closed,
 }
 
@@ -80,6 +82,37 @@ pub struct DaemonState {
     pub fpm_frame_errors: u64,
     pub fpm_last_message_age_ms: Option<u64>,
     pub fpm_replay_complete: bool,
+    /// Connections refused before a byte was read, by reason: a peer
+    /// address not allowed, a loopback peer whose socket's owner is not in
+    /// `fpm.allowed_users`, a session already open (`fpm_refused` is their
+    /// sum).
+    #[serde(default)]
+    pub fpm_refused_address: u64,
+    #[serde(default)]
+    pub fpm_refused_user: u64,
+    #[serde(default)]
+    pub fpm_refused_busy: u64,
+    /// The uids `fpm.allowed_users` resolved to.
+    #[serde(default)]
+    pub fpm_allowed_uids: Vec<u32>,
+    /// Sessions dropped for sending no complete frame within
+    /// `fpm.idle_timeout_ms`, and for a frame left incomplete for
+    /// `fpm.frame_timeout_ms`.
+    #[serde(default)]
+    pub fpm_dropped_idle: u64,
+    #[serde(default)]
+    pub fpm_dropped_partial_frame: u64,
+    /// How long the route source has been gone (the FPM session closed and
+    /// no replay since; the kernel source failing), if it is.
+    #[serde(default)]
+    pub route_source_down_ms: Option<u64>,
+    /// The route source has been gone longer than `routes.stale_after_ms`:
+    /// the routes it has not repeated since are left to `bpf_fib_lookup`.
+    #[serde(default)]
+    pub routes_stale: bool,
+    /// How many prefixes that was when it happened.
+    #[serde(default)]
+    pub stale_prefixes: u64,
     pub kernel_synced: bool,
     pub kernel_resyncs: u64,
     pub last_resync_reason: Option<String>,
@@ -241,6 +274,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     );
 
     let listener_stats = Arc::new(ListenerStats::default());
+    let mut listener_uids = Vec::new();
     let (fpm_tx, mut fpm_rx) = mpsc::channel::<FpmFeed>(64);
     if route_source == Source::Fpm {
         let listen = config.fpm_listen()?;
@@ -248,12 +282,29 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
             .await
             .with_context(|| format!("binding the FPM listener on {listen}"))?;
         tracing::info!(%listen, "waiting for zebra's FPM connection");
-        let allow = config.fpm_allow()?;
+        let users = config.fpm_allowed_users()?;
+        if !users.missing.is_empty() {
+            tracing::info!(
+                missing = users.missing.join(", "),
+                "fpm.allowed_users names users this system does not have; they are left out"
+            );
+        }
+        tracing::info!(uids = ?users.uids, "loopback FPM connections are accepted from sockets owned by these uids only");
+        listener_uids = users.uids.clone();
+        let admission = Admission {
+            listen,
+            allow: config.fpm_allow()?,
+            users,
+        };
+        let limits = ReadLimits {
+            idle: Duration::from_millis(config.fpm.idle_timeout_ms),
+            frame: Duration::from_millis(config.fpm.frame_timeout_ms),
+        };
         let stats = listener_stats.clone();
         let config_offload_replies = config.fpm.offload_replies;
         tokio::spawn(async move {
             let offload_replies = config_offload_replies;
-            let result = serve(listener, allow, stats, move |stream, peer| {
+            let result = serve(listener, admission, stats, move |stream, peer| {
                 let tx = fpm_tx.clone();
                 async move {
                     // Dropping the write half would half-close the session,
@@ -274,17 +325,28 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                         Some(write)
                     };
                     let _ = tx.send(FpmFeed::Connected(peer, replies_tx)).await;
-                    let mut frames = FramedRead::new(read, FpmCodec);
-                    while let Some(item) = frames.next().await {
-                        let feed = match item {
-                            Ok(frame) => FpmFeed::Frame(DecodedFrame::of(&frame)),
-                            Err(error) => {
-                                let _ = tx.send(FpmFeed::Failed(error)).await;
-                                break;
+                    let mut frames = FrameReader::new(read, limits);
+                    let end = loop {
+                        match frames.next().await {
+                            Ok(frame) => {
+                                if tx
+                                    .send(FpmFeed::Frame(DecodedFrame::of(&frame)))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
                             }
-                        };
-                        if tx.send(feed).await.is_err() {
-                            return;
+                            Err(end) => break end,
+                        }
+                    };
+                    match end {
+                        SessionEnd::Closed => {}
+                        SessionEnd::Failed(error) => {
+                            let _ = tx.send(FpmFeed::Failed(error)).await;
+                        }
+                        SessionEnd::TimedOut(expiry) => {
+                            let _ = tx.send(FpmFeed::TimedOut(expiry)).await;
                         }
                     }
                     let _ = tx.send(FpmFeed::Closed).await;
@@ -302,9 +364,14 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         generation: generation.display().to_string(),
         route_source: config.routes.from.clone(),
         taken_over: !had_live_generation,
+        fpm_allowed_uids: listener_uids,
         ..Default::default()
     };
     let started = Instant::now();
+    // The route source is trusted from its first completed resync until it
+    // goes away; `routes.stale_after_ms` later its routes go to the kernel.
+    let mut stale = StaleClock::new(Duration::from_millis(config.routes.stale_after_ms));
+    stale.lost(started);
     let mut replay = ReplayTracker::new(
         Duration::from_millis(config.fpm.replay_quiet_ms),
         Duration::from_millis(config.fpm.replay_max_ms),
@@ -368,6 +435,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         tokio::select! {
             Some(reply) = pages_rx.recv() => {
                 refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
+                refresh_stale(&mut state, &stale);
                 refresh_ports(&mut state, &ports);
                 let counters = programmer.writer().counters().unwrap_or_default();
                 let tables = [
@@ -407,8 +475,18 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                             rib.apply_batch(Source::Kernel, std::mem::take(&mut batch), &mut programmer);
                             finish(&mut rib, &mut programmer, Source::Kernel);
                             state.kernel_synced = true;
+                            if route_source == Source::Kernel {
+                                source_restored(&mut stale, &publisher, route_source);
+                            }
                         }
-                        KernelFeed::Failed { error } => tracing::error!(%error, "kernel source failed; retrying"),
+                        KernelFeed::Failed { error } => {
+                            tracing::error!(%error, "kernel source failed; retrying");
+                            // A dump cut short sweeps nothing.
+                            rib.abandon_resync(Source::Kernel);
+                            if route_source == Source::Kernel {
+                                stale.lost(Instant::now());
+                            }
+                        }
                     }
                     if batch.len() < KERNEL_BATCH {
                         next = kernel_rx.try_recv().ok();
@@ -427,13 +505,19 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     state.fpm_connected = true;
                     state.fpm_peer = Some(peer.to_string());
                     state.fpm_replay_complete = false;
-                    replay.connected(Instant::now());
-                    publisher.publish(Published::Resync { source: "fpm".into(), reason: format!("zebra connected from {peer}") });
-                    rib.begin_resync(Source::Fpm, &mut programmer);
+                    // Nothing is marked yet: a session that never sends a
+                    // whole message never replaces anything.
+                    replay.connected();
                 }
                 FpmFeed::Frame(frame) => {
                     let now = Instant::now();
-                    replay.message(now);
+                    if replay.message(now) {
+                        // The session's first complete message: its replay
+                        // starts here, and only its end sweeps.
+                        let peer = state.fpm_peer.clone().unwrap_or_default();
+                        publisher.publish(Published::Resync { source: "fpm".into(), reason: format!("zebra's replay from {peer} began") });
+                        rib.begin_resync(Source::Fpm, &mut programmer);
+                    }
                     last_fpm_message = Some(now);
                     state.decode_errors += frame.decode_errors;
                     rib.apply_batch(Source::Fpm, frame.events, &mut programmer);
@@ -448,20 +532,45 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                     state.fpm_frame_errors += 1;
                     tracing::error!(%error, kind = error.name(), "bad FPM frame; closing the session (zebra reconnects and replays)");
                 }
+                FpmFeed::TimedOut(expiry) => {
+                    let (count, why) = match expiry {
+                        Expiry::Idle => (&mut state.fpm_dropped_idle, "no complete frame within fpm.idle_timeout_ms of the connect (zebra replays at once)"),
+                        Expiry::PartialFrame => (&mut state.fpm_dropped_partial_frame, "a frame begun was not completed within fpm.frame_timeout_ms"),
+                    };
+                    *count += 1;
+                    tracing::warn!(peer = state.fpm_peer.as_deref().unwrap_or("-"), reason = expiry.label(), "FPM session dropped: {why}; nothing of an incomplete frame is applied, and a replay not completed sweeps nothing");
+                }
                 FpmFeed::Closed => {
                     state.fpm_connected = false;
                     fpm_replies = None;
                     // An unfinished replay sweeps nothing: the next one will.
-                    replay.disconnected();
+                    if replay.disconnected() {
+                        rib.abandon_resync(Source::Fpm);
+                    }
+                    stale.lost(Instant::now());
                 }
             },
             _ = grace.tick() => {
                 programmer.reclaim();
-                if replay.poll(Instant::now()) {
+                let now = Instant::now();
+                if replay.poll(now) {
                     finish(&mut rib, &mut programmer, Source::Fpm);
                     publish(&mut programmer);
                     state.fpm_replay_complete = true;
                     tracing::info!(routes = rib.route_count(), "FPM replay complete");
+                    source_restored(&mut stale, &publisher, route_source);
+                }
+                if stale.poll(now) {
+                    let prefixes = rib.go_stale(&mut programmer) as u64;
+                    publish(&mut programmer);
+                    state.stale_prefixes = prefixes;
+                    let detail = format!(
+                        "the {} route source has been gone for {} ms (routes.stale_after_ms): its routes are left to bpf_fib_lookup until it resyncs",
+                        source_name(route_source),
+                        config.routes.stale_after_ms
+                    );
+                    tracing::warn!(prefixes, "{detail}");
+                    publisher.publish(Published::Stale { source: source_name(route_source).into(), active: true, prefixes, detail });
                 }
                 let routes_ready = route_source == Source::Kernel
                     || state.fpm_replay_complete
@@ -491,6 +600,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
                 left_to_kernel.observe(&programmer.stats);
                 crate::log_limit::report_suppressed();
                 refresh_state(&mut state, &programmer, &rib, &listener_stats, last_fpm_message);
+                refresh_stale(&mut state, &stale);
                 refresh_ports(&mut state, &ports);
                 write_state(&state_file, &state);
             }
@@ -571,11 +681,34 @@ fn send_offload_replies(
     }
 }
 
+/// The route source completed a resync: if its routes were stale, say
+/// they are trusted again (the resync re-published what it repeated).
+fn source_restored(stale: &mut StaleClock, publisher: &Publisher, source: Source) {
+    if stale.restored() {
+        let detail = format!(
+            "the {} route source is back and resynced; its routes forward from the cache again",
+            source_name(source)
+        );
+        tracing::info!("{detail}");
+        publisher.publish(Published::Stale {
+            source: source_name(source).into(),
+            active: false,
+            prefixes: 0,
+            detail,
+        });
+    }
+}
+
 fn source_name(source: Source) -> &'static str {
     match source {
         Source::Kernel => "kernel",
         Source::Fpm => "fpm",
     }
+}
+
+fn refresh_stale(state: &mut DaemonState, stale: &StaleClock) {
+    state.routes_stale = stale.is_stale();
+    state.route_source_down_ms = stale.down_for(Instant::now()).map(|d| d.as_millis() as u64);
 }
 
 fn refresh_state(
@@ -587,8 +720,10 @@ fn refresh_state(
 ) {
     state.fpm_last_message_age_ms = last_fpm_message.map(|t| t.elapsed().as_millis() as u64);
     state.fpm_sessions = listener_stats.sessions.load(Ordering::Relaxed);
-    state.fpm_refused = listener_stats.refused_busy.load(Ordering::Relaxed)
-        + listener_stats.refused_peer.load(Ordering::Relaxed);
+    state.fpm_refused_address = listener_stats.refused_peer.load(Ordering::Relaxed);
+    state.fpm_refused_user = listener_stats.refused_user.load(Ordering::Relaxed);
+    state.fpm_refused_busy = listener_stats.refused_busy.load(Ordering::Relaxed);
+    state.fpm_refused = state.fpm_refused_address + state.fpm_refused_user + state.fpm_refused_busy;
     state.routes = programmer.route_count();
     state.nexthops = programmer.nexthops_in_use();
     state.ecmp_groups = programmer.groups_in_use();

@@ -55,6 +55,15 @@ pub enum Event {
     Drift { detail: String, entries: u64 },
     /// The datapath's fail-safe (forwarding with `bpf_fib_lookup` only).
     FailSafe { active: bool, detail: String },
+    /// The route source (`fpm` or `kernel`) has been gone longer than
+    /// `routes.stale_after_ms` (`active`: its `prefixes` are now left to
+    /// `bpf_fib_lookup`), or is trusted again after a completed resync.
+    Stale {
+        source: String,
+        active: bool,
+        prefixes: u64,
+        detail: String,
+    },
 }
 
 impl Event {
@@ -68,6 +77,7 @@ impl Event {
             Event::ResyncDone { .. } => "resync_done",
             Event::Drift { .. } => "drift",
             Event::FailSafe { .. } => "fail_safe",
+            Event::Stale { .. } => "stale",
         }
     }
 }
@@ -185,6 +195,16 @@ mod tests {
         assert!(json.starts_with("{\"event\":\"route\""), "{json}");
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
         assert_eq!(event.topic(), "route");
+        let stale = Event::Stale {
+            source: "fpm".into(),
+            active: true,
+            prefixes: 30,
+            detail: "zebra gone for 30 s".into(),
+        };
+        let json = serde_json::to_string(&stale).unwrap();
+        assert!(json.starts_with("{\"event\":\"stale\""), "{json}");
+        assert_eq!(stale.topic(), "stale");
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), stale);
     }
 
     #[test]

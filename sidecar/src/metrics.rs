@@ -272,9 +272,60 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &mut out,
         "pf_sidecar_fpm_refused_total",
         "counter",
-        "FPM connections refused (a second session, or a peer not allowed).",
+        "FPM connections refused, all reasons (see pf_sidecar_fpm_sessions_refused_total).",
         d.fpm_refused as f64,
     );
+    family(
+        &mut out,
+        "pf_sidecar_fpm_sessions_refused_total",
+        "counter",
+        "FPM connections refused before a byte was read, by reason: address (peer not in fpm.allow), user (loopback peer whose socket owner is not in fpm.allowed_users), busy (a session is open).",
+    );
+    for (reason, value) in [
+        ("address", d.fpm_refused_address),
+        ("user", d.fpm_refused_user),
+        ("busy", d.fpm_refused_busy),
+    ] {
+        sample(
+            &mut out,
+            "pf_sidecar_fpm_sessions_refused_total",
+            &[("reason", reason)],
+            value as f64,
+        );
+    }
+    family(
+        &mut out,
+        "pf_sidecar_fpm_sessions_dropped_total",
+        "counter",
+        "FPM sessions dropped by the listener's bounds: idle (no complete frame within fpm.idle_timeout_ms), partial_frame (a frame not completed within fpm.frame_timeout_ms).",
+    );
+    for (reason, value) in [
+        ("idle", d.fpm_dropped_idle),
+        ("partial_frame", d.fpm_dropped_partial_frame),
+    ] {
+        sample(
+            &mut out,
+            "pf_sidecar_fpm_sessions_dropped_total",
+            &[("reason", reason)],
+            value as f64,
+        );
+    }
+    single(
+        &mut out,
+        "pf_sidecar_routes_stale",
+        "gauge",
+        "1 while the route source has been gone longer than routes.stale_after_ms and its routes are left to bpf_fib_lookup.",
+        flag(d.routes_stale),
+    );
+    if let Some(ms) = d.route_source_down_ms {
+        single(
+            &mut out,
+            "pf_sidecar_route_source_down_seconds",
+            "gauge",
+            "Seconds since the route source went away (FPM session closed with no replay since, or the kernel source failing).",
+            ms as f64 / 1000.0,
+        );
+    }
     single(
         &mut out,
         "pf_sidecar_fpm_frame_errors_total",
@@ -403,6 +454,10 @@ mod tests {
         let mut state = DaemonState {
             fpm_connected: true,
             fpm_last_message_age_ms: Some(1500),
+            fpm_refused_user: 3,
+            fpm_dropped_idle: 1,
+            routes_stale: true,
+            route_source_down_ms: Some(31_000),
             live: true,
             interfaces: vec![
                 crate::ports::PortState {
@@ -445,6 +500,11 @@ mod tests {
         assert!(page.contains("pf_sidecar_table_used{table=\"nexthops \\\"ids\\\"\"} 3\n"));
         assert!(page.contains("pf_sidecar_fpm_connected 1\n"));
         assert!(page.contains("pf_sidecar_fpm_last_message_age_seconds 1.5\n"));
+        assert!(page.contains("pf_sidecar_fpm_sessions_refused_total{reason=\"user\"} 3\n"));
+        assert!(page.contains("pf_sidecar_fpm_sessions_refused_total{reason=\"busy\"} 0\n"));
+        assert!(page.contains("pf_sidecar_fpm_sessions_dropped_total{reason=\"idle\"} 1\n"));
+        assert!(page.contains("pf_sidecar_routes_stale 1\n"));
+        assert!(page.contains("pf_sidecar_route_source_down_seconds 31\n"));
         assert!(page.contains("pf_sidecar_live 1\n"));
         assert!(page.contains("pf_sidecar_attached{interface=\"eth0\"} 1\n"));
         assert!(page.contains("pf_sidecar_attached{interface=\"eth1\"} 0\n"));

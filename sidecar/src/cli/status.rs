@@ -360,6 +360,29 @@ pub fn render(status: &Status) -> String {
                 d.fpm_frame_errors,
                 d.fpm_refused,
             ));
+            if d.route_source == "fpm" {
+                out.push_str(&format!(
+                    "fpm guard      loopback peers of uids {:?}; refused: address {}, user {}, busy {}; dropped: idle {}, partial frame {}\n",
+                    d.fpm_allowed_uids,
+                    d.fpm_refused_address,
+                    d.fpm_refused_user,
+                    d.fpm_refused_busy,
+                    d.fpm_dropped_idle,
+                    d.fpm_dropped_partial_frame,
+                ));
+            }
+            let gone = d
+                .route_source_down_ms
+                .map(|ms| format!("{} gone for {:.1} s", d.route_source, ms as f64 / 1000.0));
+            out.push_str(&match (d.routes_stale, gone) {
+                (true, gone) => format!(
+                    "routes         STALE ({}): {} prefixes left to bpf_fib_lookup until it resyncs\n",
+                    gone.unwrap_or_default(),
+                    d.stale_prefixes
+                ),
+                (false, Some(gone)) => format!("routes         {gone}, still forwarded from the cache\n"),
+                (false, None) => "routes         trusted (the source is resynced)\n".to_string(),
+            });
             out.push_str(&format!(
                 "kernel         {}, {} resyncs (last: {}), {} undecodable messages\n",
                 if d.kernel_synced { "synced" } else { "syncing" },

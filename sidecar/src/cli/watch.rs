@@ -55,6 +55,15 @@ pub fn line(event: &Event) -> String {
             "fail-safe  {}: {detail}",
             if *active { "ACTIVE" } else { "inactive" }
         ),
+        Event::Stale {
+            source,
+            active,
+            prefixes,
+            detail,
+        } => format!(
+            "stale      {source} {}: {prefixes} prefixes; {detail}",
+            if *active { "STALE" } else { "trusted again" }
+        ),
     }
 }
 

@@ -4,4 +4,5 @@
 pub mod decode;
 pub mod fpm;
 pub mod offload;
+pub mod replay;
 pub mod rib;

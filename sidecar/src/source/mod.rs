@@ -2,6 +2,7 @@
 //! live in [`crate::control`].
 
 pub mod fpm;
+pub mod fpm_peer;
 pub mod kernel;
 
 /// Splits a netlink datagram into its messages (each `nlmsg_len` long, the

@@ -11,10 +11,7 @@
 //! source contributed; whatever the new dump or replay does not repeat is
 //! removed by [`Rib::finish_resync`].
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -324,6 +321,13 @@ pub struct Rib {
     last_published: Vec<IpNet>,
     /// Whether `last_published` is kept (only offload replies read it).
     track_published: bool,
+    /// The route source went away long enough ago that its routes are no
+    /// longer trusted: every route it has not repeated since (a marked
+    /// one) is left to the kernel, until a resync completes.
+    stale: bool,
+    /// A resync of the route source began and neither finished nor was
+    /// abandoned: the marks say what it has not repeated yet.
+    resync_open: bool,
     pub stats: RibStats,
 }
 
@@ -347,6 +351,8 @@ impl Rib {
             object_targets: FastMap::new(),
             last_published: Vec::new(),
             track_published: false,
+            stale: false,
+            resync_open: false,
             stats: RibStats::default(),
         }
     }
@@ -737,7 +743,7 @@ impl Rib {
             return Some(Target::Local);
         }
         Some(
-            match Resolution::of(routes_of(entries, prefix)?.winner()?) {
+            match self.resolution(routes_of(entries, prefix)?.winner()?) {
                 Resolution::Fixed(target) => target.clone(),
                 Resolution::Legs(set) => self.link_local.resolve(self.leg_sets.key_of(set)?),
                 Resolution::Object(id) => {
@@ -754,8 +760,18 @@ impl Rib {
         }
         let resolution = routes_of(sink.entries(), &prefix)
             .and_then(PrefixRoutes::winner)
-            .map(Resolution::of);
+            .map(|route| self.resolution(route));
         self.publish_target(prefix, resolution, sink);
+    }
+
+    /// What `route` resolves to now: the kernel decides for a route of a
+    /// stale source that the source has not repeated since it came back.
+    fn resolution(&self, route: &StoredRoute) -> Resolution {
+        if self.stale && route.marked {
+            Resolution::Fixed(&KERNEL)
+        } else {
+            Resolution::of(route)
+        }
     }
 
     /// Tells `sink` what the prefix's winning route (none: removed) resolves to.
@@ -795,19 +811,61 @@ impl Rib {
         sink.upsert(prefix, target);
     }
 
+    /// A resync of `source` ended without completing (the session closed
+    /// in the middle of a replay, the kernel dump failed): it sweeps
+    /// nothing, and its marks mean nothing until the next one.
+    pub fn abandon_resync(&mut self, source: Source) {
+        if source == self.route_source {
+            self.resync_open = false;
+        }
+    }
+
+    /// The route source has been gone too long: every route it has not
+    /// repeated in a resync now in progress is left to the kernel
+    /// (`Target::Kernel`, forwarded with `bpf_fib_lookup`) and stays in the
+    /// RIB, so a returning source's replay restores what it repeats and
+    /// the sweep at its end removes the rest. Returns how many prefixes
+    /// were handed to the kernel.
+    pub fn go_stale(&mut self, sink: &mut impl FibSink) -> usize {
+        if !self.resync_open {
+            // No resync in progress: nothing of the source is vouched for.
+            mark_routes(sink);
+        }
+        self.stale = true;
+        let deferred: Vec<IpNet> = sink
+            .entries()
+            .iter()
+            .filter(|(prefix, entry)| {
+                !self.locals.contains_key(prefix)
+                    && entry.routes.winner().is_some_and(|route| route.marked)
+            })
+            .map(|(prefix, _)| prefix)
+            .collect();
+        let handed = deferred.len();
+        self.publish_all(
+            Touched {
+                deferred,
+                ..Default::default()
+            },
+            sink,
+        );
+        handed
+    }
+
+    /// Whether the route source's routes are left to the kernel
+    /// ([`Rib::go_stale`]) until a resync completes.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
     /// Marks everything `source` contributed; the dump or replay that follows
     /// unmarks what it repeats.
     pub fn begin_resync(&mut self, source: Source, sink: &mut impl FibSink) {
         self.stats.resyncs += 1;
         if source == self.route_source {
-            for entry in sink.entries_mut().values_mut() {
-                entry
-                    .routes
-                    .as_mut_slice()
-                    .iter_mut()
-                    .for_each(|r| r.marked = true);
-            }
+            mark_routes(sink);
             self.objects.values_mut().for_each(|e| e.marked = true);
+            self.resync_open = true;
         }
         if source == Source::Kernel {
             self.links.values_mut().for_each(|e| e.marked = true);
@@ -858,6 +916,10 @@ impl Rib {
                     .extend(self.prefixes_using_object(id, sink));
                 self.stats.swept += 1;
             }
+            // What is left was repeated, and published as it was: the
+            // source is trusted again.
+            self.resync_open = false;
+            self.stale = false;
         }
         if source == Source::Kernel {
             let stale: Vec<u32> = self
@@ -895,6 +957,17 @@ impl Rib {
             }
         }
         self.publish_all(touched, sink);
+    }
+}
+
+/// Marks every route in the table (the RIB holds only the route source's).
+fn mark_routes(sink: &mut impl FibSink) {
+    for entry in sink.entries_mut().values_mut() {
+        entry
+            .routes
+            .as_mut_slice()
+            .iter_mut()
+            .for_each(|r| r.marked = true);
     }
 }
 
@@ -940,56 +1013,6 @@ fn resolve_object(objects: &FastMap<u32, Entry<NexthopDef>>, id: u32) -> Option<
 
 fn host_prefix(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
-}
-
-/// Decides when an FPM replay is over. zebra sends no end marker: the replay
-/// counts as complete once no message has arrived for `quiet`, or once
-/// `max` has passed since the connection opened, whichever comes first.
-#[derive(Debug, Clone)]
-pub struct ReplayTracker {
-    quiet: Duration,
-    max: Duration,
-    state: Option<(Instant, Instant)>,
-}
-
-impl ReplayTracker {
-    pub fn new(quiet: Duration, max: Duration) -> Self {
-        Self {
-            quiet,
-            max,
-            state: None,
-        }
-    }
-
-    pub fn connected(&mut self, now: Instant) {
-        self.state = Some((now, now));
-    }
-
-    pub fn message(&mut self, now: Instant) {
-        if let Some((_, last)) = &mut self.state {
-            *last = now;
-        }
-    }
-
-    pub fn in_replay(&self) -> bool {
-        self.state.is_some()
-    }
-
-    /// True once, when the replay has just ended.
-    pub fn poll(&mut self, now: Instant) -> bool {
-        let Some((start, last)) = self.state else {
-            return false;
-        };
-        if now.duration_since(last) >= self.quiet || now.duration_since(start) >= self.max {
-            self.state = None;
-            return true;
-        }
-        false
-    }
-
-    pub fn disconnected(&mut self) {
-        self.state = None;
-    }
 }
 
 mod link_local;

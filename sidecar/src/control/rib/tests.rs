@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Instant};
 
 use super::*;
 
@@ -396,27 +396,182 @@ fn the_routers_own_addresses_are_local_and_win_over_routes() {
     );
 }
 
+fn desired_of(rib: &Rib, log: &Log, prefix: &str) -> Option<Target> {
+    let prefix: IpNet = prefix.parse().unwrap();
+    rib.desired(log)
+        .into_iter()
+        .find(|(p, _)| *p == prefix)
+        .map(|(_, t)| t)
+}
+
+fn forwards(target: Option<Target>) -> bool {
+    matches!(target, Some(Target::Forward(_)))
+}
+
+/// Two zebra routes (one through an object, one inline) and one of the
+/// router's addresses.
+fn rib_with_two_routes(log: &mut Log) -> Rib {
+    let mut rib = fpm_rib();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            gateway_object(7, "192.0.2.1"),
+            via_object("198.51.100.0/24", 7),
+            via("203.0.113.0/24", "192.0.2.2"),
+            via("192.0.2.9/32", "192.0.2.2"),
+        ],
+        log,
+    );
+    rib.apply_batch(
+        Source::Kernel,
+        [Event::Address(Op::Upsert, 2, "192.0.2.9".parse().unwrap())],
+        log,
+    );
+    log.calls.clear();
+    rib
+}
+
 #[test]
-fn a_replay_ends_after_a_quiet_period_or_at_the_cap() {
-    let start = Instant::now();
-    let mut tracker = ReplayTracker::new(Duration::from_millis(100), Duration::from_millis(1000));
-    tracker.connected(start);
-    tracker.message(start + Duration::from_millis(50));
-    assert!(!tracker.poll(start + Duration::from_millis(120)));
-    assert!(tracker.poll(start + Duration::from_millis(151)));
-    assert!(
-        !tracker.poll(start + Duration::from_millis(152)),
-        "only once"
+fn a_stale_source_hands_its_routes_to_the_kernel_and_a_replay_takes_back_what_it_repeats() {
+    let mut log = Log::default();
+    let mut rib = rib_with_two_routes(&mut log);
+    assert_eq!(
+        rib.go_stale(&mut log),
+        2,
+        "both routes, not the local address"
     );
-    tracker.connected(start);
-    for ms in (0..1000).step_by(50) {
-        tracker.message(start + Duration::from_millis(ms));
-        assert!(!tracker.poll(start + Duration::from_millis(ms)));
-    }
+    assert!(rib.is_stale());
     assert!(
-        tracker.poll(start + Duration::from_millis(1000)),
-        "the cap ends a replay that never goes quiet"
+        log.calls
+            .contains(&"upsert 198.51.100.0/24 Kernel".to_string()),
+        "{:?}",
+        log.calls
     );
+    assert!(
+        log.calls
+            .contains(&"upsert 203.0.113.0/24 Kernel".to_string()),
+        "{:?}",
+        log.calls
+    );
+    assert!(
+        !log.calls.iter().any(|c| c.contains("192.0.2.9")),
+        "{:?}",
+        log.calls
+    );
+    assert_eq!(
+        desired_of(&rib, &log, "203.0.113.0/24"),
+        Some(Target::Kernel)
+    );
+    assert_eq!(desired_of(&rib, &log, "192.0.2.9/32"), Some(Target::Local));
+    assert_eq!(rib.route_count(), 3, "the routes stay in the RIB");
+
+    // zebra is back: its replay repeats one route, which forwards again at
+    // once; the other stays with the kernel until the sweep removes it.
+    rib.begin_resync(Source::Fpm, &mut log);
+    log.calls.clear();
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            gateway_object(7, "192.0.2.1"),
+            via_object("198.51.100.0/24", 7),
+        ],
+        &mut log,
+    );
+    assert!(
+        forwards(desired_of(&rib, &log, "198.51.100.0/24")),
+        "{:?}",
+        log.calls
+    );
+    assert!(log
+        .calls
+        .iter()
+        .any(|c| c.starts_with("upsert 198.51.100.0/24 Forward")));
+    assert_eq!(
+        desired_of(&rib, &log, "203.0.113.0/24"),
+        Some(Target::Kernel)
+    );
+    rib.finish_resync(Source::Fpm, &mut log);
+    assert!(!rib.is_stale());
+    assert_eq!(desired_of(&rib, &log, "203.0.113.0/24"), None, "swept");
+    assert!(
+        log.calls.contains(&"remove 203.0.113.0/24".to_string()),
+        "{:?}",
+        log.calls
+    );
+    assert!(forwards(desired_of(&rib, &log, "198.51.100.0/24")));
+
+    // A later loss starts over from a trusted state.
+    rib.apply_batch(Source::Fpm, [via("203.0.113.0/24", "192.0.2.2")], &mut log);
+    assert!(forwards(desired_of(&rib, &log, "203.0.113.0/24")));
+}
+
+#[test]
+fn going_stale_during_a_replay_keeps_what_the_replay_already_repeated() {
+    let mut log = Log::default();
+    let mut rib = rib_with_two_routes(&mut log);
+    rib.begin_resync(Source::Fpm, &mut log);
+    rib.apply_batch(
+        Source::Fpm,
+        [
+            gateway_object(7, "192.0.2.1"),
+            via_object("198.51.100.0/24", 7),
+        ],
+        &mut log,
+    );
+    log.calls.clear();
+    assert_eq!(rib.go_stale(&mut log), 1);
+    assert_eq!(log.calls, vec!["upsert 203.0.113.0/24 Kernel".to_string()]);
+    assert!(forwards(desired_of(&rib, &log, "198.51.100.0/24")));
+    rib.finish_resync(Source::Fpm, &mut log);
+    assert_eq!(desired_of(&rib, &log, "203.0.113.0/24"), None);
+    assert!(!rib.is_stale());
+}
+
+#[test]
+fn an_abandoned_replay_vouches_for_nothing_once_the_source_is_stale() {
+    let mut log = Log::default();
+    let mut rib = rib_with_two_routes(&mut log);
+    rib.begin_resync(Source::Fpm, &mut log);
+    rib.apply_batch(Source::Fpm, [via_object("198.51.100.0/24", 7)], &mut log);
+    // The session closed mid-replay and nobody came back.
+    rib.abandon_resync(Source::Fpm);
+    assert_eq!(rib.go_stale(&mut log), 2);
+    assert_eq!(
+        desired_of(&rib, &log, "198.51.100.0/24"),
+        Some(Target::Kernel)
+    );
+    // An object change while stale publishes, and still to the kernel.
+    log.calls.clear();
+    rib.apply_batch(Source::Fpm, [gateway_object(7, "192.0.2.3")], &mut log);
+    assert_eq!(log.calls, vec!["upsert 198.51.100.0/24 Kernel".to_string()]);
+}
+
+#[test]
+fn a_stale_kernel_source_is_trusted_again_after_its_next_dump() {
+    let mut log = Log::default();
+    let mut rib = Rib::new(Source::Kernel, vec![254]);
+    rib.apply_batch(
+        Source::Kernel,
+        [via("203.0.113.0/24", "192.0.2.2")],
+        &mut log,
+    );
+    rib.begin_resync(Source::Kernel, &mut log);
+    // The dump failed half-way; the source retries and keeps failing.
+    rib.abandon_resync(Source::Kernel);
+    assert_eq!(rib.go_stale(&mut log), 1);
+    assert_eq!(
+        desired_of(&rib, &log, "203.0.113.0/24"),
+        Some(Target::Kernel)
+    );
+    rib.begin_resync(Source::Kernel, &mut log);
+    rib.apply_batch(
+        Source::Kernel,
+        [via("203.0.113.0/24", "192.0.2.2")],
+        &mut log,
+    );
+    rib.finish_resync(Source::Kernel, &mut log);
+    assert!(!rib.is_stale());
+    assert!(forwards(desired_of(&rib, &log, "203.0.113.0/24")));
 }
 
 #[test]

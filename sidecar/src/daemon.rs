@@ -131,6 +131,9 @@ pub struct DaemonState {
     pub offload_replies_kernel: u64,
     #[serde(default)]
     pub offload_replies_failed: u64,
+    /// `fpm.offload_replies`.
+    #[serde(default)]
+    pub offload_replies: bool,
     pub v4_tbl8_groups: usize,
     pub programmer: crate::programmer::ProgrammerStats,
     pub rib: crate::control::rib::RibStats,
@@ -364,6 +367,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         generation: generation.display().to_string(),
         route_source: config.routes.from.clone(),
         taken_over: !had_live_generation,
+        offload_replies: config.fpm.offload_replies,
         fpm_allowed_uids: listener_uids,
         ..Default::default()
     };

@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod diff;
 pub mod elf_scan;
 pub mod events;
+pub mod frr_offload;
 pub mod inspect;
 pub mod kernel_probe;
 pub mod left_to_kernel;

@@ -297,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 capacities: loaded.capacity,
                 xdp_mode: AttachMode::from_config(&loaded.general.xdp_mode),
                 source,
+                offload_replies: loaded.fpm.offload_replies,
             };
             let checks = feasibility::run(&options);
             if json {

@@ -110,6 +110,8 @@ pub struct Options {
     pub xdp_mode: AttachMode,
     /// Where the interfaces and capacities came from, for the report.
     pub source: String,
+    /// `fpm.offload_replies`.
+    pub offload_replies: bool,
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -214,6 +216,8 @@ pub fn run(options: &Options) -> Vec<Check> {
         );
     }
 
+    checks.extend(frr_checks(options));
+
     for ifname in &options.interfaces {
         checks.extend(interface_checks(
             ifname,
@@ -223,6 +227,42 @@ pub fn run(options: &Options) -> Vec<Check> {
         ));
     }
     checks
+}
+
+/// One check per zebra of this namespace: will its routes sit queued for
+/// want of offload replies? (Whether a sidecar will connect is not known
+/// before `run`; `status` says.)
+fn frr_checks(options: &Options) -> Vec<Check> {
+    let sidecar = crate::frr_offload::Sidecar {
+        offload_replies: options.offload_replies,
+        connected: None,
+    };
+    crate::frr_offload::find()
+        .iter()
+        .map(|zebra| {
+            let warnings = crate::frr_offload::warnings(zebra, sidecar);
+            let version = zebra
+                .version
+                .map(|(a, b, c)| format!("{a}.{b}.{c}"))
+                .unwrap_or_else(|| "unknown".into());
+            let detail = if warnings.is_empty() {
+                format!(
+                    "zebra pid {}, FRR {version}, {}",
+                    zebra.pid,
+                    if zebra.notify_on_offload {
+                        "--asic-offload=notify_on_offload with fpm.offload_replies = true"
+                    } else {
+                        "routes count as installed without offload replies"
+                    }
+                )
+            } else {
+                warnings.join("; ")
+            };
+            Check::new("frr: offload feedback", warnings.is_empty(), false, detail)
+                .value(version)
+                .fix("see docs/operations.md, Offload feedback: FRR 9 to 10.2 or 10.4 and later, fpm.offload_replies = true and the sidecar running, or zebra without --asic-offload")
+        })
+        .collect()
 }
 
 fn map_types() -> Check {

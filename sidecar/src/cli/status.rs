@@ -18,6 +18,10 @@ pub struct Status {
     /// What an operator should know about the generations (a fallback,
     /// leftovers nothing runs, links split between generations).
     pub generation_notes: Vec<String>,
+    /// Why zebra's routes will sit queued (`--asic-offload=notify_on_offload`
+    /// with FRR 8.4 or 10.3.x, replies off, no sidecar connected).
+    #[serde(default)]
+    pub frr_warnings: Vec<String>,
     pub mode: &'static str,
     pub dry_run: bool,
     /// Interfaces whose pinned link runs on a device now (from the kernel).
@@ -191,6 +195,7 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
         pin_dir: generation.display().to_string(),
         generation_source: live.source,
         generation_notes: live.notes,
+        frr_warnings: frr_warnings(daemon.as_ref()),
         links,
         heartbeat_age_s,
         fail_safe_after_s: config.stale_after_ns as f64 / 1e9,
@@ -208,6 +213,19 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
     })
 }
 
+/// [`crate::frr_offload::warnings`] for each zebra of this namespace,
+/// with what the daemon says (no daemon: nobody answers).
+fn frr_warnings(daemon: Option<&crate::daemon::DaemonState>) -> Vec<String> {
+    let sidecar = crate::frr_offload::Sidecar {
+        offload_replies: daemon.is_none_or(|d| d.offload_replies),
+        connected: Some(daemon.is_some_and(|d| d.fpm_connected)),
+    };
+    crate::frr_offload::find()
+        .iter()
+        .flat_map(|zebra| crate::frr_offload::warnings(zebra, sidecar))
+        .collect()
+}
+
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
     out.push_str(&format!(
@@ -218,6 +236,9 @@ pub fn render(status: &Status) -> String {
             pins::LiveSource::Newest => "no link is pinned: the newest generation",
         }
     ));
+    for warning in &status.frr_warnings {
+        out.push_str(&format!("WARN           {warning}\n"));
+    }
     for note in &status.generation_notes {
         out.push_str(&format!("note           {note}\n"));
     }

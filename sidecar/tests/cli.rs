@@ -347,26 +347,6 @@ fn a_bad_configuration_key_or_value_is_named_and_exits_2() {
             "[routes]\nfrom = \"ospf\"\n",
             "`routes.from` = \"ospf\": fpm (FRR zebra's FPM stream) or kernel",
         ),
-        (
-            "badtype",
-            "[datapath]\nheartbeat_interval_ms = \"500\"\n",
-            "`datapath.heartbeat_interval_ms` = \"500\": expected an integer, found a string; write 500 without quotes",
-        ),
-        (
-            "loopback",
-            "[general]\ninterfaces = [\"eth0\", \"lo\"]\n",
-            "lo is the loopback",
-        ),
-        (
-            "twice",
-            "[general]\ninterfaces = [\"eth0\", \"eth1\", \"eth0\"]\n",
-            "eth0 is listed twice",
-        ),
-        (
-            "huge",
-            "[capacity]\nnexthops = 134217727\n",
-            "would pin 10.0 GiB of kernel memory",
-        ),
     ] {
         let path = dir.join(format!("pf-cli-{name}-{}.toml", std::process::id()));
         std::fs::write(&path, toml).unwrap();
@@ -381,6 +361,72 @@ fn a_bad_configuration_key_or_value_is_named_and_exits_2() {
         assert!(
             stderr.contains("configuration error") && stderr.contains(expected),
             "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_refuses_a_string_for_a_number_lo_a_duplicate_interface_and_a_huge_capacity() {
+    require_root!();
+    // In a throwaway namespace with a test pin directory, so that a
+    // configuration wrongly accepted starts nothing that matters.
+    let ns = NetNs::new("badcfg");
+    let pins = pins("badcfg");
+    for (name, toml, expected) in [
+        (
+            "badtype",
+            "[datapath]\nheartbeat_interval_ms = \"500\"\n",
+            "`datapath.heartbeat_interval_ms` = \"500\": expected an integer, found a string; write 500 without quotes",
+        ),
+        (
+            "loopback",
+            "[general]\ninterfaces = [\"lo\"]\n",
+            "lo is the loopback",
+        ),
+        (
+            "twice",
+            "[general]\ninterfaces = [\"v0\", \"v1\", \"v0\"]\n",
+            "v0 is listed twice",
+        ),
+        (
+            "huge",
+            "[capacity]\nnexthops = 134217727\n",
+            "would pin 10.0 GiB of kernel memory",
+        ),
+    ] {
+        let path = std::env::temp_dir().join(format!("pf-cli-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, format!("{toml}[metrics]\nlisten = \"\"\n")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+            .args(["--netns", &ns.name, "--pin-dir", &pins.0, "run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&path);
+                panic!("{name}: the daemon started with this configuration");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let _ = std::fs::remove_file(&path);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains("configuration error") && stderr.contains(expected),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !std::path::Path::new(&pins.0).exists(),
+            "{name}: nothing is pinned before the configuration is accepted"
         );
     }
 }

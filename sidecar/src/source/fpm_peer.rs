@@ -62,6 +62,9 @@ pub fn resolve_users(
         } else {
             match lookup(entry) {
                 Some(uid) => allowed.uids.push(uid),
+                // uid 0 is root whatever the database says (a minimal
+                // system may have no /etc/passwd at all).
+                None if entry == "root" => allowed.uids.push(0),
                 None => allowed.missing.push(entry.to_owned()),
             }
         }
@@ -379,6 +382,9 @@ mod tests {
         assert_eq!(allowed.uids, vec![0, 104, 1001, 2000]);
         assert_eq!(allowed.missing, vec!["nosuchuser".to_string()]);
         assert!(allowed.contains(104) && !allowed.contains(65534));
+        let no_database = resolve_users(&["root".into(), "frr".into()], |_| None).unwrap();
+        assert_eq!(no_database.uids, vec![0], "root without /etc/passwd");
+        assert_eq!(no_database.missing, vec!["frr".to_string()]);
         assert!(resolve_users(&[String::new()], lookup).is_err());
         assert!(resolve_users(&["99999999999".to_string()], lookup).is_err());
     }

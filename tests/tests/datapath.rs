@@ -871,7 +871,7 @@ fn fuzzed_frame(rng: &mut integration_tests::synthetic::Rng) -> Vec<u8> {
         Tagging::QinQ(300, 400),
     ]);
     let l3 = frames::l3_offset(tagging);
-    let v4 = rng.next_u64() % 2 == 0;
+    let v4 = rng.next_u64().is_multiple_of(2);
     let mut frame = if v4 {
         let dst = *rng.pick(&[[198, 51, 100, 20], [203, 0, 113, 5], [192, 0, 2, 99]]);
         frames::udp4(tagging, SRC, dst.into(), 64, 1000, 53)
@@ -907,7 +907,8 @@ fn fuzzed_frame(rng: &mut integration_tests::synthetic::Rng) -> Vec<u8> {
             }
             _ => {}
         }
-        if v4 && frame.len() >= l3 + 20 && frame[l3] & 0x0f == 5 && rng.next_u64() % 2 == 0 {
+        if v4 && frame.len() >= l3 + 20 && frame[l3] & 0x0f == 5 && rng.next_u64().is_multiple_of(2)
+        {
             frames::fix_ipv4_checksum(&mut frame, l3);
         }
     }

@@ -74,11 +74,21 @@ fn restart(lab: &ScriptLab) -> i32 {
     pid
 }
 
+/// Waits until every thread of `pid` has exited. A killed multi-threaded
+/// leader shows as a zombie while its other threads still tear down and
+/// hold the file table, so the pin-directory lock is only free once the
+/// leader is the last task left (or the process is reaped).
 fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .is_ok_and(|s| !s.contains("zombie"))
-    {
+    loop {
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map(|s| s.contains("zombie"));
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count());
+        match (zombie, tasks) {
+            (Err(_), _) => return,
+            (Ok(true), Ok(1)) => return,
+            _ => {}
+        }
         assert!(Instant::now() < deadline, "pid {pid} did not exit");
         std::thread::sleep(Duration::from_millis(10));
     }

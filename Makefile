@@ -34,11 +34,22 @@ demo: build
 # Every test: unit tests, the ELF scan, the root tests that load the
 # programs and drive namespaces, and the kernel matrix (its guests run the
 # static binaries). Root tests fail (not skip) without root here.
+#
+# The FRR matrix: the whole suite runs on the host's FRR (Debian 12's 8.4),
+# and the FRR tests run again on Debian's FRR 10.3 (trixie) and the newest
+# (sid), from the chroots setup.sh prepares.
+FRR_MATRIX ?= trixie sid
+FRR_MATRIX_TESTS ?= --test daemon_frr --test rfc5549_inline --test frr_offload --test suppress_fib_pending
 test: setup lint static
 	mkdir -p target
-	PF_REQUIRE_ROOT=1 $(CARGO) test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
-	@cat target/kernel-matrix/matrix.txt 2>/dev/null || true
-	@scripts/test-summary.sh target/test.log
+	status=0; \
+	PF_REQUIRE_ROOT=1 $(CARGO) test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log || status=1; \
+	for suite in $(FRR_MATRIX); do \
+	  echo "==> FRR matrix: the FRR tests on $$suite's FRR ($$(cat /var/cache/pf-sidecar/frr/$$suite/.frr-version))" | tee -a target/test.log; \
+	  PF_FRR=$$suite PF_REQUIRE_ROOT=1 $(CARGO) test --locked --no-fail-fast -p pf-sidecar $(FRR_MATRIX_TESTS) 2>&1 | tee -a target/test.log || status=1; \
+	done; \
+	cat target/kernel-matrix/matrix.txt 2>/dev/null || true; \
+	scripts/test-summary.sh target/test.log && exit $$status
 
 lint: setup
 	$(CARGO) fmt --all --check

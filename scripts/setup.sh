@@ -12,7 +12,11 @@ APT_PACKAGES=(
   frr frr-pythontools bird2 bpftool iproute2 xdp-tools tcpdump iputils-ping
   netcat-openbsd jq procps ethtool iperf3
   qemu-system-x86 qemu-system-arm cpio xz-utils zstd
+  mmdebstrap
 )
+# FRR releases besides the host's, each in a chroot for the FRR matrix:
+# trixie has 10.3, sid the newest.
+FRR_SUITES=(trixie sid)
 # Static binaries for amd64 and arm64 routers (linked by rust-lld).
 MUSL_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
@@ -93,5 +97,10 @@ else
   mkdir -p /sys/fs/bpf
   mount -t bpf bpf /sys/fs/bpf || die "could not mount bpffs on /sys/fs/bpf"
 fi
+
+step "FRR matrix chroots: ${FRR_SUITES[*]} (scripts/frr-matrix/prepare.sh)"
+for suite in "${FRR_SUITES[@]}"; do
+  bash "$(dirname "$0")/frr-matrix/prepare.sh" "$suite" || die "could not prepare the FRR chroot for $suite"
+done
 
 step "setup complete"

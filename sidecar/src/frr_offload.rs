@@ -10,7 +10,11 @@
 //! - no reply comes with `fpm.offload_replies = false`, or no sidecar
 //!   connected.
 
-use std::path::Path;
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use serde::Serialize;
 
@@ -22,6 +26,65 @@ pub struct Zebra {
     pub version: Option<(u32, u32, u32)>,
     /// Started with `--asic-offload=notify_on_offload`.
     pub notify_on_offload: bool,
+    /// Its FRR pathspace (`-N`), if it has one.
+    pub pathspace: Option<String>,
+}
+
+impl Zebra {
+    /// `program` (a path inside zebra's filesystem) run in zebra's root
+    /// directory: FRR in a chroot or a container runs its own binaries
+    /// with its own libraries (its vtysh, its `zebra --version`).
+    pub fn command(&self, program: &str) -> Command {
+        command_in_root_of(self.pid, program)
+    }
+}
+
+/// `program` run with `pid`'s root directory as its root (plainly when
+/// that is ours).
+pub fn command_in_root_of(pid: u32, program: &str) -> Command {
+    let root = format!("/proc/{pid}/root");
+    let mut command = Command::new(program);
+    if std::fs::read_link(&root).is_ok_and(|r| r != Path::new("/")) {
+        let root = std::ffi::CString::new(root).expect("no NUL in a /proc path");
+        // SAFETY: chroot(2) and chdir(2) are async-signal-safe, and the
+        // closure touches nothing but its own C string.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
+/// The path of `pid`'s executable inside its own root.
+fn exe_inside_root(pid: &str) -> Option<PathBuf> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).ok()?;
+    Some(match exe.strip_prefix(&root) {
+        Ok(inner) if root != Path::new("/") => Path::new("/").join(inner),
+        _ => exe,
+    })
+}
+
+/// The value of `-N` / `--pathspace` in a command line.
+fn pathspace(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "-N" || arg == "--pathspace" {
+            return it.next().cloned();
+        }
+        if let Some(value) = arg.strip_prefix("--pathspace=") {
+            return Some(value.to_string());
+        }
+        if let Some(value) = arg.strip_prefix("-N").filter(|v| !v.is_empty()) {
+            return Some(value.to_string());
+        }
+    }
+    None
 }
 
 /// The version in `zebra --version`'s first line ("zebra version 8.4.4",
@@ -88,21 +151,21 @@ pub fn find() -> Vec<Zebra> {
         if args.iter().all(String::is_empty) {
             continue;
         }
-        let version = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .and_then(|exe| version_of(&exe));
+        let pid_number = pid.parse().unwrap_or(0);
+        let version = exe_inside_root(pid).and_then(|exe| version_of(pid_number, &exe));
         found.push(Zebra {
-            pid: pid.parse().unwrap_or(0),
+            pid: pid_number,
             version,
             notify_on_offload: notifies_on_offload(&args),
+            pathspace: pathspace(&args),
         });
     }
     found.sort_by_key(|z| z.pid);
     found
 }
 
-fn version_of(exe: &Path) -> Option<(u32, u32, u32)> {
-    let output = std::process::Command::new(exe)
+fn version_of(pid: u32, exe: &Path) -> Option<(u32, u32, u32)> {
+    let output = command_in_root_of(pid, exe.to_str()?)
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .output()
@@ -159,11 +222,30 @@ pub fn warnings(zebra: &Zebra, sidecar: Sidecar) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pathspaces_come_from_any_spelling_of_n() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pathspace(&args(&["zebra", "-d", "-N", "edge1"])),
+            Some("edge1".into())
+        );
+        assert_eq!(
+            pathspace(&args(&["zebra", "--pathspace=edge2"])),
+            Some("edge2".into())
+        );
+        assert_eq!(
+            pathspace(&args(&["zebra", "-Nedge3"])),
+            Some("edge3".into())
+        );
+        assert_eq!(pathspace(&args(&["zebra", "-d"])), None);
+    }
+
     fn zebra(version: Option<(u32, u32, u32)>, notify_on_offload: bool) -> Zebra {
         Zebra {
             pid: 42,
             version,
             notify_on_offload,
+            pathspace: None,
         }
     }
 

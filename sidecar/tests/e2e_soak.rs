@@ -189,17 +189,17 @@ fn under_random_churn_every_quiet_point_is_in_sync_and_decides_as_the_kernel() {
         }
         // vtysh refuses a delete of what is not there; apply line by line.
         for line in &lines[1..] {
-            let _ = lab.router.exec(
-                "vtysh",
-                &[
+            let _ = integration_tests::frr::Install::from_env()
+                .command(Some(&lab.router.name), "vtysh")
+                .args([
                     "--vty_socket",
                     &format!("/var/run/frr/{}", lab.var("LAB_ROUTER_FRR")),
                     "-c",
                     "configure terminal",
                     "-c",
                     line,
-                ],
-            );
+                ])
+                .output();
         }
         match rng.next_u64() % 4 {
             0 => {

@@ -3,9 +3,13 @@
 //! Each instance has its own pathspace (`-N`), so sockets under
 //! /var/run/frr/<name>/ never collide between concurrent tests, its own
 //! config and log directory, and is stopped (and its files removed) on drop.
+//!
+//! `PF_FRR` picks the FRR: unset (or `host`) runs the host's (Debian 12's
+//! 8.4); `trixie` or `sid` runs the daemons of a chroot made by
+//! scripts/frr-matrix/prepare.sh, through scripts/frr-matrix/run.sh.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -16,11 +20,144 @@ use crate::netns::NetNs;
 const FRR_BIN: &str = "/usr/lib/frr";
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
+/// The FRR installation the tests run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Install {
+    Host,
+    /// A Debian suite's FRR in a prepared chroot.
+    Chroot(String),
+}
+
+impl Install {
+    /// From `PF_FRR`; an unknown value or a chroot that was never prepared
+    /// fails the test rather than quietly testing the host's FRR.
+    pub fn from_env() -> Self {
+        match std::env::var("PF_FRR").as_deref() {
+            Err(_) | Ok("") | Ok("host") => Self::Host,
+            Ok(suite) => {
+                let install = Self::Chroot(suite.to_string());
+                let root = install.root();
+                assert!(
+                    root.join(".ready").exists(),
+                    "PF_FRR={suite}: no FRR chroot in {} (scripts/frr-matrix/prepare.sh {suite})",
+                    root.display()
+                );
+                install
+            }
+        }
+    }
+
+    /// The directory the installation's `/` is.
+    pub fn root(&self) -> PathBuf {
+        match self {
+            Self::Host => PathBuf::from("/"),
+            Self::Chroot(suite) => PathBuf::from(
+                std::env::var("PF_CACHE_DIR").unwrap_or_else(|_| "/var/cache/pf-sidecar".into()),
+            )
+            .join("frr")
+            .join(suite),
+        }
+    }
+
+    /// `program` of this installation, run in `netns` (None: here).
+    pub fn command(&self, netns: Option<&str>, program: &str) -> Command {
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(ns) = netns {
+            argv.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if let Self::Chroot(suite) = self {
+            argv.push(run_script().display().to_string());
+            argv.push(suite.clone());
+        }
+        argv.push(program.to_string());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        command
+    }
+
+    /// Whether static routes go through mgmtd (FRR 9 and later), whose
+    /// staticd reads no configuration file of its own.
+    pub fn has_mgmtd(&self) -> bool {
+        self.root().join("usr/lib/frr/mgmtd").exists()
+    }
+
+    /// (major, minor, patch) of this installation's zebra.
+    pub fn version(&self) -> (u32, u32, u32) {
+        let out = self
+            .command(None, &format!("{FRR_BIN}/zebra"))
+            .arg("--version")
+            .output()
+            .expect("zebra --version");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or_default();
+        let version = first
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("zebra --version printed {text:?}"));
+        let mut parts = version
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        )
+    }
+
+    /// "FRR 10.7.1 (sid)" or "FRR 8.4.4 (host)", for test output.
+    pub fn describe(&self) -> String {
+        let (a, b, c) = self.version();
+        match self {
+            Self::Host => format!("FRR {a}.{b}.{c} (host)"),
+            Self::Chroot(suite) => format!("FRR {a}.{b}.{c} ({suite})"),
+        }
+    }
+}
+
+/// vtysh of `install` in `netns`, on the daemons whose vty sockets are in
+/// `vty_dir`; panics with its output if it fails.
+pub fn vtysh(install: &Install, netns: &str, vty_dir: &Path, commands: &[&str]) -> String {
+    let vty = vty_dir.display().to_string();
+    let mut args = vec!["--vty_socket", &vty];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    // FRR 10's mgmtd refuses a change while it holds its datastore lock
+    // (committing to a backend that just connected, say): "could not lock
+    // running DS". Such a change is tried again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = install
+            .command(Some(netns), "vtysh")
+            .args(&args)
+            .output()
+            .expect("run vtysh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        if text.contains("could not lock") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "vtysh {commands:?} in {netns}: {text}"
+        );
+        return stdout;
+    }
+}
+
+/// scripts/frr-matrix/run.sh of this repository.
+pub fn run_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/frr-matrix/run.sh")
+}
+
 pub struct Frr {
     pub name: String,
     pub netns: String,
     pub dir: PathBuf,
     pub run_dir: PathBuf,
+    pub install: Install,
     daemons: Vec<String>,
 }
 
@@ -38,6 +175,12 @@ pub struct FrrConfig<'a> {
 
 impl Frr {
     pub fn start(ns: &NetNs, config: &FrrConfig<'_>) -> Self {
+        Self::start_with_zebra_args(ns, config, &[])
+    }
+
+    /// Starts with `zebra_args` added to zebra's command line (for example
+    /// `--asic-offload=notify_on_offload`).
+    pub fn start_with_zebra_args(ns: &NetNs, config: &FrrConfig<'_>, zebra_args: &[&str]) -> Self {
         let name = format!(
             "pft{}x{}",
             std::process::id(),
@@ -49,11 +192,13 @@ impl Frr {
             std::fs::create_dir_all(d).expect("create FRR directory");
             chown_frr(d);
         }
+        let install = Install::from_env();
         let mut frr = Self {
             name,
             netns: ns.name.clone(),
             dir,
             run_dir,
+            install,
             daemons: Vec::new(),
         };
         let log = frr.dir.join("frr.log");
@@ -71,12 +216,17 @@ impl Frr {
             zebra.push('\n');
         }
         frr.write_config("zebra", &zebra);
-        let zebra_modules: &[&str] = if config.fpm_port.is_some() {
-            &["-M", "dplane_fpm_nl"]
+        if frr.install.has_mgmtd() {
+            frr.spawn("mgmtd", &[]);
+            frr.wait_for_socket("mgmtd_fe.sock");
+        }
+        let mut zebra_options: Vec<&str> = if config.fpm_port.is_some() {
+            vec!["-M", "dplane_fpm_nl"]
         } else {
-            &[]
+            Vec::new()
         };
-        frr.spawn("zebra", zebra_modules);
+        zebra_options.extend_from_slice(zebra_args);
+        frr.spawn("zebra", &zebra_options);
         frr.wait_for_socket("zserv.api");
         for (daemon, lines) in [("staticd", config.staticd), ("bgpd", config.bgpd)] {
             if let Some(lines) = lines {
@@ -84,7 +234,20 @@ impl Frr {
                 frr.spawn(daemon, &[]);
             }
         }
+        if let Some(lines) = config.staticd.filter(|_| frr.install.has_mgmtd()) {
+            // mgmtd holds static routes; it pushes them to staticd.
+            frr.wait_for_socket("staticd.vty");
+            if !lines.is_empty() {
+                frr.configure(lines);
+            }
+        }
         frr
+    }
+
+    /// Whether `daemon` of this installation takes `-f` (FRR 10's mgmtd
+    /// and staticd do not: their configuration comes from mgmtd).
+    fn reads_config_file(&self, daemon: &str) -> bool {
+        !(self.install.has_mgmtd() && matches!(daemon, "mgmtd" | "staticd"))
     }
 
     fn write_config(&self, daemon: &str, text: &str) {
@@ -97,32 +260,38 @@ impl Frr {
         let config = self.dir.join(format!("{daemon}.conf"));
         let pid = self.dir.join(format!("{daemon}.pid"));
         let program = format!("{FRR_BIN}/{daemon}");
-        let mut args = vec![
-            "netns",
-            "exec",
-            &self.netns,
-            &program,
-            "-d",
-            "-N",
-            &self.name,
-            "-F",
-            "traditional",
-        ];
+        let mut args = vec!["-d", "-N", &self.name, "-F", "traditional"];
         args.extend_from_slice(extra);
         let (config, pid, vty) = (
             config.display().to_string(),
             pid.display().to_string(),
             self.run_dir.display().to_string(),
         );
-        args.extend_from_slice(&["-f", &config, "-i", &pid, "--vty_socket", &vty]);
-        let out = Command::new("ip")
+        if self.reads_config_file(daemon) {
+            args.extend_from_slice(&["-f", &config]);
+        }
+        args.extend_from_slice(&["-i", &pid, "--vty_socket", &vty]);
+        // FRR 10's daemons keep stdout and stderr open after -d: a pipe
+        // here would never see its end, so they write to a file.
+        let start_log = self.dir.join("start.log");
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&start_log)
+            .expect("open the FRR start log");
+        let status = self
+            .install
+            .command(Some(&self.netns), &program)
             .args(&args)
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(output.try_clone().expect("dup the start log"))
+            .stderr(output)
+            .status()
             .expect("start an FRR daemon");
         assert!(
-            out.status.success(),
+            status.success(),
             "{daemon} failed to start: {}",
-            String::from_utf8_lossy(&out.stderr)
+            std::fs::read_to_string(&start_log).unwrap_or_default()
         );
         self.daemons.push(daemon.to_string());
     }
@@ -140,20 +309,7 @@ impl Frr {
 
     /// Runs vtysh commands; `configure` wraps them in configure terminal.
     pub fn vtysh(&self, commands: &[&str]) -> String {
-        let vty = self.run_dir.display().to_string();
-        let mut args = vec!["netns", "exec", &self.netns, "vtysh", "--vty_socket", &vty];
-        for c in commands {
-            args.push("-c");
-            args.push(c);
-        }
-        let out = Command::new("ip").args(&args).output().expect("run vtysh");
-        assert!(
-            out.status.success(),
-            "vtysh {commands:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        vtysh(&self.install, &self.netns, &self.run_dir, commands)
     }
 
     pub fn configure(&self, lines: &[&str]) {

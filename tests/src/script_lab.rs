@@ -88,12 +88,12 @@ impl ScriptLab {
         } else {
             (&self.router, self.var("LAB_ROUTER_FRR"))
         };
-        let socket = format!("/var/run/frr/{pathspace}");
-        let mut args = vec!["--vty_socket", socket.as_str()];
-        for c in commands {
-            args.extend(["-c", c]);
-        }
-        ns.exec_ok("vtysh", &args)
+        crate::frr::vtysh(
+            &crate::frr::Install::from_env(),
+            &ns.name,
+            &std::path::Path::new("/var/run/frr").join(pathspace),
+            commands,
+        )
     }
 
     /// Waits (up to 20 s each) until `diff` is clean against the daemon's

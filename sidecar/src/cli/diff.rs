@@ -237,9 +237,17 @@ fn kernel_rib(tables: Vec<u32>, routes: bool) -> anyhow::Result<(Rib, Neighbourh
     Ok((rib, neighbourhood))
 }
 
-/// Runs `vtysh` with a fixed argument vector (never through a shell).
+/// Runs `vtysh` with a fixed argument vector (never through a shell): the
+/// vtysh of the zebra of this network namespace and pathspace, from that
+/// zebra's root (FRR in a chroot or container), else the one on PATH.
 fn vtysh(pathspace: Option<&str>, command: &str) -> anyhow::Result<String> {
-    let mut cmd = Command::new("vtysh");
+    let zebra = crate::frr_offload::find()
+        .into_iter()
+        .find(|z| z.pathspace.as_deref() == pathspace);
+    let mut cmd = match &zebra {
+        Some(zebra) => zebra.command("/usr/bin/vtysh"),
+        None => Command::new("vtysh"),
+    };
     if let Some(n) = pathspace {
         cmd.args(["-N", n]);
     }

@@ -64,8 +64,19 @@ impl Daemon {
     /// SIGKILLs the daemon (the datapath stays pinned) and starts it again
     /// with the same configuration, appending to the same log.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// SIGKILLs the daemon and reaps it (the datapath stays pinned).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the daemon again with the same configuration, appending to
+    /// the same log (after [`Daemon::kill`]).
+    pub fn restart(&mut self) {
         let config =
             std::env::temp_dir().join(format!("pf-test-{}-{}.toml", self.tag, std::process::id()));
         let log = std::fs::OpenOptions::new()

@@ -81,8 +81,8 @@ fn restart(lab: &ScriptLab) -> i32 {
 fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map(|s| s.contains("zombie"));
+        let zombie =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).map(|s| s.contains("zombie"));
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count());
         match (zombie, tasks) {
             (Err(_), _) => return,

@@ -191,7 +191,6 @@ impl Config {
         env: &[(String, String)],
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        use config::{Environment, File, FileFormat};
         let (file, required) = match path {
             Some(path) => (path.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
@@ -202,8 +201,28 @@ impl Config {
                 file.display()
             )));
         }
-        if file.exists() {
-            check_types(&file)?;
+        let text = if file.exists() {
+            Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| ConfigError::Read(format!("reading {}: {e}", file.display())))?,
+            )
+        } else {
+            None
+        };
+        Self::load_text(text.as_deref(), &file, env, overrides)
+    }
+
+    /// [`Config::load_from`] on the text of the file (`None`: no file),
+    /// named `file` in messages.
+    pub fn load_text(
+        text: Option<&str>,
+        file: &Path,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        if let Some(text) = text {
+            check_types(text, file)?;
         }
         let env_source = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -222,11 +241,7 @@ impl Config {
             ));
         let mut builder = config::Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(
-                File::from(file.clone())
-                    .format(FileFormat::Toml)
-                    .required(required),
-            )
+            .add_source(File::from_str(text.unwrap_or(""), FileFormat::Toml))
             .add_source(env_source);
         if let Some(pin_dir) = &overrides.pin_dir {
             builder = builder
@@ -626,12 +641,11 @@ const EMPTY_LIST_ELEMENTS: [(&str, &str); 2] = [
 /// the `config` crate would turn `"500"` into 500, and a typo in a type is
 /// a mistake to point at, not to guess around. Unknown keys are left to
 /// the deserializer, which names them.
-fn check_types(file: &Path) -> Result<(), ConfigError> {
+fn check_types(text: &str, file: &Path) -> Result<(), ConfigError> {
     use config::{File, FileFormat, Source, ValueKind};
     let read =
         |e: config::ConfigError| ConfigError::Read(format!("reading {}: {e}", file.display()));
-    let given = File::from(file.to_path_buf())
-        .format(FileFormat::Toml)
+    let given = File::from_str(text, FileFormat::Toml)
         .collect()
         .map_err(read)?;
     let defaults = File::from_str(DEFAULTS, FileFormat::Toml)

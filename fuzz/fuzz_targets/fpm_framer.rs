@@ -3,8 +3,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pf_sidecar::control::{decode::decode, fpm::FpmCodec};
-use tokio_util::codec::Decoder;
+use pf_control::{decode::decode, fpm::FpmCodec};
 
 fuzz_target!(|data: &[u8]| {
     let mut codec = FpmCodec;

@@ -6,14 +6,12 @@
 use ipnet::{Ipv4Net, Ipv6Net};
 use libfuzzer_sys::fuzz_target;
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction};
-use pf_sidecar::{
-    control::{
-        decode::{decode, Decoded},
-        rib::{Rib, RibEntry, Source},
-    },
-    datapath::dir24::{Covering, Dir24Error},
+use pf_control::{
+    decode::{decode, Decoded},
+    dir24::{Covering, Dir24Error},
+    netlink::split_netlink_messages,
     programmer::{Limits, MapWriter, Programmer},
-    source::split_netlink_messages,
+    rib::{Rib, RibEntry, Source},
 };
 
 #[derive(Default)]

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pf_sidecar::{control::decode::decode, source::split_netlink_messages};
+use pf_control::{decode::decode, netlink::split_netlink_messages};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode(data);

@@ -22,21 +22,22 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+use pf_control::{
+    decode::{decode, Decoded, Event},
+    fpm::{Frame, FrameError},
+    offload,
+    programmer::{Limits, Programmer},
+    replay::{ReplayTracker, StaleClock},
+    rib::{Rib, RibEntry, Source},
+};
+
 use crate::{
     cli::attach::AttachMode,
     config::Config,
-    control::{
-        decode::{decode, Decoded, Event},
-        fpm::{Frame, FrameError},
-        offload,
-        replay::{ReplayTracker, StaleClock},
-        rib::{Rib, RibEntry, Source},
-    },
     datapath::{pins, pipelined::PipelinedMaps, Datapath},
     events::{Event as Published, Publisher},
     metrics::{self, TableUse},
     ports::{PortState, Ports, StartGuard},
-    programmer::{Limits, Programmer},
     query::{self, RouteView},
     source::{
         fpm::{serve, Expiry, FrameReader, ListenerStats, ReadLimits, SessionEnd},
@@ -135,8 +136,8 @@ pub struct DaemonState {
     #[serde(default)]
     pub offload_replies: bool,
     pub v4_tbl8_groups: usize,
-    pub programmer: crate::programmer::ProgrammerStats,
-    pub rib: crate::control::rib::RibStats,
+    pub programmer: pf_control::programmer::ProgrammerStats,
+    pub rib: pf_control::rib::RibStats,
     pub taken_over: bool,
     /// The links run this daemon's generation on a device now (false
     /// before it goes live, and after its links or pins were removed from
@@ -409,7 +410,7 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
     }
     // Started: from now on what it attached stays when it stops.
     guard.started();
-    let mut left_to_kernel = crate::left_to_kernel::Once::default();
+    let mut left_to_kernel = pf_control::left_to_kernel::Once::default();
     let publish = |programmer: &mut MapProgrammer<'_>| {
         for event in programmer.take_events() {
             publisher.publish(event);

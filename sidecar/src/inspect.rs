@@ -18,10 +18,9 @@ use pf_common::{
 };
 use serde::Serialize;
 
-use crate::{
-    datapath::pins,
-    programmer::{nexthop_key, NexthopKey},
-};
+use pf_control::programmer::{nexthop_key, NexthopKey};
+
+use crate::datapath::pins;
 
 /// One way out, as the maps hold it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

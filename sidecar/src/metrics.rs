@@ -206,7 +206,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Routes left to bpf_fib_lookup for a reason the operator can act on (more than 64 ECMP legs, a full table), by reason.",
     );
-    for (reason, count) in crate::left_to_kernel::counts(&d.programmer) {
+    for (reason, count) in pf_control::left_to_kernel::counts(&d.programmer) {
         sample(
             &mut out,
             "pf_sidecar_routes_left_to_kernel_total",

@@ -20,7 +20,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::{control::rib::Source, programmer::Target};
+use pf_control::{programmer::Target, rib::Source};
 
 /// The request for [`RouteView`].
 pub const ROUTE_VIEW: &str = "route-view";

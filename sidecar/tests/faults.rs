@@ -17,7 +17,8 @@ use integration_tests::{
     synthetic::Rng,
 };
 use ipnet::IpNet;
-use pf_sidecar::{control::fpm::frame, daemon::read_state, inspect::PinnedMaps};
+use pf_control::fpm::frame;
+use pf_sidecar::{daemon::read_state, inspect::PinnedMaps};
 use support::Daemon;
 
 #[test]

@@ -26,7 +26,8 @@ use integration_tests::{
     require_root,
 };
 use ipnet::IpNet;
-use pf_sidecar::{control::fpm::frame, daemon::read_state, inspect::PinnedMaps};
+use pf_control::fpm::frame;
+use pf_sidecar::{daemon::read_state, inspect::PinnedMaps};
 use support::{converge, lab_addresses, Daemon};
 
 fn kind_at(daemon: &Daemon, address: &str) -> String {

@@ -722,7 +722,7 @@ fn diff_against_fpm_says_when_the_session_is_down_and_the_query_socket_answers_j
     });
     let r1 = lab.router.ifindex("r1");
     zebra
-        .write_all(&pf_sidecar::control::fpm::frame(&[
+        .write_all(&pf_control::fpm::frame(&[
             &nexthop_message(1, r1, Some("198.51.100.2".parse().unwrap()), &[]),
             &route_message("203.0.113.0/24".parse().unwrap(), 1),
         ]))

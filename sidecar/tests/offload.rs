@@ -24,7 +24,7 @@ use netlink_packet_route::{
     route::{RouteAttribute, RouteFlags, RouteType},
     RouteNetlinkMessage,
 };
-use pf_sidecar::control::fpm::frame;
+use pf_control::fpm::frame;
 use support::Daemon;
 
 /// Reads FPM frames until `want` replies arrived, as zebra does: the first
@@ -53,7 +53,7 @@ fn read_replies(stream: &mut TcpStream, want: usize) -> (HashMap<IpNet, bool>, u
             }
             let payload: Vec<u8> = buffer.drain(..len).skip(4).collect();
             let messages: Vec<&[u8]> =
-                pf_sidecar::source::split_netlink_messages(&payload).collect();
+                pf_control::netlink::split_netlink_messages(&payload).collect();
             if messages.len() > 1 {
                 packed += 1;
             }

@@ -181,7 +181,7 @@ pub fn fpm_frames<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u
     let mut size = 0;
     for m in messages {
         if size + m.len() + 4 > 60_000 {
-            out.push(pf_sidecar::control::fpm::frame(&batch));
+            out.push(pf_control::fpm::frame(&batch));
             batch.clear();
             size = 0;
         }
@@ -189,7 +189,7 @@ pub fn fpm_frames<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u
         size += (m.len() + 3) & !3;
     }
     if !batch.is_empty() {
-        out.push(pf_sidecar::control::fpm::frame(&batch));
+        out.push(pf_control::fpm::frame(&batch));
     }
     out
 }

@@ -15,7 +15,7 @@ use pf_common::{
     layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED},
     Config, Counter, Mode, Nexthop, RouteAction, RouteKind,
 };
-use pf_sidecar::datapath::ecmp::{build_group, Leg};
+use pf_control::ecmp::{build_group, Leg};
 
 const NH_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x01];
 const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);

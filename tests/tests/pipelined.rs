@@ -2,10 +2,8 @@
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{RouteAction, RouteKind};
-use pf_sidecar::{
-    datapath::{pipelined::PipelinedMaps, Capacities, Datapath},
-    programmer::MapWriter,
-};
+use pf_control::programmer::MapWriter;
+use pf_sidecar::datapath::{pipelined::PipelinedMaps, Capacities, Datapath};
 
 use integration_tests::{netns::NetNs, require_root};
 

@@ -10,7 +10,7 @@ use integration_tests::{
     require_root,
 };
 use pf_common::Counter;
-use pf_sidecar::programmer::{Leg, Limits, LinkInfo, Programmer, Target};
+use pf_control::programmer::{Leg, Limits, LinkInfo, Programmer, Target};
 
 const GW: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const GW_MAC: [u8; 6] = [2, 0xcc, 0, 0, 0, 1];

@@ -22,15 +22,16 @@ use pf_common::{
 };
 use serde::Serialize;
 
-use crate::{
+use pf_control::{
     collections::{FastMap, PrefixHashMap},
-    control::{
-        decode::{decode, Decoded},
-        rib::{FibSink, Rib, RibEntry, Source},
-    },
-    datapath::{mmap::MmapRegion, pins},
+    decode::{decode, Decoded},
     diff::{compare, DriftKind, MapsView, Report},
     programmer::{nexthop_key, resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
+    rib::{FibSink, Rib, RibEntry, Source},
+};
+
+use crate::{
+    datapath::{mmap::MmapRegion, pins},
     query,
     source::kernel,
 };

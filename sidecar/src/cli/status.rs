@@ -344,7 +344,7 @@ pub fn render(status: &Status) -> String {
                     r.unavailable.as_deref().unwrap_or("unknown")
                 ));
             }
-            let left: Vec<String> = crate::left_to_kernel::counts(&d.programmer)
+            let left: Vec<String> = pf_control::left_to_kernel::counts(&d.programmer)
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
                 .map(|(reason, n)| format!("{reason} {n}"))

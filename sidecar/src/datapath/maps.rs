@@ -18,8 +18,9 @@ use pf_common::{
     maps as names, Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port,
 };
 
+use pf_control::dir24::Dir24;
+
 use super::{
-    dir24::Dir24,
     mmap::{MmapDir24Store, MmapRegion},
     tx_ports::TxPorts,
     DatapathError,
@@ -244,7 +245,7 @@ impl DatapathMaps {
     }
 }
 
-impl crate::programmer::MapWriter for DatapathMaps {
+impl pf_control::programmer::MapWriter for DatapathMaps {
     type Error = DatapathError;
 
     fn write_nexthop(
@@ -273,14 +274,14 @@ impl crate::programmer::MapWriter for DatapathMaps {
         &mut self,
         prefix: ipnet::Ipv4Net,
         action: pf_common::RouteAction,
-    ) -> Result<(), super::dir24::Dir24Error> {
+    ) -> Result<(), pf_control::dir24::Dir24Error> {
         self.v4.lock().insert(prefix, action)
     }
 
     fn remove_v4(
         &mut self,
         prefix: ipnet::Ipv4Net,
-        covering: super::dir24::Covering,
+        covering: pf_control::dir24::Covering,
         last_in_block: bool,
     ) {
         self.v4.lock().remove(prefix, covering, last_in_block)
@@ -289,9 +290,9 @@ impl crate::programmer::MapWriter for DatapathMaps {
     fn rebuild_v4_block(
         &mut self,
         block: u32,
-        covering: super::dir24::Covering,
+        covering: pf_control::dir24::Covering,
         longer: &[(ipnet::Ipv4Net, pf_common::RouteAction)],
-    ) -> Result<(), super::dir24::Dir24Error> {
+    ) -> Result<(), pf_control::dir24::Dir24Error> {
         self.v4.lock().rebuild_deferred(block, covering, longer)
     }
 

@@ -86,7 +86,7 @@ pub struct MmapDir24Store {
     pub groups: u32,
 }
 
-impl super::dir24::Dir24Store for MmapDir24Store {
+impl pf_control::dir24::Dir24Store for MmapDir24Store {
     // Element i of V4_TBL24 packs blocks 2i and 2i+1, so block b is word b.
     fn tbl24(&self, block: u32) -> u32 {
         self.tbl24.load(block as usize)

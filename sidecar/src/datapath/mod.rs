@@ -1,8 +1,6 @@
 //! Loading the XDP programs and owning their maps.
 
 pub mod batch;
-pub mod dir24;
-pub mod ecmp;
 pub mod maps;
 pub mod mmap;
 pub mod pins;

@@ -43,13 +43,10 @@ use aya::maps::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction};
 
-use super::{
-    batch,
-    dir24::{Covering, Dir24Error},
-    maps::SharedDir24,
-    DatapathError, DatapathMaps,
-};
-use crate::programmer::{FailedWrite, MapWriter, Refusals};
+use pf_control::dir24::{Covering, Dir24Error};
+
+use super::{batch, maps::SharedDir24, DatapathError, DatapathMaps};
+use pf_control::programmer::{FailedWrite, MapWriter, Refusals};
 
 /// Writes shipped to the writer thread at once (and at every batch end).
 const SHIP_AT: usize = 4096;

@@ -131,7 +131,7 @@ fn rtnl(request: RouteNetlinkMessage, dump: bool) -> io::Result<Vec<RouteNetlink
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let len = socket.recv(&mut &mut buffer[..], 0)?;
-        for message in crate::source::split_netlink_messages(&buffer[..len]) {
+        for message in pf_control::netlink::split_netlink_messages(&buffer[..len]) {
             let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             match parsed.payload {
@@ -488,7 +488,7 @@ pub fn detach_xdp(ifindex: u32, flags: u32) -> io::Result<()> {
     socket.send(&bytes, 0)?;
     let mut buffer = vec![0u8; 8192];
     let len = socket.recv(&mut &mut buffer[..], 0)?;
-    for message in crate::source::split_netlink_messages(&buffer[..len]) {
+    for message in pf_control::netlink::split_netlink_messages(&buffer[..len]) {
         if let Ok(parsed) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message) {
             if let NetlinkPayload::Error(e) = parsed.payload {
                 if e.code.is_some() {

@@ -31,10 +31,9 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_util::codec::Decoder;
 
 use super::fpm_peer::{peer_socket, Admission, Decision, RateLimit, Refusal};
-use crate::control::fpm::{FpmCodec, Frame, FrameError};
+use pf_control::fpm::{FpmCodec, Frame, FrameError};
 
 /// At most one log line per reason of refusal in this period; the next
 /// one says how many were held back.
@@ -297,7 +296,8 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::{control::fpm::frame, source::fpm_peer::AllowedUsers};
+    use crate::source::fpm_peer::AllowedUsers;
+    use pf_control::fpm::frame;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

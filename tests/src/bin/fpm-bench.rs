@@ -22,7 +22,8 @@ use integration_tests::{
     synthetic::machine,
 };
 use pf_common::RouteKind;
-use pf_sidecar::{control::fpm::frame, inspect::PinnedMaps};
+use pf_control::fpm::frame;
+use pf_sidecar::inspect::PinnedMaps;
 
 const CHURN: usize = 2000;
 const REPLAY_QUIET_MS: u64 = 2000;

@@ -12,14 +12,12 @@ use integration_tests::{
     full_table::{FullTable, IpV6Writes},
     synthetic::machine,
 };
-use pf_sidecar::{
-    control::{
-        decode::{decode, Decoded, Event},
-        rib::{Rib, RibEntry, Source},
-    },
-    datapath::{pipelined::PipelinedMaps, Datapath},
+use pf_control::{
+    decode::{decode, Decoded, Event},
     programmer::{Limits, Programmer},
+    rib::{Rib, RibEntry, Source},
 };
+use pf_sidecar::datapath::{pipelined::PipelinedMaps, Datapath};
 
 /// Messages per batch, about what one 60 KB FPM frame carries.
 const BATCH: usize = 1000;

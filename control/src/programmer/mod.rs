@@ -33,11 +33,11 @@ use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};
 
 use crate::collections::{FastMap, HashMapExt, PrefixHashMap};
-use crate::datapath::{
+use crate::events::Event;
+use crate::{
     dir24::{Covering, Dir24Error},
     ecmp::{build_group, Leg as EcmpLeg},
 };
-use crate::events::Event;
 
 /// One path of a route: out of `ifindex`, via `gateway` (none: the
 /// destination is on the link).
@@ -164,7 +164,7 @@ pub trait MapWriter {
     fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error>;
     fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool);
     /// Gives a deferred /24 block a second-level group again (see
-    /// [`crate::datapath::dir24::Dir24::rebuild_deferred`]).
+    /// [`crate::dir24::Dir24::rebuild_deferred`]).
     fn rebuild_v4_block(
         &mut self,
         block: u32,

@@ -7,7 +7,6 @@
 //! which the caller closes the session; nothing of that frame is applied.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
 
 pub const FPM_HEADER_LEN: usize = 4;
 pub const FPM_VERSION: u8 = 1;
@@ -61,7 +60,7 @@ pub struct Frame {
 impl Frame {
     /// The netlink messages in order (each with its header).
     pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
-        crate::source::split_netlink_messages(&self.payload)
+        crate::netlink::split_netlink_messages(&self.payload)
     }
 }
 
@@ -94,11 +93,10 @@ fn validate(payload: &[u8]) -> Result<(), FrameError> {
 #[derive(Debug, Default)]
 pub struct FpmCodec;
 
-impl Decoder for FpmCodec {
-    type Item = Frame;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+impl FpmCodec {
+    /// The next whole frame at the front of `src` (taken out of it), or
+    /// `None` until the rest of a frame has arrived.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         if src.len() < FPM_HEADER_LEN {
             return Ok(None);
         }
@@ -124,14 +122,11 @@ impl Decoder for FpmCodec {
             payload: frame.freeze(),
         }))
     }
-}
 
-/// Frames netlink messages (used for offload replies, tests and the load
-/// generator). Messages must already be 4-byte aligned except the last.
-impl Encoder<&[u8]> for FpmCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+    /// Frames netlink messages (used for offload replies, tests and the
+    /// load generator). Messages must already be 4-byte aligned except the
+    /// last.
+    pub fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
         let len = payload.len() + FPM_HEADER_LEN;
         if len > FPM_MAX_FRAME {
             return Err(FrameError::Io(format!(
@@ -203,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_frames_of_a_real_frr_replay_decode() {
-        let capture = include_bytes!("../../../tests/fixtures/fpm/frr-8.4-static-replay.bin");
+        let capture = include_bytes!("../../tests/fixtures/fpm/frr-8.4-static-replay.bin");
         let (frames, err) = decode_all(capture);
         assert_eq!(err, None);
         assert_eq!(frames.len(), 7);

@@ -551,7 +551,7 @@ mod tests {
     use netlink_packet_route::route::{RouteMessage, RouteNextHop, RouteProtocol};
 
     use super::*;
-    use crate::control::fpm::FpmCodec;
+    use crate::fpm::FpmCodec;
 
     fn emit(message: RouteNetlinkMessage) -> Vec<u8> {
         let mut packet = NetlinkMessage::new(NetlinkHeader::default(), message.into());
@@ -601,11 +601,10 @@ mod tests {
 
     #[test]
     fn a_real_frr_replay_decodes_to_nexthop_objects_then_routes() {
-        let capture = include_bytes!("../../../tests/fixtures/fpm/frr-8.4-static-replay.bin");
+        let capture = include_bytes!("../../tests/fixtures/fpm/frr-8.4-static-replay.bin");
         let mut buf = bytes::BytesMut::from(&capture[..]);
         let mut events = Vec::new();
-        while let Some(frame) = tokio_util::codec::Decoder::decode(&mut FpmCodec, &mut buf).unwrap()
-        {
+        while let Some(frame) = FpmCodec.decode(&mut buf).unwrap() {
             for message in frame.messages() {
                 if let Decoded::Event(e) = decode(message).unwrap() {
                     events.push(e);
@@ -638,11 +637,10 @@ mod tests {
 
     #[test]
     fn a_real_frr_bgp_replay_decodes_ecmp_groups_blackholes_and_ipv4_over_ipv6() {
-        let capture = include_bytes!("../../../tests/fixtures/fpm/frr-8.4-bgp-lab-replay.bin");
+        let capture = include_bytes!("../../tests/fixtures/fpm/frr-8.4-bgp-lab-replay.bin");
         let mut buf = bytes::BytesMut::from(&capture[..]);
         let mut events = Vec::new();
-        while let Some(frame) = tokio_util::codec::Decoder::decode(&mut FpmCodec, &mut buf).unwrap()
-        {
+        while let Some(frame) = FpmCodec.decode(&mut buf).unwrap() {
             for message in frame.messages() {
                 if let Decoded::Event(e) = decode(message).unwrap() {
                     events.push(e);

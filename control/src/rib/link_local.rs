@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::super::decode::NexthopDef;
+use crate::decode::NexthopDef;
 use crate::{
     collections::{FastMap, HashMapExt},
     programmer::{Leg, Target},
@@ -206,11 +206,9 @@ mod tests {
         use super::*;
         use crate::{
             collections::PrefixHashMap,
-            control::{
-                decode::{Event, Kind, NextHops, Op, Route, RouteKey},
-                rib::{FibSink, Rib, RibEntry, Source},
-            },
+            decode::{Event, Kind, NextHops, Op, Route, RouteKey},
             programmer::LinkInfo,
+            rib::{FibSink, Rib, RibEntry, Source},
         };
 
         #[derive(Default)]

@@ -18,10 +18,8 @@ use serde::Serialize;
 
 use crate::{
     collections::{FastMap, FastSet, HashMapExt, HashSetExt},
-    datapath::{
-        dir24::{Dir24, Dir24Store, VecStore},
-        ecmp::{build_group, Leg as EcmpLeg},
-    },
+    dir24::{Dir24, Dir24Store, VecStore},
+    ecmp::{build_group, Leg as EcmpLeg},
     programmer::{offloadable, NexthopKey, Target},
 };
 

@@ -133,10 +133,9 @@ pub fn writes(replies: &[Vec<u8>]) -> Vec<(Vec<u8>, usize)> {
 mod tests {
     use bytes::BytesMut;
     use netlink_packet_core::NetlinkPayload;
-    use tokio_util::codec::Decoder;
 
     use super::*;
-    use crate::control::fpm::FpmCodec;
+    use crate::fpm::FpmCodec;
 
     fn decoded(bytes: &[u8]) -> (u16, RouteMessage) {
         let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap();

@@ -9,11 +9,11 @@ use crate::programmer::{
 
 impl MapsView for FakeMaps {
     fn tbl24(&self, block: u32) -> u32 {
-        use crate::datapath::dir24::Dir24Store;
+        use crate::dir24::Dir24Store;
         self.v4.store().tbl24(block)
     }
     fn tbl8(&self, group: u32, offset: u32) -> u32 {
-        use crate::datapath::dir24::Dir24Store;
+        use crate::dir24::Dir24Store;
         self.v4.store().tbl8(group, offset)
     }
     fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>> {

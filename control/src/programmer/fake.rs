@@ -9,7 +9,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
 
 use super::{FailedWrite, MapWriter, Refusals};
-use crate::datapath::dir24::{Covering, Dir24, Dir24Error, VecStore};
+use crate::dir24::{Covering, Dir24, Dir24Error, VecStore};
 
 /// Maps in memory, with a log of writes in order.
 pub(crate) struct FakeMaps {

@@ -1,0 +1,25 @@
+//! pf-control: the control plane of pf-sidecar, with no I/O.
+//!
+//! The path a reader can follow: bytes from a source are split into
+//! netlink messages ([`fpm`] frames them for FRR's FPM stream, [`netlink`]
+//! walks them), [`decode`]d into events, applied to the desired forwarding
+//! state ([`rib`]), and turned by the [`programmer`] into writes through
+//! its `MapWriter` trait: IPv4 routes into the [`dir24`] table, ECMP legs
+//! into [`ecmp`] groups. [`diff`] compares maps with a source by
+//! behaviour, [`offload`] builds zebra's offload replies, [`replay`] tracks
+//! zebra's replay after a connect, and [`events`] are what the daemon
+//! publishes. pf-sidecar owns the sockets, the maps and the clock.
+
+pub mod collections;
+pub mod decode;
+pub mod diff;
+pub mod dir24;
+pub mod ecmp;
+pub mod events;
+pub mod fpm;
+pub mod left_to_kernel;
+pub mod netlink;
+pub mod offload;
+pub mod programmer;
+pub mod replay;
+pub mod rib;

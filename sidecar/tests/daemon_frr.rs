@@ -15,14 +15,14 @@ use integration_tests::{
     require_root,
 };
 use pf_sidecar::inspect::PinnedMaps;
-use support::{converge, lab_addresses, Bird, Daemon};
+use support::{converge, lab_addresses, Bird, Daemon, SIDECAR};
 
 #[test]
 fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
     require_root!();
     let lab = Lab::new("dfrr");
     let port = 27000 + (std::process::id() % 1000) as u16;
-    let daemon = Daemon::start(&lab, port, "dfrr");
+    let daemon = Daemon::start(SIDECAR, &lab, port, "dfrr");
     let frr = Frr::start(
         &lab.router,
         &FrrConfig {
@@ -180,7 +180,7 @@ fn after_frr_dies_mid_withdrawal_and_restarts_the_replay_leaves_no_stale_entry()
     require_root!();
     let lab = Lab::new("dfrrrs");
     let port = 28000 + (std::process::id() % 1000) as u16;
-    let daemon = Daemon::start(&lab, port, "dfrrrs");
+    let daemon = Daemon::start(SIDECAR, &lab, port, "dfrrrs");
     let statics = [
         "ip route 203.0.113.0/25 198.51.100.2",
         "ip route 203.0.113.128/25 198.51.100.66",
@@ -249,7 +249,7 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     require_root!();
     let lab = Lab::new("dbgp");
     let port = 29000 + (std::process::id() % 1000) as u16;
-    let daemon = Daemon::start(&lab, port, "dbgp");
+    let daemon = Daemon::start(SIDECAR, &lab, port, "dbgp");
     let bird = Bird::start(
         &lab.up1,
         "router id 198.51.100.2;\n\

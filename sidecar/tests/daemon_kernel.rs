@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::{lab::Lab, require_root};
 use pf_sidecar::inspect::{Answer, PinnedMaps};
-use support::{converge, kernel_routes, lab_addresses, Bird, Daemon};
+use support::{converge, kernel_routes, lab_addresses, Bird, Daemon, SIDECAR};
 
 const KERNEL_SOURCE: &str = "[routes]\nfrom = \"kernel\"\n";
 /// The kernel protocols come from the snippet operators deploy.
@@ -21,7 +21,7 @@ const BIRD_SNIPPET: &str = concat!(
 fn bird_routes_in_the_kernel_are_mirrored_and_so_are_hand_edits() {
     require_root!();
     let lab = Lab::new("dbird");
-    let daemon = Daemon::start_with(&lab, KERNEL_SOURCE, "dbird");
+    let daemon = Daemon::start_with(SIDECAR, &lab, KERNEL_SOURCE, "dbird");
     let _bird = Bird::start(
         &lab.router,
         "router id 198.51.100.1;\n\
@@ -104,7 +104,7 @@ fn wait_for(daemon: &Daemon, want: (bool, &str), step: &str) {
 fn neighbour_changes_move_a_nexthop_between_resolved_and_unresolved() {
     require_root!();
     let lab = Lab::new("dneigh");
-    let daemon = Daemon::start_with(&lab, KERNEL_SOURCE, "dneigh");
+    let daemon = Daemon::start_with(SIDECAR, &lab, KERNEL_SOURCE, "dneigh");
     lab.router.ip(&[
         "route",
         "add",
@@ -153,6 +153,7 @@ fn a_netlink_overrun_ends_in_a_resync_and_a_correct_state() {
     require_root!();
     let lab = Lab::new("dover");
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!("{KERNEL_SOURCE}[kernel]\nreceive_buffer = 65536\n"),
         "dover",

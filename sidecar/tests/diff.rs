@@ -13,7 +13,7 @@ use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData};
 use integration_tests::{lab::Lab, require_root};
 use pf_common::{layout::Tbl24Element, maps as names, RouteAction, RouteKind};
 use serde_json::Value;
-use support::Daemon;
+use support::{Daemon, SIDECAR};
 
 const KERNEL_SOURCE: &str = "[routes]\nfrom = \"kernel\"\n";
 
@@ -109,7 +109,7 @@ fn v6_routes(daemon: &Daemon) -> LpmTrie<MapData, [u8; 16], u32> {
 fn diff_is_clean_after_sync_and_names_every_kind_of_drift_in_the_pinned_maps() {
     require_root!();
     let lab = Lab::new("diff");
-    let daemon = Daemon::start_with(&lab, KERNEL_SOURCE, "diff");
+    let daemon = Daemon::start_with(SIDECAR, &lab, KERNEL_SOURCE, "diff");
     let r = &lab.router;
     r.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"]);
     r.ip(&[

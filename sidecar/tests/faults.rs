@@ -19,14 +19,14 @@ use integration_tests::{
 use ipnet::IpNet;
 use pf_control::fpm::frame;
 use pf_sidecar::{daemon::read_state, inspect::PinnedMaps};
-use support::Daemon;
+use support::{Daemon, SIDECAR};
 
 #[test]
 fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_replay() {
     require_root!();
     let lab = Lab::new("fzeb");
     let port = 25000 + (std::process::id() % 1000) as u16;
-    let daemon = Daemon::start(&lab, port, "fzeb");
+    let daemon = Daemon::start(SIDECAR, &lab, port, "fzeb");
     let mut frr = Frr::start(
         &lab.router,
         &FrrConfig {
@@ -109,7 +109,7 @@ fn an_fpm_session_cut_mid_frame_applies_nothing_of_that_frame_and_the_next_repla
     require_root!();
     let lab = Lab::new("fcut");
     let port = 24000 + (std::process::id() % 1000) as u16;
-    let daemon = Daemon::start(&lab, port, "fcut");
+    let daemon = Daemon::start(SIDECAR, &lab, port, "fcut");
     let r1 = lab.router.ifindex("r1");
     let gateway = nexthop_message(1, r1, Some("198.51.100.2".parse().unwrap()), &[]);
     let first: IpNet = "203.0.113.0/25".parse().unwrap();
@@ -162,6 +162,7 @@ fn full_tables_leave_the_overflow_to_the_kernel_count_it_and_never_use_a_wrong_n
     let lab = Lab::new("ffull");
     // Two nexthop ids only: the third gateway cannot get one.
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         "[routes]\nfrom = \"kernel\"\n[capacity]\nnexthops = 3\n",
         "ffull",
@@ -235,6 +236,7 @@ fn a_deferred_ipv4_block_is_installed_once_a_second_level_group_frees_up() {
     // Three second-level groups: the router's own /32s in 127.0.0.0/24,
     // 192.0.2.0/24 and 198.51.100.0/24 take all of them.
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         "[routes]\nfrom = \"kernel\"\n[capacity]\ntbl8_groups = 3\n",
         "fgrp",
@@ -303,7 +305,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     require_root!();
     let lab = Lab::new("fload");
     let port = 23000 + (std::process::id() % 1000) as u16;
-    let mut daemon = Daemon::start(&lab, port, "fload");
+    let mut daemon = Daemon::start(SIDECAR, &lab, port, "fload");
     let r1 = lab.router.ifindex("r1");
     // The kernel's own route to the server (the lab's upstreams answer for
     // 203.0.113.10), for whatever the maps leave to bpf_fib_lookup.

@@ -28,7 +28,7 @@ use integration_tests::{
 use ipnet::IpNet;
 use pf_control::fpm::frame;
 use pf_sidecar::{daemon::read_state, inspect::PinnedMaps};
-use support::{converge, lab_addresses, Daemon};
+use support::{converge, lab_addresses, Daemon, SIDECAR};
 
 fn kind_at(daemon: &Daemon, address: &str) -> String {
     PinnedMaps::open(&daemon.pin_dir)
@@ -115,6 +115,7 @@ fn a_user_other_than_zebras_cannot_install_a_route_while_zebra_is_away() {
     let lab = Lab::new("gusr");
     let port = port(21000);
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!("[fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = 300\n"),
         "gusr",
@@ -225,6 +226,7 @@ fn a_silent_or_trickling_session_sweeps_nothing_and_is_dropped_after_its_bound()
     let lab = Lab::new("gsil");
     let port = port(22000);
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!(
             "[fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = 300\nreplay_max_ms = 1500\n\
@@ -350,6 +352,7 @@ fn traffic_stops_being_cached_within_the_grace_after_frr_stops_and_comes_back_wi
     let socket = std::env::temp_dir().join(format!("pf-test-gstl-{}.sock", std::process::id()));
     let endpoint = format!("ipc://{}", socket.display());
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!(
             "[fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = 300\n\

@@ -102,6 +102,7 @@ fn status_warns_when_zebra_waits_for_replies_and_no_sidecar_has_its_session() {
     let lab = integration_tests::lab::Lab::new("frrs");
     let port = 27000 + (std::process::id() % 1000) as u16;
     let daemon = support::Daemon::start_with(
+        support::SIDECAR,
         &lab,
         &format!("[fpm]\nlisten = \"127.0.0.1:{port}\"\noffload_replies = true\n"),
         "frrs",

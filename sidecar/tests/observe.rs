@@ -13,7 +13,7 @@ use std::{
 
 use integration_tests::{lab::Lab, require_root};
 use pf_common::Counter;
-use support::Daemon;
+use support::{Daemon, SIDECAR};
 
 fn scrape(lab: &Lab, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nHost: pf-sidecar\r\n\r\n");
@@ -42,6 +42,7 @@ fn watch_receives_route_neighbour_and_nexthop_events_and_metrics_scrape_and_pars
     let socket = std::env::temp_dir().join(format!("pf-test-events-{}.sock", std::process::id()));
     let endpoint = format!("ipc://{}", socket.display());
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!("[routes]\nfrom = \"kernel\"\n[events]\nendpoint = \"{endpoint}\"\n"),
         "obs",

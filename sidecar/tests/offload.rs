@@ -25,7 +25,7 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
 };
 use pf_control::fpm::frame;
-use support::Daemon;
+use support::{Daemon, SIDECAR};
 
 /// Reads FPM frames until `want` replies arrived, as zebra does: the first
 /// netlink message of each frame only, and frames holding more are
@@ -96,6 +96,7 @@ fn each_route_from_zebra_is_answered_in_a_frame_of_its_own_and_kernel_routes_are
     let lab = Lab::new("offl");
     let port = 26000 + (std::process::id() % 1000) as u16;
     let daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!(
             "[fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = 300\noffload_replies = true\n"

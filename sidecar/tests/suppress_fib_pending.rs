@@ -28,7 +28,7 @@ use integration_tests::{
     require_root,
 };
 use pf_sidecar::inspect::PinnedMaps;
-use support::{Bird, Daemon};
+use support::{Bird, Daemon, SIDECAR};
 
 /// On the fast path: IPv6 routes live in the LPM trie, which has room.
 const FAST: &str = "2001:db8:ff::/48";
@@ -221,6 +221,7 @@ fn bgp_advertises_what_the_router_forwards_once_the_sidecar_answers_for_it() {
     }
 
     let mut daemon = Daemon::start_with(
+        SIDECAR,
         &lab,
         &format!(
             "[fpm]\nlisten = \"127.0.0.1:{port}\"\nreplay_quiet_ms = 300\noffload_replies = true\n\

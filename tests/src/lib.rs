@@ -2,7 +2,9 @@
 //! commands run inside them, and a guard that skips root-only tests with a
 //! loud message when not root.
 
+pub mod bird;
 pub mod capture;
+pub mod daemon;
 pub mod differential;
 pub mod fixture;
 pub mod fpm_messages;

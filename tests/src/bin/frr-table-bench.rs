@@ -77,7 +77,6 @@ fn main() {
          protocol bgp r6 { local 2001:db8:2::2 as 65002; neighbor 2001:db8:2::1 as 65001; passive on; \
          ipv6 { import none; export where proto = \"s6\"; }; }\n",
     );
-    std::fs::write(dir.join("bird.conf"), bird).unwrap();
 
     // The sidecar first, so it sees zebra's first connection.
     let pin_dir = format!("/sys/fs/bpf/pf-frrtb-{}", std::process::id());
@@ -125,20 +124,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
 
     let bird_started = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &peer.name, "bird", "-c"])
-        .arg(dir.join("bird.conf"))
-        .arg("-s")
-        .arg(dir.join("bird.ctl"))
-        .arg("-P")
-        .arg(dir.join("bird.pid"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bird: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let bird = integration_tests::bird::Bird::start(&peer, &bird);
     let (last4, last6) = (v4[V4_ROUTES - 1], v6[V6_ROUTES - 1]);
     let mut zebra_done = None;
     let mut maps_done = None;
@@ -203,11 +189,7 @@ fn main() {
 
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let _ = daemon.wait();
-    if let Ok(pid) = std::fs::read_to_string(dir.join("bird.pid")) {
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
+    drop(bird);
     drop(frr);
     let _ = Command::new(&sidecar)
         .args([

@@ -10,12 +10,12 @@
 //! zebra's replay after a connect, and [`events`] are what the daemon
 //! publishes. pf-sidecar owns the sockets, the maps and the clock.
 
-pub mod collections;
 pub mod decode;
-pub mod diff;
 pub mod dir24;
+pub mod drift;
 pub mod ecmp;
 pub mod events;
+pub mod fast_maps;
 pub mod fpm;
 pub mod left_to_kernel;
 pub mod netlink;

@@ -34,7 +34,7 @@ use pf_control::{
 use crate::{
     cli::attach::AttachMode,
     config::Config,
-    datapath::{pins, pipelined::PipelinedMaps, Datapath},
+    datapath::{pins, route_writer::RouteWriter, Datapath},
     events::{Event as Published, Publisher},
     metrics::{self, TableUse},
     ports::{PortState, Ports, StartGuard},
@@ -48,7 +48,7 @@ use crate::{
 
 /// The map programmer of the daemon: over the datapath's maps, with the
 /// RIB's routes kept in its per-prefix table.
-type MapProgrammer<'a> = Programmer<PipelinedMaps<'a>, RibEntry>;
+type MapProgrammer<'a> = Programmer<RouteWriter<'a>, RibEntry>;
 
 /// How often freed ids, slots and groups move one step towards reuse.
 const GRACE_PERIOD: Duration = Duration::from_millis(50);
@@ -235,8 +235,8 @@ async fn run_async(mut config: Config, config_path: Option<PathBuf>) -> anyhow::
         mut programs,
         maps: mut datapath_maps,
     } = datapath;
-    // IPv6 route writes go through a writer thread (see `pipelined`).
-    let maps = PipelinedMaps::new(&mut datapath_maps)?;
+    // IPv6 route writes go through a writer thread (see `datapath::route_writer`).
+    let maps = RouteWriter::new(&mut datapath_maps)?;
     let limits = Limits {
         nexthops: config.capacity.nexthops,
         ecmp_groups: config.capacity.ecmp_groups,

@@ -14,7 +14,7 @@ use integration_tests::{
     lab::{Lab, SERVER_V4, SERVER_V6},
     require_root,
 };
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 use support::{converge, lab_addresses, Bird, Daemon, SIDECAR};
 
 #[test]

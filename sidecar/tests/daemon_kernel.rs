@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use integration_tests::{lab::Lab, require_root};
-use pf_sidecar::inspect::{Answer, PinnedMaps};
+use pf_sidecar::pinned_maps::{Answer, PinnedMaps};
 use support::{converge, kernel_routes, lab_addresses, Bird, Daemon, SIDECAR};
 
 const KERNEL_SOURCE: &str = "[routes]\nfrom = \"kernel\"\n";

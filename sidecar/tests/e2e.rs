@@ -17,7 +17,7 @@ use integration_tests::{
     script_lab::ScriptLab,
     synthetic::Rng,
 };
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 
 const PORT: u16 = 9000;
 

@@ -333,7 +333,7 @@ fn a_neighbour_flapping_a_thousand_times_a_second_for_30_s_never_gets_a_wrong_ma
         "after the storm the last MAC is used"
     );
     let answer =
-        pf_sidecar::inspect::PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR")))
+        pf_sidecar::pinned_maps::PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR")))
             .unwrap()
             .answer("203.0.113.250".parse().unwrap())
             .unwrap();

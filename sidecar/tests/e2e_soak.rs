@@ -18,7 +18,7 @@ use std::{
 };
 
 use integration_tests::{differential, require_root, script_lab::ScriptLab, synthetic::Rng};
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 
 fn sample(rng: &mut Rng, n: usize) -> Vec<IpAddr> {
     (0..n)

@@ -18,7 +18,7 @@ use integration_tests::{
 };
 use ipnet::IpNet;
 use pf_control::fpm::frame;
-use pf_sidecar::{daemon::read_state, inspect::PinnedMaps};
+use pf_sidecar::{daemon::read_state, pinned_maps::PinnedMaps};
 use support::{Daemon, SIDECAR};
 
 #[test]

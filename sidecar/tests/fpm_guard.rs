@@ -27,7 +27,7 @@ use integration_tests::{
 };
 use ipnet::IpNet;
 use pf_control::fpm::frame;
-use pf_sidecar::{daemon::read_state, inspect::PinnedMaps};
+use pf_sidecar::{daemon::read_state, pinned_maps::PinnedMaps};
 use support::{converge, lab_addresses, Daemon, SIDECAR};
 
 fn kind_at(daemon: &Daemon, address: &str) -> String {

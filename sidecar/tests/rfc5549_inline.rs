@@ -14,7 +14,7 @@ use std::{
 };
 
 use integration_tests::{netns::NetNs, require_root, script_lab::ScriptLab};
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 
 const NUMBERED: &str = "203.0.113.200";
 const UNNUMBERED: &str = "203.0.113.230";

@@ -27,7 +27,7 @@ use integration_tests::{
     lab::Lab,
     require_root,
 };
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 use support::{Bird, Daemon, SIDECAR};
 
 /// On the fast path: IPv6 routes live in the LPM trie, which has room.

@@ -10,7 +10,7 @@ use std::{
 
 use crate::{frr::InstalledRoute, lab::Lab, netns::NetNs};
 use ipnet::IpNet;
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 
 /// The daemon, stopped and its pins removed on drop.
 pub struct Daemon {

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use pf_sidecar::{cli::lookup::KernelAnswer, inspect::Answer};
+use pf_sidecar::{cli::lookup::KernelAnswer, pinned_maps::Answer};
 
 /// Destinations `fast_path` hands to the kernel before any lookup (the
 /// `pass_special_address` and `pass_l3_multicast` rules).

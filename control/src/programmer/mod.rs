@@ -32,8 +32,8 @@ use pf_common::{
 use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};
 
-use crate::collections::{FastMap, HashMapExt, PrefixHashMap};
 use crate::events::Event;
+use crate::fast_maps::{FastMap, HashMapExt, PrefixHashMap};
 use crate::{
     dir24::{Covering, Dir24Error},
     ecmp::{build_group, Leg as EcmpLeg},

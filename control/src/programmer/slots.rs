@@ -8,7 +8,7 @@
 
 use std::hash::Hash;
 
-use crate::collections::{FastMap, HashMapExt};
+use crate::fast_maps::{FastMap, HashMapExt};
 
 /// Hands out integers from `first..limit`, reusing freed ones.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::decode::NexthopDef;
 use crate::{
-    collections::{FastMap, HashMapExt},
+    fast_maps::{FastMap, HashMapExt},
     programmer::{Leg, Target},
 };
 
@@ -205,8 +205,8 @@ mod tests {
 
         use super::*;
         use crate::{
-            collections::PrefixHashMap,
             decode::{Event, Kind, NextHops, Op, Route, RouteKey},
+            fast_maps::PrefixHashMap,
             programmer::LinkInfo,
             rib::{FibSink, Rib, RibEntry, Source},
         };

@@ -21,7 +21,7 @@ use link_local::LinkLocalPeers;
 use users::ObjectUsers;
 
 use crate::{
-    collections::{FastMap, FastSet, HashMapExt, PrefixHashMap, Slot},
+    fast_maps::{FastMap, FastSet, HashMapExt, PrefixHashMap, Slot},
     programmer::{
         slots::Interner, Leg, LinkInfo, MapWriter, Programmed, ProgrammedEntry, Programmer, Target,
     },

@@ -11,7 +11,7 @@
 
 use ipnet::IpNet;
 
-use crate::collections::{FastMap, HashMapExt};
+use crate::fast_maps::{FastMap, HashMapExt};
 
 /// Entries the log holds before it is sorted into the lists: small enough
 /// that sorting it is a short pause, large enough to make it rare.

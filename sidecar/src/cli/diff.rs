@@ -23,9 +23,9 @@ use pf_common::{
 use serde::Serialize;
 
 use pf_control::{
-    collections::{FastMap, PrefixHashMap},
     decode::{decode, Decoded},
-    diff::{compare, DriftKind, MapsView, Report},
+    drift::{compare, DriftKind, MapsView, Report},
+    fast_maps::{FastMap, PrefixHashMap},
     programmer::{nexthop_key, resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
     rib::{FibSink, Rib, RibEntry, Source},
 };

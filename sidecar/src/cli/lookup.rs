@@ -12,7 +12,7 @@ use netlink_packet_route::{
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use serde::Serialize;
 
-use crate::inspect::{Answer, PinnedMaps};
+use crate::pinned_maps::{Answer, PinnedMaps};
 
 /// The kernel's answer (`ip route get`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

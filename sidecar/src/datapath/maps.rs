@@ -27,7 +27,7 @@ use super::{
 };
 
 /// The IPv4 table, `V4_TBL24` and `V4_TBL8` written through shared memory.
-/// Shared so that [`super::pipelined::PipelinedMaps`] can write it from its
+/// Shared so that [`super::route_writer::RouteWriter`] can write it from its
 /// writer thread; whoever writes holds the lock for the whole run of writes.
 #[derive(Clone)]
 pub struct SharedDir24(Arc<Mutex<Dir24<MmapDir24Store>>>);

@@ -4,7 +4,7 @@ pub mod batch;
 pub mod maps;
 pub mod mmap;
 pub mod pins;
-pub mod pipelined;
+pub mod route_writer;
 pub mod sys;
 pub mod test_run;
 pub mod tx_ports;

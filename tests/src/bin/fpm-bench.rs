@@ -23,7 +23,7 @@ use integration_tests::{
 };
 use pf_common::RouteKind;
 use pf_control::fpm::frame;
-use pf_sidecar::inspect::PinnedMaps;
+use pf_sidecar::pinned_maps::PinnedMaps;
 
 const CHURN: usize = 2000;
 const REPLAY_QUIET_MS: u64 = 2000;

@@ -150,7 +150,7 @@ fn main() {
             let programmed = state
                 .map(|s| s.programmer.routes_v4 + s.programmer.routes_v6)
                 .unwrap_or(0);
-            let maps = pf_sidecar::inspect::PinnedMaps::open(std::path::Path::new(&pin_dir));
+            let maps = pf_sidecar::pinned_maps::PinnedMaps::open(std::path::Path::new(&pin_dir));
             let has = |a: std::net::IpAddr| {
                 maps.as_ref()
                     .ok()

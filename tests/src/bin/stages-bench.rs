@@ -17,7 +17,7 @@ use pf_control::{
     programmer::{Limits, Programmer},
     rib::{Rib, RibEntry, Source},
 };
-use pf_sidecar::datapath::{pipelined::PipelinedMaps, Datapath};
+use pf_sidecar::datapath::{route_writer::RouteWriter, Datapath};
 
 /// Messages per batch, about what one 60 KB FPM frame carries.
 const BATCH: usize = 1000;
@@ -71,7 +71,7 @@ fn run(table: &FullTable, messages: &[Vec<u8>]) -> Figures {
     let caps = FullTable::capacities();
     let mut datapath = Datapath::load(&caps).unwrap();
     let (wall, cpu) = {
-        let maps = PipelinedMaps::new(&mut datapath.maps).unwrap();
+        let maps = RouteWriter::new(&mut datapath.maps).unwrap();
         let limits = Limits {
             nexthops: caps.nexthops,
             ecmp_groups: caps.ecmp_groups,

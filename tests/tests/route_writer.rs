@@ -3,7 +3,7 @@
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{RouteAction, RouteKind};
 use pf_control::programmer::MapWriter;
-use pf_sidecar::datapath::{pipelined::PipelinedMaps, Capacities, Datapath};
+use pf_sidecar::datapath::{route_writer::RouteWriter, Capacities, Datapath};
 
 use integration_tests::{netns::NetNs, require_root};
 
@@ -56,7 +56,7 @@ fn ipv6_writes_and_refusals(room: u32) {
         let action = |i: u32| RouteAction::new(RouteKind::Nexthop, i);
         let never = prefix(100_000);
         let refused = {
-            let mut maps = PipelinedMaps::new(&mut datapath.maps).unwrap();
+            let mut maps = RouteWriter::new(&mut datapath.maps).unwrap();
             for i in 0..room + 4 {
                 maps.insert_v6(prefix(i), action(i)).unwrap();
             }
@@ -90,7 +90,7 @@ fn dropping_the_writer_writes_everything_still_queued() {
     ns.enter(|| {
         let mut datapath = Datapath::load(&Capacities::default()).expect("load the datapath");
         {
-            let mut maps = PipelinedMaps::new(&mut datapath.maps).unwrap();
+            let mut maps = RouteWriter::new(&mut datapath.maps).unwrap();
             for i in 0..10_000 {
                 maps.insert_v6(prefix(i), RouteAction::simple(RouteKind::Blackhole))
                     .unwrap();
@@ -124,7 +124,7 @@ fn ipv4_writes_and_a_deferred_block(padding: u32) {
         let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
         let action = |i: u32| RouteAction::new(RouteKind::Nexthop, i);
         let refused = {
-            let mut maps = PipelinedMaps::new(&mut datapath.maps).unwrap();
+            let mut maps = RouteWriter::new(&mut datapath.maps).unwrap();
             for i in 0..padding {
                 let block = Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 | i << 8), 24);
                 maps.insert_v4(block.unwrap(), action(9)).unwrap();

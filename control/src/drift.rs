@@ -17,9 +17,9 @@ use prefix_trie::PrefixMap;
 use serde::Serialize;
 
 use crate::{
-    collections::{FastMap, FastSet, HashMapExt, HashSetExt},
     dir24::{Dir24, Dir24Store, VecStore},
     ecmp::{build_group, Leg as EcmpLeg},
+    fast_maps::{FastMap, FastSet, HashMapExt, HashSetExt},
     programmer::{offloadable, NexthopKey, Target},
 };
 

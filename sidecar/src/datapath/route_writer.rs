@@ -3,7 +3,7 @@
 //! Writing the route tables is most of a full-table load's work: the IPv4
 //! DIR-24-8 arrays (a /16 alone is 256 entries and their shadow depths) and
 //! the kernel's IPv6 LPM trie, where every insert or delete is a `bpf()`
-//! syscall that allocates or frees a trie node. [`PipelinedMaps`] hands
+//! syscall that allocates or frees a trie node. [`RouteWriter`] hands
 //! both to a writer thread in batches, and the programmer goes on deciding
 //! the next routes meanwhile. Nexthops and ECMP groups are written inline.
 //!
@@ -105,7 +105,7 @@ struct Refused {
 }
 
 /// The datapath's maps, with route writes made by a writer thread.
-pub struct PipelinedMaps<'a> {
+pub struct RouteWriter<'a> {
     maps: &'a mut DatapathMaps,
     pending: Shipment,
     work: Option<mpsc::SyncSender<Work>>,
@@ -117,7 +117,7 @@ pub struct PipelinedMaps<'a> {
     writer: Option<thread::JoinHandle<()>>,
 }
 
-impl<'a> PipelinedMaps<'a> {
+impl<'a> RouteWriter<'a> {
     pub fn new(maps: &'a mut DatapathMaps) -> Result<Self, DatapathError> {
         let (work, queue) = mpsc::sync_channel(QUEUE_DEPTH);
         let refused = Arc::new(Mutex::new(Refused::default()));
@@ -398,7 +398,7 @@ fn key(prefix: Ipv6Net) -> Key<[u8; 16]> {
     Key::new(prefix.prefix_len() as u32, prefix.network().octets())
 }
 
-impl Drop for PipelinedMaps<'_> {
+impl Drop for RouteWriter<'_> {
     fn drop(&mut self) {
         self.ship();
         // Closing the queue ends the writer once it has written everything.
@@ -409,20 +409,20 @@ impl Drop for PipelinedMaps<'_> {
     }
 }
 
-impl Deref for PipelinedMaps<'_> {
+impl Deref for RouteWriter<'_> {
     type Target = DatapathMaps;
     fn deref(&self) -> &DatapathMaps {
         self.maps
     }
 }
 
-impl DerefMut for PipelinedMaps<'_> {
+impl DerefMut for RouteWriter<'_> {
     fn deref_mut(&mut self) -> &mut DatapathMaps {
         self.maps
     }
 }
 
-impl MapWriter for PipelinedMaps<'_> {
+impl MapWriter for RouteWriter<'_> {
     type Error = DatapathError;
 
     fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error> {

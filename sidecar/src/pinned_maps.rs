@@ -1,26 +1,33 @@
 //! Reads the pinned maps of the live generation (the one the links run)
 //! and says what the datapath does for an address: the route kind and, for
 //! forwarding, each leg's interface, gateway, weight and neighbour state.
-//! Used by `lookup`, `diff` and the tests; it reads the maps, never the
-//! daemon's memory.
+//! The one read-only view of the pins: `lookup`, `diff` (through
+//! [`MapsView`]) and the tests read the maps through it, never the daemon's
+//! memory. The IPv4 tables are mapped read-only, so a full-table `diff`
+//! reads them without a syscall per block.
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context;
 use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData};
+use ipnet::Ipv6Net;
 use pf_common::{
     layout::{Tbl24Element, Tbl8Group},
     maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
 };
 use serde::Serialize;
 
-use pf_control::programmer::{nexthop_key, NexthopKey};
+use pf_control::{
+    drift::MapsView,
+    programmer::{nexthop_key, NexthopKey},
+};
 
-use crate::datapath::pins;
+use crate::datapath::{mmap::MmapRegion, pins};
 
 /// One way out, as the maps hold it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,8 +73,8 @@ pub struct PinnedMaps {
     /// How it was found, and anything the operator should know about it.
     pub source: pins::LiveSource,
     pub notes: Vec<String>,
-    tbl24: Array<MapData, Tbl24Element>,
-    tbl8: Array<MapData, Tbl8Group>,
+    tbl24: MmapRegion,
+    tbl8: MmapRegion,
     v6: LpmTrie<MapData, [u8; 16], u32>,
     nh_ptr: Array<MapData, u32>,
     nexthops: Array<MapData, Nexthop>,
@@ -86,6 +93,15 @@ fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
     Ok(T::try_from(wrap(data))?)
 }
 
+/// A pinned array mapped read-only.
+fn mmap_pinned(dir: &Path, name: &str, element_size: usize) -> anyhow::Result<MmapRegion> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let entries = data.info()?.max_entries() as usize;
+    MmapRegion::map(data.fd().as_fd(), entries * element_size, false)
+        .with_context(|| format!("mapping {name} read-only"))
+}
+
 fn mac(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -101,8 +117,8 @@ impl PinnedMaps {
         let generation = live.dir;
         let g = generation.as_path();
         Ok(Self {
-            tbl24: open(g, names::V4_TBL24, Map::Array)?,
-            tbl8: open(g, names::V4_TBL8, Map::Array)?,
+            tbl24: mmap_pinned(g, names::V4_TBL24, size_of::<Tbl24Element>())?,
+            tbl8: mmap_pinned(g, names::V4_TBL8, size_of::<Tbl8Group>())?,
             v6: open(g, names::V6_ROUTES, Map::LpmTrie)?,
             nh_ptr: open(g, names::NH_PTR, Map::Array)?,
             nexthops: open(g, names::NEXTHOPS, Map::Array)?,
@@ -125,13 +141,17 @@ impl PinnedMaps {
 
     fn action_v4(&self, addr: Ipv4Addr) -> anyhow::Result<RouteAction> {
         let block = u32::from(addr) >> 8;
-        let element = self.tbl24.get(&(block >> 1), 0)?;
-        let action = RouteAction(element[(block & 1) as usize]);
+        let action = RouteAction(self.tbl24(block));
         if action.kind() != Some(RouteKind::Tbl8) {
             return Ok(action);
         }
-        let group = self.tbl8.get(&action.index(), 0)?;
-        Ok(RouteAction(group[(u32::from(addr) & 0xff) as usize]))
+        match self.tbl8(action.index(), u32::from(addr) & 0xff) {
+            u32::MAX => anyhow::bail!(
+                "{addr}: second-level group {} is outside the table",
+                action.index()
+            ),
+            word => Ok(RouteAction(word)),
+        }
     }
 
     fn action_v6(&self, addr: Ipv6Addr) -> anyhow::Result<RouteAction> {
@@ -186,5 +206,42 @@ impl PinnedMaps {
             action: action.0,
             legs,
         })
+    }
+}
+
+impl MapsView for PinnedMaps {
+    fn tbl24(&self, block: u32) -> u32 {
+        self.tbl24.load(block as usize)
+    }
+
+    fn tbl8(&self, group: u32, offset: u32) -> u32 {
+        let index = group as usize * 256 + offset as usize;
+        if index >= self.tbl8.len_words() {
+            return u32::MAX;
+        }
+        self.tbl8.load(index)
+    }
+
+    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>> {
+        let mut entries = Vec::new();
+        for item in self.v6.iter() {
+            let (key, action) = item?;
+            let prefix = Ipv6Net::new(key.data().into(), key.prefix_len() as u8)?;
+            entries.push((prefix, action));
+        }
+        Ok(entries)
+    }
+
+    fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)> {
+        let key = nexthop_key(&self.nh_info.get(&id, 0).ok()?)?;
+        let slot = self.nh_ptr.get(&id, 0).ok()?;
+        Some((key, self.nexthops.get(&slot, 0).ok()?))
+    }
+
+    fn group_buckets(&self, id: u32) -> Option<Vec<u32>> {
+        let slot = self.grp_ptr.get(&id, 0).ok()?;
+        let group = self.groups.get(&slot, 0).ok()?;
+        let count = (group.bucket_count as usize).min(group.buckets.len());
+        (count > 0).then(|| group.buckets[..count].to_vec())
     }
 }

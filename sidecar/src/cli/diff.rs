@@ -7,34 +7,24 @@
 
 use std::{
     net::IpAddr,
-    os::fd::AsFd,
     path::{Path, PathBuf},
     process::Command,
     str::FromStr,
 };
 
 use anyhow::{bail, Context};
-use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData};
-use ipnet::{IpNet, Ipv6Net};
-use pf_common::{
-    layout::{Tbl24Element, Tbl8Group},
-    maps as names, EcmpGroup, Nexthop, NexthopInfo,
-};
+use ipnet::IpNet;
 use serde::Serialize;
 
 use pf_control::{
     decode::{decode, Decoded},
-    drift::{compare, DriftKind, MapsView, Report},
+    drift::{compare, DriftKind, Report},
     fast_maps::{FastMap, PrefixHashMap},
-    programmer::{nexthop_key, resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
+    programmer::{resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
     rib::{FibSink, Rib, RibEntry, Source},
 };
 
-use crate::{
-    datapath::{mmap::MmapRegion, pins},
-    query,
-    source::kernel,
-};
+use crate::{datapath::pins, pinned_maps::PinnedMaps, query, source::kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,91 +90,6 @@ pub struct DiffOutcome {
     pub summary: Summary,
     #[serde(flatten)]
     pub report: Report,
-}
-
-/// The pinned maps of the live generation, the IPv4 tables mapped read-only.
-pub struct PinnedView {
-    generation: PathBuf,
-    live: pins::Live,
-    tbl24: MmapRegion,
-    tbl8: MmapRegion,
-    v6: LpmTrie<MapData, [u8; 16], u32>,
-    nh_ptr: Array<MapData, u32>,
-    nexthops: Array<MapData, Nexthop>,
-    nh_info: Array<MapData, NexthopInfo>,
-    grp_ptr: Array<MapData, u32>,
-    groups: Array<MapData, EcmpGroup>,
-}
-
-fn open_map(dir: &Path, name: &str) -> anyhow::Result<MapData> {
-    let path = dir.join(name);
-    MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
-}
-
-fn mmap_pinned(dir: &Path, name: &str, element_size: usize) -> anyhow::Result<MmapRegion> {
-    let data = open_map(dir, name)?;
-    let entries = data.info()?.max_entries() as usize;
-    MmapRegion::map(data.fd().as_fd(), entries * element_size, false)
-        .with_context(|| format!("mapping {name} read-only"))
-}
-
-impl PinnedView {
-    /// Opens the generation the pinned links run (the newest when no link
-    /// is pinned; `live` says which).
-    pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
-        let live = pins::live_generation(pin_dir)?;
-        let generation = live.dir.clone();
-        let g = generation.as_path();
-        Ok(Self {
-            tbl24: mmap_pinned(g, names::V4_TBL24, size_of::<Tbl24Element>())?,
-            tbl8: mmap_pinned(g, names::V4_TBL8, size_of::<Tbl8Group>())?,
-            v6: Map::LpmTrie(open_map(g, names::V6_ROUTES)?).try_into()?,
-            nh_ptr: Map::Array(open_map(g, names::NH_PTR)?).try_into()?,
-            nexthops: Map::Array(open_map(g, names::NEXTHOPS)?).try_into()?,
-            nh_info: Map::Array(open_map(g, names::NH_INFO)?).try_into()?,
-            grp_ptr: Map::Array(open_map(g, names::GRP_PTR)?).try_into()?,
-            groups: Map::Array(open_map(g, names::GROUPS)?).try_into()?,
-            generation,
-            live,
-        })
-    }
-}
-
-impl MapsView for PinnedView {
-    fn tbl24(&self, block: u32) -> u32 {
-        self.tbl24.load(block as usize)
-    }
-
-    fn tbl8(&self, group: u32, offset: u32) -> u32 {
-        let index = group as usize * 256 + offset as usize;
-        if index >= self.tbl8.len_words() {
-            return u32::MAX;
-        }
-        self.tbl8.load(index)
-    }
-
-    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>> {
-        let mut entries = Vec::new();
-        for item in self.v6.iter() {
-            let (key, action) = item?;
-            let prefix = Ipv6Net::new(key.data().into(), key.prefix_len() as u8)?;
-            entries.push((prefix, action));
-        }
-        Ok(entries)
-    }
-
-    fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)> {
-        let key = nexthop_key(&self.nh_info.get(&id, 0).ok()?)?;
-        let slot = self.nh_ptr.get(&id, 0).ok()?;
-        Some((key, self.nexthops.get(&slot, 0).ok()?))
-    }
-
-    fn group_buckets(&self, id: u32) -> Option<Vec<u32>> {
-        let slot = self.grp_ptr.get(&id, 0).ok()?;
-        let group = self.groups.get(&slot, 0).ok()?;
-        let count = (group.bucket_count as usize).min(group.buckets.len());
-        (count > 0).then(|| group.buckets[..count].to_vec())
-    }
 }
 
 /// Links and neighbours as the kernel dump states them; routes are read
@@ -343,7 +248,7 @@ fn frr_rib(
 }
 
 pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
-    let view = PinnedView::open(options.pin_dir)?;
+    let view = PinnedMaps::open(options.pin_dir)?;
     let mut fpm_session = None;
     let (expected, neighbourhood) = match options.against {
         Against::Kernel => {
@@ -407,8 +312,8 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
         summary: Summary {
             against: options.against,
             generation: view.generation.clone(),
-            generation_source: view.live.source,
-            generation_notes: view.live.notes.clone(),
+            generation_source: view.source,
+            generation_notes: view.notes.clone(),
             in_sync: report.in_sync(),
             compared_prefixes: report.compared_prefixes,
             compared_nexthops: report.compared_nexthops,

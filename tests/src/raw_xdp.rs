@@ -40,19 +40,10 @@ struct LinkCreateAttr {
     _rest: [u64; 4],
 }
 
+/// A `bpf()` command that returns a new descriptor, through pf-sidecar's
+/// one syscall funnel.
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
-    // SAFETY: attr is a valid bpf_attr prefix for `cmd`, alive for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let fd = pf_sidecar::datapath::sys::bpf(cmd, attr)?;
     // SAFETY: the kernel returned a new fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::sys::ENOTSUPP;
+use super::sys::{bpf, ENOTSUPP};
 
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
@@ -55,24 +55,15 @@ fn run(
         map_fd: map.as_raw_fd() as u32,
         ..Default::default()
     };
-    // SAFETY: `attr` is a valid `bpf_attr` prefix for the batch commands, and
     // `keys` and `values` point at `count` elements of the map's key and
-    // value sizes, alive for the call.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            command,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if result < 0 {
-        return Err(BatchError {
+    // value sizes, alive for the call (the callers' slices).
+    match bpf(command, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(BatchError {
             done: elements_done(count, attr.count),
-            error: std::io::Error::last_os_error(),
-        });
+            error,
+        }),
     }
-    Ok(())
 }
 
 /// Elements the kernel wrote before a failure. It reports that count in

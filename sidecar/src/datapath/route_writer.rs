@@ -222,10 +222,43 @@ fn lpm_key(prefix: Ipv6Net) -> LpmKey6 {
     }
 }
 
+/// The IPv6 trie as the writer thread uses it: batch commands where the
+/// kernel has them, single writes otherwise. [`KernelTrie`] is the
+/// datapath's; the unit tests use a fake to drive the fallbacks.
+trait V6Table {
+    fn update_batch(&mut self, keys: &[LpmKey6], values: &[u32]) -> Result<(), batch::BatchError>;
+    fn delete_batch(&mut self, keys: &[LpmKey6]) -> Result<(), batch::BatchError>;
+    fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String>;
+    fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String>;
+}
+
+/// The datapath's LPM trie.
+struct KernelTrie(LpmTrie<MapData, [u8; 16], u32>);
+
+impl V6Table for KernelTrie {
+    fn update_batch(&mut self, keys: &[LpmKey6], values: &[u32]) -> Result<(), batch::BatchError> {
+        batch::update(self.0.map().fd().as_fd(), keys, values)
+    }
+
+    fn delete_batch(&mut self, keys: &[LpmKey6]) -> Result<(), batch::BatchError> {
+        batch::delete(self.0.map().fd().as_fd(), keys)
+    }
+
+    fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String> {
+        self.0
+            .insert(&key(prefix), action, 0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+        self.0.remove(&key(prefix)).map_err(|e| e.to_string())
+    }
+}
+
 /// Writes the trie on the writer thread: runs of inserts and of removals in
 /// one batch syscall each where the kernel has them, one by one otherwise.
-struct TrieWriter {
-    trie: LpmTrie<MapData, [u8; 16], u32>,
+struct TrieWriter<T = KernelTrie> {
+    trie: T,
     batches: bool,
     keys: Vec<LpmKey6>,
     values: Vec<u32>,
@@ -254,12 +287,18 @@ impl TrieWriter {
                 name: names::V6_ROUTES,
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::over(KernelTrie(trie)))
+    }
+}
+
+impl<T: V6Table> TrieWriter<T> {
+    fn over(trie: T) -> Self {
+        Self {
             trie,
             batches: true,
             keys: Vec::with_capacity(SHIP_AT),
             values: Vec::with_capacity(SHIP_AT),
-        })
+        }
     }
 
     fn write(&mut self, writes: &[V6Write], refused: &Mutex<Refused>) {
@@ -289,11 +328,11 @@ impl TrieWriter {
         }
         let mut from = 0;
         while from < run.len() {
-            let fd = self.trie.map().fd().as_fd();
             let result = if inserting_run(run) {
-                batch::update(fd, &self.keys[from..], &self.values[from..])
+                self.trie
+                    .update_batch(&self.keys[from..], &self.values[from..])
             } else {
-                batch::delete(fd, &self.keys[from..])
+                self.trie.delete_batch(&self.keys[from..])
             };
             match result {
                 Ok(()) => return,
@@ -317,11 +356,11 @@ impl TrieWriter {
 
     fn write_one(&mut self, write: V6Write, refused: &Mutex<Refused>) {
         let result = match write {
-            V6Write::Insert(prefix, action) => self.trie.insert(&key(prefix), action.0, 0),
-            V6Write::Remove(prefix) => self.trie.remove(&key(prefix)),
+            V6Write::Insert(prefix, action) => self.trie.insert(prefix, action.0),
+            V6Write::Remove(prefix) => self.trie.remove(prefix),
         };
         if let Err(err) = result {
-            refuse(refused, write, err.to_string());
+            refuse(refused, write, err);
         }
     }
 }
@@ -484,5 +523,152 @@ impl MapWriter for RouteWriter<'_> {
     fn reclaim(&mut self) {
         self.wait_for_writer();
         self.maps.v4.lock().reclaim()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A trie in memory whose kernel has no batch commands, or refuses one
+    /// prefix (as a full trie refuses an insert).
+    #[derive(Default)]
+    struct FakeTrie {
+        entries: BTreeMap<Ipv6Net, u32>,
+        no_batches: bool,
+        refuse: Option<Ipv6Net>,
+        batch_calls: usize,
+        single_calls: usize,
+    }
+
+    fn prefix_of(key: &LpmKey6) -> Ipv6Net {
+        Ipv6Net::new(key.address.into(), key.prefix_len as u8).unwrap()
+    }
+
+    impl FakeTrie {
+        fn batch(
+            &mut self,
+            keys: &[LpmKey6],
+            mut apply: impl FnMut(&mut Self, usize, Ipv6Net),
+        ) -> Result<(), batch::BatchError> {
+            self.batch_calls += 1;
+            if self.no_batches {
+                return Err(batch::BatchError {
+                    done: 0,
+                    error: std::io::Error::from_raw_os_error(libc::EINVAL),
+                });
+            }
+            for (i, key) in keys.iter().enumerate() {
+                let prefix = prefix_of(key);
+                if self.refuse == Some(prefix) {
+                    return Err(batch::BatchError {
+                        done: i,
+                        error: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                    });
+                }
+                apply(self, i, prefix);
+            }
+            Ok(())
+        }
+    }
+
+    impl V6Table for FakeTrie {
+        fn update_batch(
+            &mut self,
+            keys: &[LpmKey6],
+            values: &[u32],
+        ) -> Result<(), batch::BatchError> {
+            self.batch(keys, |trie, i, prefix| {
+                trie.entries.insert(prefix, values[i]);
+            })
+        }
+
+        fn delete_batch(&mut self, keys: &[LpmKey6]) -> Result<(), batch::BatchError> {
+            self.batch(keys, |trie, _, prefix| {
+                trie.entries.remove(&prefix);
+            })
+        }
+
+        fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String> {
+            self.single_calls += 1;
+            if self.refuse == Some(prefix) {
+                return Err("no room".into());
+            }
+            self.entries.insert(prefix, action);
+            Ok(())
+        }
+
+        fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+            self.single_calls += 1;
+            self.entries.remove(&prefix);
+            Ok(())
+        }
+    }
+
+    fn prefix(i: u16) -> Ipv6Net {
+        format!("2001:db8:{i:x}::/48").parse().unwrap()
+    }
+
+    fn inserts(range: std::ops::Range<u16>) -> Vec<V6Write> {
+        range
+            .map(|i| V6Write::Insert(prefix(i), RouteAction(u32::from(i) + 100)))
+            .collect()
+    }
+
+    fn refused_prefixes(refused: &Mutex<Refused>) -> Vec<Ipv6Net> {
+        refused
+            .lock()
+            .unwrap()
+            .writes
+            .iter()
+            .map(|w| w.prefix)
+            .collect()
+    }
+
+    #[test]
+    fn a_kernel_without_batch_commands_gets_every_write_one_by_one_from_then_on() {
+        let mut writer = TrieWriter::over(FakeTrie {
+            no_batches: true,
+            ..Default::default()
+        });
+        let refused = Mutex::new(Refused::default());
+        let mut writes = inserts(0..5);
+        writes.push(V6Write::Remove(prefix(1)));
+        writer.write(&writes, &refused);
+        assert!(!writer.batches);
+        assert_eq!(writer.trie.batch_calls, 1, "one try, then no more");
+        assert_eq!(writer.trie.single_calls, 6);
+        writer.write(&inserts(5..8), &refused);
+        assert_eq!(writer.trie.batch_calls, 1);
+        let held: Vec<Ipv6Net> = writer.trie.entries.keys().copied().collect();
+        assert_eq!(
+            held,
+            [0, 2, 3, 4, 5, 6, 7].map(prefix).to_vec(),
+            "every write landed, in order"
+        );
+        assert!(refused_prefixes(&refused).is_empty());
+    }
+
+    #[test]
+    fn a_write_refused_inside_a_batch_is_refused_alone_and_the_rest_is_written() {
+        for refused_at in [0, 2, 4] {
+            let mut writer = TrieWriter::over(FakeTrie {
+                refuse: Some(prefix(refused_at)),
+                ..Default::default()
+            });
+            let refused = Mutex::new(Refused::default());
+            writer.write(&inserts(0..5), &refused);
+            assert!(
+                writer.batches,
+                "a refusal at element {refused_at} is not missing batch support"
+            );
+            assert_eq!(refused_prefixes(&refused), vec![prefix(refused_at)]);
+            let held: Vec<Ipv6Net> = writer.trie.entries.keys().copied().collect();
+            let expected: Vec<Ipv6Net> = (0..5).filter(|i| *i != refused_at).map(prefix).collect();
+            assert_eq!(held, expected);
+            assert_eq!(writer.trie.single_calls, 0);
+        }
     }
 }

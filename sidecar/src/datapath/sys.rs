@@ -1,6 +1,8 @@
 //! The raw `bpf()` syscall, for what aya does not wrap or wraps differently:
-//! link updates, `TX_PORTS` with 4-byte values, and the kernel probes of
-//! `feasibility`.
+//! link updates, `TX_PORTS` with 4-byte values, batch map writes,
+//! `BPF_PROG_TEST_RUN`, and the kernel probes of `feasibility`. [`bpf`] is
+//! the one place pf-sidecar (and its test support) makes the syscall
+//! itself; everything else goes through aya.
 
 use std::{
     io,

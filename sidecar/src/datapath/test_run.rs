@@ -78,19 +78,9 @@ pub fn run_xdp(
         attr.ctx_size_in = std::mem::size_of::<XdpMd>() as u32;
         attr.ctx_in = &ctx as *const XdpMd as u64;
     }
-    // SAFETY: attr points at valid buffers that outlive the call; the kernel
-    // writes at most data_size_out bytes to data_out.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // attr points at buffers that outlive the call; the kernel writes at
+    // most data_size_out bytes to data_out.
+    super::sys::bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     out.truncate(attr.data_size_out as usize);
     Ok(TestRunOutput {
         action: attr.retval,
@@ -129,18 +119,7 @@ pub fn run_xdp_live(
         batch_size,
         ..Default::default()
     };
-    // SAFETY: attr points at a frame and a context that outlive the call;
+    // attr points at a frame and a context that outlive the call;
     // live-frames mode writes no output buffer.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    super::sys::bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
 }

@@ -4,21 +4,23 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::maps::{ECMP_BUCKETS, TBL8_GROUP_SIZE};
 
-/// Asserts the size of a shared layout at compile time. `Pod` already
-/// rules out padding; the size pins the layout so neither side drifts.
-macro_rules! assert_size {
-    ($ty:ty, $size:expr) => {
+/// Asserts the size and alignment of a shared layout at compile time.
+/// `Pod` already rules out padding; size and alignment pin the layout so
+/// neither side (the BPF target and the host) drifts.
+macro_rules! assert_layout {
+    ($ty:ty, $size:expr, $align:expr) => {
         const _: () = assert!(core::mem::size_of::<$ty>() == $size);
+        const _: () = assert!(core::mem::align_of::<$ty>() == $align);
     };
 }
 
 /// One element of `V4_TBL24`: two adjacent /24 blocks' route actions.
 pub type Tbl24Element = [u32; 2];
-assert_size!(Tbl24Element, 8);
+assert_layout!(Tbl24Element, 8, 4);
 
 /// One element of `V4_TBL8`: the route actions of the 256 addresses of a /24.
 pub type Tbl8Group = [u32; TBL8_GROUP_SIZE];
-assert_size!(Tbl8Group, 1024);
+assert_layout!(Tbl8Group, 1024, 4);
 
 /// Key of `V6_ROUTES` (the LPM trie key: prefix length, then the address).
 #[repr(C)]
@@ -27,7 +29,7 @@ pub struct V6Key {
     pub prefix_len: u32,
     pub addr: [u8; 16],
 }
-assert_size!(V6Key, 20);
+assert_layout!(V6Key, 20, 4);
 
 /// Nexthop flag: the neighbour is resolved and `dmac` is valid.
 pub const NH_F_RESOLVED: u16 = 1 << 0;
@@ -52,7 +54,7 @@ pub struct Nexthop {
     /// `NH_F_*` bits.
     pub flags: u16,
 }
-assert_size!(Nexthop, 24);
+assert_layout!(Nexthop, 24, 4);
 
 impl Nexthop {
     pub const fn is_resolved(&self) -> bool {
@@ -71,7 +73,7 @@ pub struct NexthopInfo {
     /// The gateway; IPv4 in the first four bytes.
     pub gateway: [u8; 16],
 }
-assert_size!(NexthopInfo, 24);
+assert_layout!(NexthopInfo, 24, 4);
 
 /// An ECMP group slot in `GROUPS`: a weighted bucket table of nexthop ids.
 /// A flow picks `buckets[bucket_of(hash, bucket_count)]`.
@@ -84,7 +86,7 @@ pub struct EcmpGroup {
     pub leg_count: u32,
     pub buckets: [u32; ECMP_BUCKETS],
 }
-assert_size!(EcmpGroup, 8 + 4 * ECMP_BUCKETS);
+assert_layout!(EcmpGroup, 8 + 4 * ECMP_BUCKETS, 4);
 
 impl Default for EcmpGroup {
     fn default() -> Self {
@@ -107,7 +109,7 @@ pub struct Port {
     /// `PORT_F_*` bits.
     pub flags: u32,
 }
-assert_size!(Port, 12);
+assert_layout!(Port, 12, 4);
 
 /// A value of `TX_PORTS` (a DEVMAP_HASH keyed by ifindex): the egress
 /// ifindex and nothing else. Four bytes, not the 8-byte `bpf_devmap_val`: a
@@ -120,7 +122,7 @@ assert_size!(Port, 12);
 pub struct TxPort {
     pub ifindex: u32,
 }
-assert_size!(TxPort, 4);
+assert_layout!(TxPort, 4, 4);
 const _: () = assert!(core::mem::align_of::<TxPort>() == 4);
 
 /// Where a packet came from when `finalize` sends it.
@@ -145,7 +147,7 @@ pub struct Xmit {
     /// `XMIT_FROM_*`.
     pub source: u8,
 }
-assert_size!(Xmit, 24);
+assert_layout!(Xmit, 24, 4);
 
 #[cfg(feature = "user")]
 mod user {

@@ -41,7 +41,7 @@ use aya::maps::{
     IterableMap, Map, MapData,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
-use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction};
+use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction, V6Key};
 
 use pf_control::dir24::{Covering, Dir24Error};
 
@@ -205,20 +205,12 @@ impl<'a> RouteWriter<'a> {
     }
 }
 
-/// `struct bpf_lpm_trie_key` with an IPv6 address: the trie's key layout.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct LpmKey6 {
-    prefix_len: u32,
-    address: [u8; 16],
-}
-
-const _: () = assert!(std::mem::size_of::<LpmKey6>() == 20);
-
-fn lpm_key(prefix: Ipv6Net) -> LpmKey6 {
-    LpmKey6 {
+/// The trie's key (`struct bpf_lpm_trie_key` with an IPv6 address), as
+/// `pf_common` defines it for both sides.
+fn lpm_key(prefix: Ipv6Net) -> V6Key {
+    V6Key {
         prefix_len: prefix.prefix_len() as u32,
-        address: prefix.network().octets(),
+        addr: prefix.network().octets(),
     }
 }
 
@@ -226,8 +218,8 @@ fn lpm_key(prefix: Ipv6Net) -> LpmKey6 {
 /// kernel has them, single writes otherwise. [`KernelTrie`] is the
 /// datapath's; the unit tests use a fake to drive the fallbacks.
 trait V6Table {
-    fn update_batch(&mut self, keys: &[LpmKey6], values: &[u32]) -> Result<(), batch::BatchError>;
-    fn delete_batch(&mut self, keys: &[LpmKey6]) -> Result<(), batch::BatchError>;
+    fn update_batch(&mut self, keys: &[V6Key], values: &[u32]) -> Result<(), batch::BatchError>;
+    fn delete_batch(&mut self, keys: &[V6Key]) -> Result<(), batch::BatchError>;
     fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String>;
     fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String>;
 }
@@ -236,11 +228,11 @@ trait V6Table {
 struct KernelTrie(LpmTrie<MapData, [u8; 16], u32>);
 
 impl V6Table for KernelTrie {
-    fn update_batch(&mut self, keys: &[LpmKey6], values: &[u32]) -> Result<(), batch::BatchError> {
+    fn update_batch(&mut self, keys: &[V6Key], values: &[u32]) -> Result<(), batch::BatchError> {
         batch::update(self.0.map().fd().as_fd(), keys, values)
     }
 
-    fn delete_batch(&mut self, keys: &[LpmKey6]) -> Result<(), batch::BatchError> {
+    fn delete_batch(&mut self, keys: &[V6Key]) -> Result<(), batch::BatchError> {
         batch::delete(self.0.map().fd().as_fd(), keys)
     }
 
@@ -260,7 +252,7 @@ impl V6Table for KernelTrie {
 struct TrieWriter<T = KernelTrie> {
     trie: T,
     batches: bool,
-    keys: Vec<LpmKey6>,
+    keys: Vec<V6Key>,
     values: Vec<u32>,
 }
 
@@ -543,14 +535,14 @@ mod tests {
         single_calls: usize,
     }
 
-    fn prefix_of(key: &LpmKey6) -> Ipv6Net {
-        Ipv6Net::new(key.address.into(), key.prefix_len as u8).unwrap()
+    fn prefix_of(key: &V6Key) -> Ipv6Net {
+        Ipv6Net::new(key.addr.into(), key.prefix_len as u8).unwrap()
     }
 
     impl FakeTrie {
         fn batch(
             &mut self,
-            keys: &[LpmKey6],
+            keys: &[V6Key],
             mut apply: impl FnMut(&mut Self, usize, Ipv6Net),
         ) -> Result<(), batch::BatchError> {
             self.batch_calls += 1;
@@ -577,7 +569,7 @@ mod tests {
     impl V6Table for FakeTrie {
         fn update_batch(
             &mut self,
-            keys: &[LpmKey6],
+            keys: &[V6Key],
             values: &[u32],
         ) -> Result<(), batch::BatchError> {
             self.batch(keys, |trie, i, prefix| {
@@ -585,7 +577,7 @@ mod tests {
             })
         }
 
-        fn delete_batch(&mut self, keys: &[LpmKey6]) -> Result<(), batch::BatchError> {
+        fn delete_batch(&mut self, keys: &[V6Key]) -> Result<(), batch::BatchError> {
             self.batch(keys, |trie, _, prefix| {
                 trie.entries.remove(&prefix);
             })

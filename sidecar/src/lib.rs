@@ -7,6 +7,7 @@
 //! `MapWriter`; [`datapath`] implements that writer on the maps
 //! `fast_path` reads. The [`daemon`] wires the two together.
 
+pub mod attach;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -22,6 +23,7 @@ pub mod ports;
 pub mod query;
 pub mod redirect_errors;
 pub mod source;
+pub mod state;
 
 /// The XDP object built from `ebpf/` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pf-ebpf.o"));

@@ -5,10 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use pf_common::Mode;
 use pf_sidecar::{
-    cli::{
-        attach::{self, AttachMode, AttachOptions},
-        diff, exit, feasibility, lookup, status, watch, DEFAULT_PIN_DIR,
-    },
+    attach::{self, AttachMode, AttachOptions},
+    cli::{diff, exit, feasibility, lookup, status, watch, DEFAULT_PIN_DIR},
     config::{Config, Overrides},
     datapath::Capacities,
 };

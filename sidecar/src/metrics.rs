@@ -13,7 +13,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::daemon::DaemonState;
+use crate::state::DaemonState;
 
 /// One table's use against its capacity.
 #[derive(Debug, Clone)]

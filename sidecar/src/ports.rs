@@ -23,10 +23,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::{
-        attach::{attach_and_pin, AttachMode},
-        link_pin,
-    },
+    attach::{attach_and_pin, link_pin, AttachMode},
     datapath::{
         pins::{self, PinLock},
         DatapathMaps, Programs,
@@ -82,7 +79,7 @@ pub struct Ports {
 }
 
 fn ifindex_of(name: &str) -> Option<u32> {
-    crate::cli::ifindex(name).ok()
+    crate::attach::ifindex(name).ok()
 }
 
 impl Ports {
@@ -104,7 +101,7 @@ impl Ports {
         }
         let mut ports = Vec::new();
         for name in interfaces {
-            let index = crate::cli::ifindex(name)?;
+            let index = crate::attach::ifindex(name)?;
             maps.add_tx_port(index)?;
             if let Ok(failures) = &failures {
                 failures.watch(index)?;

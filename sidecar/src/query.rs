@@ -87,7 +87,7 @@ fn parse_request(line: &[u8]) -> Result<(), Vec<u8>> {
 }
 
 pub fn socket_path(pin_dir: &Path) -> PathBuf {
-    crate::daemon::state_path(pin_dir)
+    crate::state::state_path(pin_dir)
         .with_extension("")
         .with_extension("sock")
 }

@@ -360,7 +360,7 @@ impl RedirectFailures {
                         "the program for xdp:{} was refused: {} {}",
                         tracepoint.name,
                         sys::describe(&e.error),
-                        crate::kernel_probe::bpf::log_reason(&e.log).unwrap_or_default()
+                        crate::datapath::verifier_log::log_reason(&e.log).unwrap_or_default()
                     )
                 })?;
             let event = perf_event_open(tracepoint.id)

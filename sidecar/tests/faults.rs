@@ -18,7 +18,7 @@ use integration_tests::{
 };
 use ipnet::IpNet;
 use pf_control::fpm::frame;
-use pf_sidecar::{daemon::read_state, pinned_maps::PinnedMaps};
+use pf_sidecar::{pinned_maps::PinnedMaps, state::read_state};
 use support::{Daemon, SIDECAR};
 
 #[test]

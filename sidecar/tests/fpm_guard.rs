@@ -27,7 +27,7 @@ use integration_tests::{
 };
 use ipnet::IpNet;
 use pf_control::fpm::frame;
-use pf_sidecar::{daemon::read_state, pinned_maps::PinnedMaps};
+use pf_sidecar::{pinned_maps::PinnedMaps, state::read_state};
 use support::{converge, lab_addresses, Daemon, SIDECAR};
 
 fn kind_at(daemon: &Daemon, address: &str) -> String {
@@ -45,7 +45,7 @@ fn wait_for(what: &str, daemon: &Daemon, within: Duration, mut done: impl FnMut(
     }
 }
 
-fn state(daemon: &Daemon) -> pf_sidecar::daemon::DaemonState {
+fn state(daemon: &Daemon) -> pf_sidecar::state::DaemonState {
     read_state(&daemon.pin_dir).expect("the daemon's state")
 }
 

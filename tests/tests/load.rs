@@ -100,9 +100,8 @@ fn tx_ports_has_four_byte_values_and_fast_path_attaches_in_generic_mode() {
 
         let (mut datapath, _) = Datapath::load_current(&Capacities::default(), &pin_dir).unwrap();
         let program = datapath.fast_path().unwrap();
-        let link =
-            pf_sidecar::cli::attach::try_attach(program, "veth0", aya::programs::XdpMode::Skb)
-                .expect("generic attach");
+        let link = pf_sidecar::attach::try_attach(program, "veth0", aya::programs::XdpMode::Skb)
+            .expect("generic attach");
         let shown = std::process::Command::new("ip")
             .args(["-d", "link", "show", "veth0"])
             .output()

@@ -17,7 +17,7 @@ use aya::{
 };
 use serde::Serialize;
 
-use super::{attach::AttachMode, link_pin};
+use crate::attach::{link_pin, AttachMode};
 use crate::{
     datapath::{tx_ports, Capacities, Datapath},
     kernel_probe::{
@@ -549,7 +549,7 @@ fn datapath_checks(options: &Options, trial: &crate::datapath::TrialLoad) -> Vec
                 format!("datapath: program {name}"),
                 false,
                 true,
-                match probe::log_reason(&refused.log_tail) {
+                match crate::datapath::verifier_log::log_reason(&refused.log_tail) {
                     Some(last) => format!("rejected: {last} ({})", refused.error),
                     None => format!("rejected: {}", refused.error),
                 },
@@ -699,7 +699,7 @@ fn trial_attach(
     let mut results = Vec::new();
     for mode in [XdpMode::Driver, XdpMode::Skb] {
         // Attached through a bpf_link, as run does; dropping it detaches.
-        let result = super::attach::try_attach(program, ifname, mode)
+        let result = crate::attach::try_attach(program, ifname, mode)
             .map(drop)
             .map_err(|e| (e.message, e.errno));
         results.push(result);

@@ -1,13 +1,10 @@
 //! Operator commands that work on the pinned datapath.
 
-pub mod attach;
 pub mod diff;
 pub mod feasibility;
 pub mod lookup;
 pub mod status;
 pub mod watch;
-
-use std::path::PathBuf;
 
 /// Where maps, programs and links are pinned unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pf-sidecar";
@@ -19,20 +16,6 @@ pub mod exit {
     pub const DRIFT: u8 = 1;
     /// Bad configuration, or the command could not do its job.
     pub const ERROR: u8 = 2;
-}
-
-pub fn link_pin(pin_dir: &std::path::Path, ifname: &str) -> PathBuf {
-    pin_dir.join(format!("link_{ifname}"))
-}
-
-pub fn ifindex(ifname: &str) -> anyhow::Result<u32> {
-    let name = std::ffi::CString::new(ifname)?;
-    // SAFETY: a valid NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        anyhow::bail!("no interface named {ifname} in this network namespace");
-    }
-    Ok(index)
 }
 
 /// Moves the calling thread into the named network namespace. Call before

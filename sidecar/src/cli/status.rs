@@ -35,7 +35,7 @@ pub struct Status {
     /// The datapath ignores the route cache because the heartbeat is stale.
     pub fail_safe_active: bool,
     pub program_ids: Vec<(String, u32)>,
-    pub daemon: Option<crate::daemon::DaemonState>,
+    pub daemon: Option<crate::state::DaemonState>,
     /// Table use against capacity (use is known while the daemon runs).
     pub occupancy: Vec<Occupancy>,
     /// Over how long the rates were measured.
@@ -147,8 +147,8 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
             rate_per_s: rates.as_ref().map(|r| r[i]),
         })
         .collect();
-    let daemon = crate::daemon::read_state(pin_root);
-    let used = |f: fn(&crate::daemon::DaemonState) -> u64| daemon.as_ref().map(f);
+    let daemon = crate::state::read_state(pin_root);
+    let used = |f: fn(&crate::state::DaemonState) -> u64| daemon.as_ref().map(f);
     let occupancy = vec![
         Occupancy {
             table: "IPv4 second-level groups (V4_TBL8)",
@@ -215,7 +215,7 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
 
 /// [`crate::frr_offload::warnings`] for each zebra of this namespace,
 /// with what the daemon says (no daemon: nobody answers).
-fn frr_warnings(daemon: Option<&crate::daemon::DaemonState>) -> Vec<String> {
+fn frr_warnings(daemon: Option<&crate::state::DaemonState>) -> Vec<String> {
     let sidecar = crate::frr_offload::Sidecar {
         offload_replies: daemon.is_none_or(|d| d.offload_replies),
         connected: Some(daemon.is_some_and(|d| d.fpm_connected)),

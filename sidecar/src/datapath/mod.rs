@@ -8,6 +8,7 @@ pub mod route_writer;
 pub mod sys;
 pub mod test_run;
 pub mod tx_ports;
+pub mod verifier_log;
 
 use std::{
     os::fd::{AsFd, BorrowedFd},
@@ -112,9 +113,9 @@ impl Refused {
                 verifier_log,
             } => Self {
                 error: format!("BPF_PROG_LOAD: {io_error}"),
-                log_tail: crate::kernel_probe::bpf::log_tail(
+                log_tail: verifier_log::log_tail(
                     &verifier_log.to_string(),
-                    crate::kernel_probe::bpf::LOG_TAIL_LINES,
+                    verifier_log::LOG_TAIL_LINES,
                 ),
             },
             other => Self {

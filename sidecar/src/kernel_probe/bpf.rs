@@ -11,6 +11,7 @@ use crate::datapath::{
         self, insn, MapSpec, ProgLoadError, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY,
         BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_PROG_ARRAY, BPF_PROG_TYPE_XDP,
     },
+    verifier_log::{log_reason, log_tail, LOG_TAIL_LINES},
 };
 
 const MOV64_IMM: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
@@ -22,28 +23,6 @@ const PSEUDO_MAP_FD: u8 = 1;
 const PSEUDO_CALL: u8 = 1;
 const FUNC_TAIL_CALL: i32 = 12;
 const XDP_PASS: i32 = 2;
-
-/// How many lines of a verifier log a report keeps.
-pub const LOG_TAIL_LINES: usize = 12;
-
-/// The last `lines` non-empty lines of a verifier log.
-pub fn log_tail(log: &str, lines: usize) -> String {
-    let kept: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    kept[kept.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The line of a verifier log that says why: the last one that is not one
-/// of the statistics the verifier appends ("processed N insns", stack
-/// depth, verification time).
-pub fn log_reason(log: &str) -> Option<&str> {
-    log.lines().rev().map(str::trim).find(|line| {
-        !line.is_empty()
-            && !line.starts_with("processed ")
-            && !line.starts_with("stack depth ")
-            && !line.starts_with("verification time ")
-            && !line.starts_with("-- END PROG LOAD LOG --")
-    })
-}
 
 /// What the verifier said about a probe program.
 #[derive(Debug, Clone)]
@@ -248,24 +227,6 @@ pub fn mmapable_array() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_reason_skips_the_statistics_the_verifier_appends() {
-        let log = "0: (85) call bpf_tail_call#12\ntail_calls are not allowed in non-JITed programs with bpf-to-bpf calls\nprocessed 3 insns (limit 1000000) max_states_per_insn 0\n";
-        assert_eq!(
-            log_reason(log),
-            Some("tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls")
-        );
-        assert_eq!(log_reason("processed 0 insns\n"), None);
-    }
-
-    #[test]
-    fn the_log_tail_keeps_the_last_non_empty_lines() {
-        let log = "a\n\nb\nc\n\n";
-        assert_eq!(log_tail(log, 2), "b\nc");
-        assert_eq!(log_tail(log, 10), "a\nb\nc");
-        assert_eq!(log_tail("", 3), "");
-    }
 
     #[test]
     fn instructions_are_laid_out_as_the_kernel_reads_them() {

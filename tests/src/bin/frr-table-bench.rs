@@ -146,7 +146,7 @@ fn main() {
             }
         }
         if maps_done.is_none() {
-            let state = pf_sidecar::daemon::read_state(std::path::Path::new(&pin_dir));
+            let state = pf_sidecar::state::read_state(std::path::Path::new(&pin_dir));
             let programmed = state
                 .map(|s| s.programmer.routes_v4 + s.programmer.routes_v6)
                 .unwrap_or(0);

@@ -27,7 +27,7 @@ use integration_tests::{
 use ipnet::Ipv4Net;
 use pf_common::{layout::NH_F_RESOLVED, Config, Counter, Mode, Nexthop, RouteAction, RouteKind};
 use pf_sidecar::{
-    cli::attach::{attach, detach, AttachMode, AttachOptions},
+    attach::{attach, detach, AttachMode, AttachOptions},
     datapath::{test_run::run_xdp_live, Capacities, Datapath},
 };
 

@@ -6,7 +6,6 @@ use anyhow::{bail, Context};
 use aya::programs::{links::FdLink, ProgramError, XdpError, XdpMode};
 use pf_common::{config::CFG_F_DRY_RUN, Config, Mode};
 
-use super::{ifindex, link_pin};
 use crate::{
     datapath::{pins, tx_ports, Capacities, Datapath},
     kernel_probe::{self, Kernel},
@@ -278,4 +277,20 @@ pub fn detach(
         }
     }
     Ok(detached)
+}
+
+/// Where the XDP link of `ifname` is pinned.
+pub fn link_pin(pin_dir: &std::path::Path, ifname: &str) -> std::path::PathBuf {
+    pin_dir.join(format!("link_{ifname}"))
+}
+
+/// The index of `ifname` in this network namespace.
+pub fn ifindex(ifname: &str) -> anyhow::Result<u32> {
+    let name = std::ffi::CString::new(ifname)?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        anyhow::bail!("no interface named {ifname} in this network namespace");
+    }
+    Ok(index)
 }

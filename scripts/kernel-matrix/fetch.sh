@@ -129,6 +129,11 @@ fetch_kernel() {
   vmlinuz=$(find "$tmp" \( -name 'vmlinuz-*' -o -name vmlinuz \) -type f | head -1)
   [ -n "$vmlinuz" ] || die "no vmlinuz in $deb"
   release=$(basename "$(dirname "$(find "$tmp" -path '*/modules/*/kernel' -type d | head -1)")")
+  # Never cache another series' kernel under this suite's name.
+  case $release in
+    "$series"*) ;;
+    *) rm -rf "$tmp"; die "$suite/$arch resolved to $pkg ($deb) but it holds kernel $release, not $series" ;;
+  esac
   mkdir -p "$dest.part"
   cp "$vmlinuz" "$dest.part/vmlinuz"
   # Only what the guests load: the modules below and their dependencies.

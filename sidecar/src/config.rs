@@ -601,6 +601,44 @@ fn validate_interfaces(interfaces: &[String]) -> Result<(), ConfigError> {
 }
 
 /// What a TOML value is, in words.
+/// Every key, at any depth, is a plain name. The `config` crate reads a key
+/// as a path, `a[N]` as index N of an array it grows to that length, so a
+/// quoted key such as `"x[99999999999]"` would allocate terabytes and abort
+/// the process.
+fn check_key_names(
+    table: &std::collections::HashMap<String, config::Value>,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let plain = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !plain {
+            return Err(ConfigError::Read(format!(
+                "key {name:?}: keys are names of letters, digits, `_` and `-`"
+            )));
+        }
+        match &value.kind {
+            config::ValueKind::Table(inner) => check_key_names(inner, &name)?,
+            config::ValueKind::Array(items) => {
+                for item in items {
+                    if let config::ValueKind::Table(inner) = &item.kind {
+                        check_key_names(inner, &name)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn kind_name(kind: &config::ValueKind) -> &'static str {
     use config::ValueKind as K;
     match kind {
@@ -672,6 +710,7 @@ fn check_types(text: &str, file: &Path) -> Result<(), ConfigError> {
             expected: format!("expected {expected}, found {}{hint}", kind_name(value)),
         }
     };
+    check_key_names(&given, "")?;
     for (section, value) in &given {
         let Some(ValueKind::Table(default_keys)) = defaults.get(section).map(|d| &d.kind) else {
             continue;
@@ -988,6 +1027,24 @@ mod example {
                 EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} = "))),
                 "{key} is not in the example"
             );
+        }
+    }
+
+    #[test]
+    fn a_key_that_reads_as_an_array_index_is_refused_not_allocated() {
+        for text in [
+            "[ \"6[ 33333333331111]\"]\n",
+            "[general]\n\"log_level[99999999999]\" = 1\n",
+            "[general]\nx = { \"a[99999999999]\" = 1 }\n",
+        ] {
+            let err = Config::load_text(
+                Some(text),
+                Path::new("bad.toml"),
+                &[],
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("keys are names"), "{text}: {err}");
         }
     }
 }

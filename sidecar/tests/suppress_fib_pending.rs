@@ -17,10 +17,7 @@
 
 mod support;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use integration_tests::{
     frr::{Frr, FrrConfig},
@@ -76,15 +73,8 @@ fn on_fast_path(kind: &str) -> bool {
     !matches!(kind, "Miss" | "Fib") && !kind.starts_with("no maps")
 }
 
-fn frr_warnings(lab: &Lab, daemon: &Daemon) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
-        .args(["--netns", &lab.router.name, "--pin-dir"])
-        .arg(&daemon.pin_dir)
-        .args(["status", "--json", "--rate-interval-ms", "0"])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    status["frr_warnings"]
+fn frr_warnings(daemon: &Daemon) -> Vec<String> {
+    daemon.status()["frr_warnings"]
         .as_array()
         .into_iter()
         .flatten()
@@ -240,8 +230,8 @@ fn bgp_advertises_what_the_router_forwards_once_the_sidecar_answers_for_it() {
         wait_until(
             "status warns about this FRR",
             20,
-            || frr_warnings(&lab, &daemon).iter().any(|w| w.contains(why)),
-            || format!("{:?}\n{}", frr_warnings(&lab, &daemon), daemon.log()),
+            || frr_warnings(&daemon).iter().any(|w| w.contains(why)),
+            || format!("{:?}\n{}", frr_warnings(&daemon), daemon.log()),
         );
         wait_until(
             "the maps hold the fast-path route",

@@ -134,6 +134,18 @@ impl Daemon {
         }
     }
 
+    /// `pf-sidecar status --json` (rates off): the JSON, or Null if it
+    /// printed none.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(&self.bin)
+            .args(["--netns", &self.netns, "--pin-dir"])
+            .arg(&self.pin_dir)
+            .args(["status", "--json", "--rate-interval-ms", "0"])
+            .output()
+            .expect("run pf-sidecar status");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     /// Connects to the daemon's FPM listener in `ns` as zebra would.
     pub fn connect_fpm(&self, ns: &NetNs, port: u16) -> std::net::TcpStream {
         ns.enter(|| {

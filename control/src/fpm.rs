@@ -154,6 +154,25 @@ pub fn frame(messages: &[&[u8]]) -> Vec<u8> {
     out.to_vec()
 }
 
+/// Which bound a session broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete frame within `idle` of the connect.
+    Idle,
+    /// A frame begun and not completed within `frame`.
+    PartialFrame,
+}
+
+impl Expiry {
+    /// A stable label for counters.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Expiry::Idle => "idle",
+            Expiry::PartialFrame => "partial_frame",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

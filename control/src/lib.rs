@@ -10,6 +10,7 @@
 //! zebra's replay after a connect, and [`events`] are what the daemon
 //! publishes. pf-sidecar owns the sockets, the maps and the clock.
 
+pub mod controller;
 pub mod decode;
 pub mod dir24;
 pub mod drift;

@@ -475,6 +475,14 @@ impl Config {
         })
     }
 
+    /// `routes.from` (validated: anything but `kernel` is `fpm`).
+    pub fn route_source(&self) -> pf_control::rib::Source {
+        match self.routes.from.as_str() {
+            "kernel" => pf_control::rib::Source::Kernel,
+            _ => pf_control::rib::Source::Fpm,
+        }
+    }
+
     pub fn datapath_mode(&self) -> Option<pf_common::Mode> {
         use pf_common::Mode;
         [Mode::CacheAndFib, Mode::FibOnly, Mode::CacheOnly]

@@ -23,6 +23,16 @@ pub struct TableUse {
     pub capacity: u64,
 }
 
+impl TableUse {
+    pub fn new(table: &'static str, used: usize, capacity: u32) -> Self {
+        Self {
+            table,
+            used: used as u64,
+            capacity: capacity.into(),
+        }
+    }
+}
+
 /// What a scrape shows.
 pub struct Snapshot<'a> {
     pub state: &'a DaemonState,
@@ -125,13 +135,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &mut out,
         "pf_sidecar_routes",
         &[("family", "ipv4")],
-        d.programmer.routes_v4 as f64,
+        d.control.programmer.routes_v4 as f64,
     );
     sample(
         &mut out,
         "pf_sidecar_routes",
         &[("family", "ipv6")],
-        d.programmer.routes_v6 as f64,
+        d.control.programmer.routes_v6 as f64,
     );
     family(
         &mut out,
@@ -143,13 +153,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
         &mut out,
         "pf_sidecar_routes_deferred",
         &[("family", "ipv4")],
-        d.programmer.deferred_v4 as f64,
+        d.control.programmer.deferred_v4 as f64,
     );
     sample(
         &mut out,
         "pf_sidecar_routes_deferred",
         &[("family", "ipv6")],
-        d.programmer.deferred_v6 as f64,
+        d.control.programmer.deferred_v6 as f64,
     );
     single(
         &mut out,
@@ -206,7 +216,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Routes left to bpf_fib_lookup for a reason the operator can act on (more than 64 ECMP legs, a full table), by reason.",
     );
-    for (reason, count) in pf_control::left_to_kernel::counts(&d.programmer) {
+    for (reason, count) in pf_control::left_to_kernel::counts(&d.control.programmer) {
         sample(
             &mut out,
             "pf_sidecar_routes_left_to_kernel_total",
@@ -221,10 +231,10 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "Offload replies to zebra (fpm.offload_replies), one per route and FPM frame: sent (handed to the session, whatever the flag), kernel (of those, RTM_F_OFFLOAD for a route the kernel forwards after XDP_PASS), failed (of those, RTM_F_OFFLOAD_FAILED: nothing forwards the route), dropped (not sent, zebra was not reading).",
     );
     for (result, value) in [
-        ("sent", d.offload_replies_sent),
-        ("kernel", d.offload_replies_kernel),
-        ("failed", d.offload_replies_failed),
-        ("dropped", d.offload_replies_dropped),
+        ("sent", d.control.offload_replies_sent),
+        ("kernel", d.control.offload_replies_kernel),
+        ("failed", d.control.offload_replies_failed),
+        ("dropped", d.control.offload_replies_dropped),
     ] {
         sample(
             &mut out,
@@ -238,28 +248,28 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "pf_sidecar_kernel_synced",
         "gauge",
         "1 once the kernel dump has been applied.",
-        flag(d.kernel_synced),
+        flag(d.control.kernel_synced),
     );
     single(
         &mut out,
         "pf_sidecar_kernel_resyncs_total",
         "counter",
         "Full resyncs with the kernel (start, overruns).",
-        d.kernel_resyncs as f64,
+        d.control.kernel_resyncs as f64,
     );
     single(
         &mut out,
         "pf_sidecar_fpm_connected",
         "gauge",
         "1 while zebra's FPM session is open.",
-        flag(d.fpm_connected),
+        flag(d.control.fpm_connected),
     );
     single(
         &mut out,
         "pf_sidecar_fpm_replay_complete",
         "gauge",
         "1 once zebra's replay after the last connect has been swept.",
-        flag(d.fpm_replay_complete),
+        flag(d.control.fpm_replay_complete),
     );
     single(
         &mut out,
@@ -300,8 +310,8 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "FPM sessions dropped by the listener's bounds: idle (no complete frame within fpm.idle_timeout_ms), partial_frame (a frame not completed within fpm.frame_timeout_ms).",
     );
     for (reason, value) in [
-        ("idle", d.fpm_dropped_idle),
-        ("partial_frame", d.fpm_dropped_partial_frame),
+        ("idle", d.control.fpm_dropped_idle),
+        ("partial_frame", d.control.fpm_dropped_partial_frame),
     ] {
         sample(
             &mut out,
@@ -315,9 +325,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "pf_sidecar_routes_stale",
         "gauge",
         "1 while the route source has been gone longer than routes.stale_after_ms and its routes are left to bpf_fib_lookup.",
-        flag(d.routes_stale),
+        flag(d.control.routes_stale),
     );
-    if let Some(ms) = d.route_source_down_ms {
+    if let Some(ms) = d.control.route_source_down_ms {
         single(
             &mut out,
             "pf_sidecar_route_source_down_seconds",
@@ -331,9 +341,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "pf_sidecar_fpm_frame_errors_total",
         "counter",
         "Malformed FPM frames (each closed the session).",
-        d.fpm_frame_errors as f64,
+        d.control.fpm_frame_errors as f64,
     );
-    if let Some(age) = d.fpm_last_message_age_ms {
+    if let Some(age) = d.control.fpm_last_message_age_ms {
         single(
             &mut out,
             "pf_sidecar_fpm_last_message_age_seconds",
@@ -347,28 +357,28 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "pf_sidecar_decode_errors_total",
         "counter",
         "Messages that could not be decoded (skipped).",
-        d.decode_errors as f64,
+        d.control.decode_errors as f64,
     );
     single(
         &mut out,
         "pf_sidecar_rib_events_total",
         "counter",
         "Decoded events applied to the RIB.",
-        d.rib.events as f64,
+        d.control.rib.events as f64,
     );
     single(
         &mut out,
         "pf_sidecar_resync_swept_total",
         "counter",
         "Entries a resync found stale and removed.",
-        d.rib.swept as f64,
+        d.control.rib.swept as f64,
     );
     single(
         &mut out,
         "pf_sidecar_map_write_errors_total",
         "counter",
         "Map writes the kernel refused.",
-        d.programmer.write_errors as f64,
+        d.control.programmer.write_errors as f64,
     );
     single(
         &mut out,
@@ -452,12 +462,15 @@ mod tests {
     #[test]
     fn the_page_has_help_and_type_for_every_family_and_escapes_labels() {
         let mut state = DaemonState {
-            fpm_connected: true,
-            fpm_last_message_age_ms: Some(1500),
+            control: pf_control::controller::ControlStatus {
+                fpm_connected: true,
+                fpm_last_message_age_ms: Some(1500),
+                fpm_dropped_idle: 1,
+                routes_stale: true,
+                route_source_down_ms: Some(31_000),
+                ..Default::default()
+            },
             fpm_refused_user: 3,
-            fpm_dropped_idle: 1,
-            routes_stale: true,
-            route_source_down_ms: Some(31_000),
             live: true,
             interfaces: vec![
                 crate::ports::PortState {
@@ -480,11 +493,11 @@ mod tests {
             .redirect_failures
             .per_interface
             .insert("eth1".into(), 7);
-        state.programmer.unsupported_routes = 3;
-        state.offload_replies_sent = 9;
-        state.offload_replies_kernel = 4;
-        state.offload_replies_failed = 1;
-        state.offload_replies_dropped = 2;
+        state.control.programmer.unsupported_routes = 3;
+        state.control.offload_replies_sent = 9;
+        state.control.offload_replies_kernel = 4;
+        state.control.offload_replies_failed = 1;
+        state.control.offload_replies_dropped = 2;
         let page = render(&Snapshot {
             state: &state,
             counters: &[(Counter::RedirectCache, 42)],

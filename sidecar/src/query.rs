@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::Context;
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -20,29 +19,12 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use pf_control::{programmer::Target, rib::Source};
-
 /// The request for [`RouteView`].
 pub const ROUTE_VIEW: &str = "route-view";
 /// A request line longer than this is refused.
 const MAX_REQUEST: u64 = 256;
 
-/// The routes the daemon wants programmed, as its RIB holds them.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RouteView {
-    pub route_source: Source,
-    /// For FPM: whether the last replay was declared complete.
-    pub replay_complete: bool,
-    /// For FPM: the session with zebra is open now. While it is down the
-    /// routes are what zebra last said, and routes changed since are not
-    /// in them.
-    #[serde(default)]
-    pub fpm_connected: bool,
-    /// Milliseconds since the last FPM message (how old the view can be).
-    #[serde(default)]
-    pub fpm_last_message_age_ms: Option<u64>,
-    pub routes: Vec<(IpNet, Target)>,
-}
+pub use pf_control::controller::RouteView;
 
 /// What the socket answers a request it cannot serve.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -175,6 +157,7 @@ pub fn route_view(pin_dir: &Path) -> anyhow::Result<RouteView> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pf_control::{programmer::Target, rib::Source};
 
     fn ask(path: &Path, request: &[u8]) -> serde_json::Value {
         let mut stream = UnixStream::connect(path).unwrap();

@@ -68,9 +68,9 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
         let step = format!("zebra's restart {round} of 10");
         // The new zebra connects (it retries every 3 s) and replays.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !read_state(&daemon.pin_dir)
-            .is_some_and(|s| s.fpm_sessions > round && s.fpm_connected && s.fpm_replay_complete)
-        {
+        while !read_state(&daemon.pin_dir).is_some_and(|s| {
+            s.fpm_sessions > round && s.control.fpm_connected && s.control.fpm_replay_complete
+        }) {
             assert!(
                 Instant::now() < deadline,
                 "{step}: zebra never replayed\n{}",
@@ -86,7 +86,7 @@ fn zebra_killed_ten_times_during_churn_leaves_the_maps_equal_to_frr_after_each_r
         "one session per zebra: {}",
         state.fpm_sessions
     );
-    assert!(state.rib.resyncs >= 11);
+    assert!(state.control.rib.resyncs >= 11);
 }
 
 fn kind_at(daemon: &Daemon, address: &str) -> String {
@@ -127,7 +127,8 @@ fn an_fpm_session_cut_mid_frame_applies_nothing_of_that_frame_and_the_next_repla
     });
     drop(session);
     wait_for("the cut was counted", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.fpm_frame_errors == 1 && !s.fpm_connected)
+        read_state(&daemon.pin_dir)
+            .is_some_and(|s| s.control.fpm_frame_errors == 1 && !s.control.fpm_connected)
     });
     assert_eq!(
         kind_at(&daemon, "203.0.113.200"),
@@ -146,7 +147,8 @@ fn an_fpm_session_cut_mid_frame_applies_nothing_of_that_frame_and_the_next_repla
         .write_all(&frame(&[&gateway, &route_message(replayed, 1)]))
         .unwrap();
     wait_for("the replay was swept", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.fpm_replay_complete && s.fpm_sessions == 2)
+        read_state(&daemon.pin_dir)
+            .is_some_and(|s| s.control.fpm_replay_complete && s.fpm_sessions == 2)
     });
     assert_eq!(kind_at(&daemon, "198.51.100.130"), "Nexthop");
     assert_eq!(
@@ -172,7 +174,7 @@ fn full_tables_leave_the_overflow_to_the_kernel_count_it_and_never_use_a_wrong_n
     r.ip(&["route", "add", "203.0.113.64/26", "via", "198.51.100.66"]);
     r.ip(&["route", "add", "203.0.113.128/26", "via", "198.51.100.3"]);
     wait_for("the routes were programmed", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.programmer.overflow_nexthops >= 1)
+        read_state(&daemon.pin_dir).is_some_and(|s| s.control.programmer.overflow_nexthops >= 1)
     });
     assert_eq!(kind_at(&daemon, "203.0.113.10"), "Nexthop");
     assert_eq!(kind_at(&daemon, "203.0.113.70"), "Nexthop");
@@ -243,16 +245,17 @@ fn a_deferred_ipv4_block_is_installed_once_a_second_level_group_frees_up() {
     );
     let r = &lab.router;
     wait_for("the kernel dump was applied", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.kernel_synced && s.v4_tbl8_groups == 3)
+        read_state(&daemon.pin_dir)
+            .is_some_and(|s| s.control.kernel_synced && s.v4_tbl8_groups == 3)
     });
     assert_eq!(
-        read_state(&daemon.pin_dir).map(|s| s.programmer.deferred_v4),
+        read_state(&daemon.pin_dir).map(|s| s.control.programmer.deferred_v4),
         Some(0),
         "the router's own addresses fit"
     );
     r.ip(&["route", "add", "203.0.113.0/26", "via", "198.51.100.2"]);
     wait_for("the /26 was deferred", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.programmer.deferred_v4 == 1)
+        read_state(&daemon.pin_dir).is_some_and(|s| s.control.programmer.deferred_v4 == 1)
     });
     assert_eq!(
         kind_at(&daemon, "203.0.113.10"),
@@ -266,7 +269,7 @@ fn a_deferred_ipv4_block_is_installed_once_a_second_level_group_frees_up() {
     });
     // The state file follows at the next heartbeat.
     wait_for("status counts no deferred prefix", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.programmer.deferred_v4 == 0)
+        read_state(&daemon.pin_dir).is_some_and(|s| s.control.programmer.deferred_v4 == 0)
     });
     daemon.assert_diff_clean("kernel", None, "after the block was installed");
 }
@@ -319,8 +322,9 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     let mut zebra = daemon.connect_fpm(&lab.router, port);
     replay(&mut zebra, r1, &routes);
     wait_for("the first load", &daemon, || {
-        read_state(&daemon.pin_dir)
-            .is_some_and(|s| s.fpm_replay_complete && s.programmer.routes_v4 >= 300_000)
+        read_state(&daemon.pin_dir).is_some_and(|s| {
+            s.control.fpm_replay_complete && s.control.programmer.routes_v4 >= 300_000
+        })
     });
     assert_eq!(kind_at(&daemon, "203.0.113.10"), "Nexthop");
 
@@ -349,7 +353,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     drop(zebra);
     // One session at a time: the next is accepted once this one is gone.
     wait_for("the first session closed", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| !s.fpm_connected)
+        read_state(&daemon.pin_dir).is_some_and(|s| !s.control.fpm_connected)
     });
     let mut zebra = daemon.connect_fpm(&lab.router, port);
     let streamer = {
@@ -368,7 +372,8 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
     let mut zebra = daemon.connect_fpm(&lab.router, port);
     replay(&mut zebra, r1, &routes[..250_000]);
     wait_for("the restarted daemon's replay", &daemon, || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.fpm_replay_complete && s.taken_over)
+        read_state(&daemon.pin_dir)
+            .is_some_and(|s| s.control.fpm_replay_complete && s.control.taken_over)
     });
     daemon.assert_diff_clean("fpm", None, "after the restart's replay");
     // Route 250,000 (4.208.144.0/24) and later were left out of the last replay.

@@ -124,7 +124,7 @@ fn a_user_other_than_zebras_cannot_install_a_route_while_zebra_is_away() {
         "the daemon synced",
         &daemon,
         Duration::from_secs(15),
-        || read_state(&daemon.pin_dir).is_some_and(|s| s.kernel_synced),
+        || read_state(&daemon.pin_dir).is_some_and(|s| s.control.kernel_synced),
     );
     // The route an attacker wants: the server's /24 through up1.
     let r1 = lab.router.ifindex("r1");
@@ -182,7 +182,7 @@ fn a_user_other_than_zebras_cannot_install_a_route_while_zebra_is_away() {
     );
     let s = state(&daemon);
     assert_eq!(
-        (s.fpm_sessions, s.fpm_connected),
+        (s.fpm_sessions, s.control.fpm_connected),
         (0, false),
         "no session was ever opened"
     );
@@ -244,14 +244,14 @@ fn a_silent_or_trickling_session_sweeps_nothing_and_is_dropped_after_its_bound()
         .write_all(&frame(&[&gateway, &route_message(kept, 1)]))
         .unwrap();
     wait_for("zebra's replay", &daemon, Duration::from_secs(10), || {
-        read_state(&daemon.pin_dir).is_some_and(|s| s.fpm_replay_complete)
+        read_state(&daemon.pin_dir).is_some_and(|s| s.control.fpm_replay_complete)
             && kind_at(&daemon, SERVER_V4) == "Nexthop"
     });
     drop(zebra);
     wait_for("zebra gone", &daemon, Duration::from_secs(5), || {
-        !state(&daemon).fpm_connected
+        !state(&daemon).control.fpm_connected
     });
-    let swept_before = state(&daemon).rib.swept;
+    let swept_before = state(&daemon).control.rib.swept;
 
     // A session that sends nothing, past replay_quiet_ms and replay_max_ms.
     let connected = Instant::now();
@@ -260,7 +260,7 @@ fn a_silent_or_trickling_session_sweeps_nothing_and_is_dropped_after_its_bound()
         "the silent session",
         &daemon,
         Duration::from_secs(5),
-        || state(&daemon).fpm_connected,
+        || state(&daemon).control.fpm_connected,
     );
     while connected.elapsed() < Duration::from_millis(2200) {
         assert_eq!(
@@ -272,15 +272,15 @@ fn a_silent_or_trickling_session_sweeps_nothing_and_is_dropped_after_its_bound()
         std::thread::sleep(Duration::from_millis(50));
     }
     let s = state(&daemon);
-    assert!(!s.fpm_replay_complete, "silence is no replay");
-    assert_eq!(s.rib.swept, swept_before, "nothing swept");
+    assert!(!s.control.fpm_replay_complete, "silence is no replay");
+    assert_eq!(s.control.rib.swept, swept_before, "nothing swept");
     wait_for(
         "the silent session dropped",
         &daemon,
         Duration::from_secs(5),
         || {
             let s = state(&daemon);
-            s.fpm_dropped_idle == 1 && !s.fpm_connected
+            s.control.fpm_dropped_idle == 1 && !s.control.fpm_connected
         },
     );
     let dropped_after = connected.elapsed();
@@ -318,7 +318,7 @@ fn a_silent_or_trickling_session_sweeps_nothing_and_is_dropped_after_its_bound()
         "the trickling session dropped",
         &daemon,
         Duration::from_secs(6),
-        || state(&daemon).fpm_dropped_partial_frame == 1,
+        || state(&daemon).control.fpm_dropped_partial_frame == 1,
     );
     let dropped_after = started.elapsed();
     assert!(
@@ -327,7 +327,7 @@ fn a_silent_or_trickling_session_sweeps_nothing_and_is_dropped_after_its_bound()
     );
     writer.join().unwrap();
     let s = state(&daemon);
-    assert_eq!(s.rib.swept, swept_before, "nothing swept");
+    assert_eq!(s.control.rib.swept, swept_before, "nothing swept");
     assert_eq!(kind_at(&daemon, SERVER_V4), "Nexthop");
     assert_eq!(
         kind_at(&daemon, "198.51.100.130"),
@@ -449,7 +449,7 @@ fn traffic_stops_being_cached_within_the_grace_after_frr_stops_and_comes_back_wi
         "the session closed",
         &daemon,
         Duration::from_secs(10),
-        || !state(&daemon).fpm_connected,
+        || !state(&daemon).control.fpm_connected,
     );
     let closed = stopped.elapsed();
 
@@ -518,7 +518,7 @@ fn traffic_stops_being_cached_within_the_grace_after_frr_stops_and_comes_back_wi
     let installed = || frr.installed_routes(false);
     converge(&installed, &daemon, &own, "zebra's return");
     wait_for("trusted again", &daemon, Duration::from_secs(10), || {
-        !state(&daemon).routes_stale
+        !state(&daemon).control.routes_stale
     });
     assert_eq!(kind_at(&daemon, SERVER_V4), "Nexthop");
     let before = status(&lab, &daemon);

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use integration_tests::{netns::NetNs, require_root};
-use pf_sidecar::source::kernel::{self, KernelConfig, KernelFeed};
+use pf_sidecar::source::kernel::{self, KernelConfig, KernelItem};
 
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
 
-async fn next(rx: &mut tokio::sync::mpsc::Receiver<KernelFeed>) -> KernelFeed {
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<KernelItem>) -> KernelItem {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("feed stalled")
@@ -39,16 +39,16 @@ fn the_kernel_source_dumps_then_follows_route_and_neighbour_changes() {
             let _thread = kernel::spawn(KernelConfig::default(), tx);
             assert!(matches!(
                 next(&mut rx).await,
-                KernelFeed::ResyncStart { .. }
+                KernelItem::ResyncStart { .. }
             ));
             let mut dumped_routes = 0;
             loop {
                 match next(&mut rx).await {
-                    KernelFeed::Message(m) if message_type(&m) == RTM_NEWROUTE => {
+                    KernelItem::Message(m) if message_type(&m) == RTM_NEWROUTE => {
                         dumped_routes += 1
                     }
-                    KernelFeed::Message(_) => {}
-                    KernelFeed::ResyncDone => break,
+                    KernelItem::Message(_) => {}
+                    KernelItem::ResyncDone => break,
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -80,7 +80,7 @@ fn the_kernel_source_dumps_then_follows_route_and_neighbour_changes() {
             ]);
             let mut seen = (false, false);
             while seen != (true, true) {
-                if let KernelFeed::Message(m) = next(&mut rx).await {
+                if let KernelItem::Message(m) = next(&mut rx).await {
                     match message_type(&m) {
                         RTM_DELROUTE => seen.0 = true,
                         RTM_NEWNEIGH => seen.1 = true,

@@ -157,17 +157,17 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
         },
         Occupancy {
             table: "IPv6 routes (V6_ROUTES)",
-            used: used(|d| d.v6_entries as u64),
+            used: used(|d| d.control.v6_entries as u64),
             capacity: capacity(pin_dir, names::V6_ROUTES),
         },
         Occupancy {
             table: "nexthops (NH_PTR)",
-            used: used(|d| d.nexthops as u64),
+            used: used(|d| d.control.nexthops as u64),
             capacity: capacity(pin_dir, names::NH_PTR),
         },
         Occupancy {
             table: "ECMP groups (GRP_PTR)",
-            used: used(|d| d.ecmp_groups as u64),
+            used: used(|d| d.control.ecmp_groups as u64),
             capacity: capacity(pin_dir, names::GRP_PTR),
         },
     ];
@@ -217,8 +217,8 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
 /// with what the daemon says (no daemon: nobody answers).
 fn frr_warnings(daemon: Option<&crate::state::DaemonState>) -> Vec<String> {
     let sidecar = crate::frr_offload::Sidecar {
-        offload_replies: daemon.is_none_or(|d| d.offload_replies),
-        connected: Some(daemon.is_some_and(|d| d.fpm_connected)),
+        offload_replies: daemon.is_none_or(|d| d.control.offload_replies),
+        connected: Some(daemon.is_some_and(|d| d.control.fpm_connected)),
     };
     crate::frr_offload::find()
         .iter()
@@ -296,13 +296,17 @@ pub fn render(status: &Status) -> String {
         Some(d) => {
             out.push_str(&format!(
                 "daemon         pid {}, routes from {}, {} routes, {} nexthops, {} ECMP groups\n",
-                d.pid, d.route_source, d.routes, d.nexthops, d.ecmp_groups
+                d.pid,
+                d.control.route_source,
+                d.control.routes,
+                d.control.nexthops,
+                d.control.ecmp_groups
             ));
             out.push_str(&format!(
                 "daemon state   {}\n",
                 if d.live {
                     format!("live: the links run its generation ({})", d.generation)
-                } else if !d.taken_over {
+                } else if !d.control.taken_over {
                     format!(
                         "NOT live yet: its generation {} goes live once reconciled",
                         d.generation
@@ -344,7 +348,7 @@ pub fn render(status: &Status) -> String {
                     r.unavailable.as_deref().unwrap_or("unknown")
                 ));
             }
-            let left: Vec<String> = pf_control::left_to_kernel::counts(&d.programmer)
+            let left: Vec<String> = pf_control::left_to_kernel::counts(&d.control.programmer)
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
                 .map(|(reason, n)| format!("{reason} {n}"))
@@ -359,68 +363,78 @@ pub fn render(status: &Status) -> String {
             ));
             out.push_str(&format!(
                 "fpm            {}{}, replay {}, last message {}, {} frame errors, {} refused\n",
-                if d.fpm_connected {
+                if d.control.fpm_connected {
                     "connected"
                 } else {
                     "not connected"
                 },
-                d.fpm_peer
+                d.control
+                    .fpm_peer
                     .as_deref()
                     .map(|p| format!(" ({p})"))
                     .unwrap_or_default(),
-                if d.fpm_replay_complete {
+                if d.control.fpm_replay_complete {
                     "complete"
                 } else {
                     "pending"
                 },
-                d.fpm_last_message_age_ms
+                d.control
+                    .fpm_last_message_age_ms
                     .map_or("never".to_string(), |ms| format!(
                         "{:.1} s ago",
                         ms as f64 / 1000.0
                     )),
-                d.fpm_frame_errors,
+                d.control.fpm_frame_errors,
                 d.fpm_refused,
             ));
-            if d.route_source == "fpm" {
+            if d.control.route_source == "fpm" {
                 out.push_str(&format!(
                     "fpm guard      loopback peers of uids {:?}; refused: address {}, user {}, busy {}; dropped: idle {}, partial frame {}\n",
                     d.fpm_allowed_uids,
                     d.fpm_refused_address,
                     d.fpm_refused_user,
                     d.fpm_refused_busy,
-                    d.fpm_dropped_idle,
-                    d.fpm_dropped_partial_frame,
+                    d.control.fpm_dropped_idle,
+                    d.control.fpm_dropped_partial_frame,
                 ));
             }
-            let gone = d
-                .route_source_down_ms
-                .map(|ms| format!("{} gone for {:.1} s", d.route_source, ms as f64 / 1000.0));
-            out.push_str(&match (d.routes_stale, gone) {
+            let gone = d.control.route_source_down_ms.map(|ms| {
+                format!(
+                    "{} gone for {:.1} s",
+                    d.control.route_source,
+                    ms as f64 / 1000.0
+                )
+            });
+            out.push_str(&match (d.control.routes_stale, gone) {
                 (true, gone) => format!(
                     "routes         STALE ({}): {} prefixes left to bpf_fib_lookup until it resyncs\n",
                     gone.unwrap_or_default(),
-                    d.stale_prefixes
+                    d.control.stale_prefixes
                 ),
                 (false, Some(gone)) => format!("routes         {gone}, still forwarded from the cache\n"),
                 (false, None) => "routes         trusted (the source is resynced)\n".to_string(),
             });
             out.push_str(&format!(
                 "kernel         {}, {} resyncs (last: {}), {} undecodable messages\n",
-                if d.kernel_synced { "synced" } else { "syncing" },
-                d.kernel_resyncs,
-                d.last_resync_reason.as_deref().unwrap_or("-"),
-                d.decode_errors,
+                if d.control.kernel_synced {
+                    "synced"
+                } else {
+                    "syncing"
+                },
+                d.control.kernel_resyncs,
+                d.control.last_resync_reason.as_deref().unwrap_or("-"),
+                d.control.decode_errors,
             ));
-            if d.route_source == "fpm" {
+            if d.control.route_source == "fpm" {
                 out.push_str(&format!(
                     "offload        replies sent {} (kernel forwards {}, failed {}), dropped {}\n",
-                    d.offload_replies_sent,
-                    d.offload_replies_kernel,
-                    d.offload_replies_failed,
-                    d.offload_replies_dropped,
+                    d.control.offload_replies_sent,
+                    d.control.offload_replies_kernel,
+                    d.control.offload_replies_failed,
+                    d.control.offload_replies_dropped,
                 ));
             }
-            let p = &d.programmer;
+            let p = &d.control.programmer;
             out.push_str(&format!(
                 "programmer     deferred v4 {} v6 {}, overflow nexthops {} groups {} v4-groups {} v6 {}, write errors {}\n",
                 p.deferred_v4, p.deferred_v6, p.overflow_nexthops, p.overflow_groups, p.overflow_v4_groups, p.overflow_v6_routes, p.write_errors

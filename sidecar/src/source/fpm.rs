@@ -28,12 +28,17 @@ use std::{
 
 use bytes::BytesMut;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::mpsc,
 };
 
 use super::fpm_peer::{peer_socket, Admission, Decision, RateLimit, Refusal};
-use pf_control::fpm::{FpmCodec, Frame, FrameError};
+pub use pf_control::fpm::Expiry;
+use pf_control::{
+    controller::{DecodedFrame, Input},
+    fpm::{FpmCodec, Frame, FrameError},
+};
 
 /// At most one log line per reason of refusal in this period; the next
 /// one says how many were held back.
@@ -145,25 +150,6 @@ pub struct ReadLimits {
     pub frame: Duration,
 }
 
-/// Which bound a session broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    /// No complete frame within `idle` of the connect.
-    Idle,
-    /// A frame begun and not completed within `frame`.
-    PartialFrame,
-}
-
-impl Expiry {
-    /// A stable label for counters.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Expiry::Idle => "idle",
-            Expiry::PartialFrame => "partial_frame",
-        }
-    }
-}
-
 /// The deadlines of a session's reads, with the time passed in.
 ///
 /// Time the caller spends with a frame (the daemon applying it, or a full
@@ -218,6 +204,74 @@ impl ReadClock {
             (a, b) => a.or(b),
         }
     }
+}
+
+/// What a session tells the daemon.
+pub enum SessionFeed {
+    /// A session opened; replies to zebra go through the sender.
+    Connected(SocketAddr, mpsc::Sender<Vec<u8>>),
+    /// Its frames (decoded on the session's task, beside the control loop)
+    /// and its end, for the controller.
+    Input(Input),
+}
+
+/// Reply frames queued for zebra before more are dropped.
+const OFFLOAD_QUEUE: usize = 256;
+
+/// Serves zebra's sessions on `listener` (see [`serve`]), each feeding
+/// `feed` until it ends.
+pub async fn serve_sessions(
+    listener: TcpListener,
+    admission: Admission,
+    stats: Arc<ListenerStats>,
+    limits: ReadLimits,
+    offload_replies: bool,
+    feed: mpsc::Sender<SessionFeed>,
+) -> std::io::Result<()> {
+    serve(listener, admission, stats, move |stream, peer| {
+        let feed = feed.clone();
+        async move {
+            // Dropping the write half would half-close the session, and
+            // zebra treats that as a disconnect: it lives as long as the
+            // session, in the writer when replies are on.
+            let (read, mut write) = stream.into_split();
+            let (replies_tx, mut replies_rx) = mpsc::channel::<Vec<u8>>(OFFLOAD_QUEUE);
+            let _idle_write = if offload_replies {
+                tokio::spawn(async move {
+                    while let Some(bytes) = replies_rx.recv().await {
+                        if write.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                None
+            } else {
+                Some(write)
+            };
+            let _ = feed.send(SessionFeed::Connected(peer, replies_tx)).await;
+            let mut frames = FrameReader::new(read, limits);
+            let end = loop {
+                match frames.next().await {
+                    Ok(frame) => {
+                        let input = Input::FpmFrame(DecodedFrame::of(&frame));
+                        if feed.send(SessionFeed::Input(input)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(end) => break end,
+                }
+            };
+            let last = match end {
+                SessionEnd::Closed => None,
+                SessionEnd::Failed(error) => Some(Input::FpmFailed(error)),
+                SessionEnd::TimedOut(expiry) => Some(Input::FpmTimedOut(expiry)),
+            };
+            for input in last.into_iter().chain([Input::FpmClosed]) {
+                let _ = feed.send(SessionFeed::Input(input)).await;
+            }
+        }
+    })
+    .await
 }
 
 /// How a session's stream ended.

@@ -60,28 +60,17 @@ impl Default for KernelConfig {
     }
 }
 
-/// What the kernel source tells the daemon.
-#[derive(Debug)]
-pub enum KernelFeed {
-    /// A full dump follows; mark everything the kernel contributed.
-    ResyncStart { reason: String },
-    /// One netlink message (from a dump or a notification).
-    Message(Vec<u8>),
-    /// The dump is complete; sweep what was not seen again.
-    ResyncDone,
-    /// The source hit an error it cannot get past; it will retry.
-    Failed { error: String },
-}
+pub use pf_control::controller::KernelItem;
 
 /// Starts the source thread. It ends when the receiver is dropped.
-pub fn spawn(config: KernelConfig, feed: mpsc::Sender<KernelFeed>) -> thread::JoinHandle<()> {
+pub fn spawn(config: KernelConfig, feed: mpsc::Sender<KernelItem>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("kernel-source".into())
         .spawn(move || run(config, feed))
         .expect("spawn the kernel source thread")
 }
 
-fn run(config: KernelConfig, feed: mpsc::Sender<KernelFeed>) {
+fn run(config: KernelConfig, feed: mpsc::Sender<KernelItem>) {
     let mut reason = "start".to_string();
     loop {
         match follow(&config, &feed, &reason) {
@@ -89,7 +78,7 @@ fn run(config: KernelConfig, feed: mpsc::Sender<KernelFeed>) {
             Ok(Stop::Overrun) => reason = "ENOBUFS (notifications lost)".to_string(),
             Err(err) => {
                 if feed
-                    .blocking_send(KernelFeed::Failed {
+                    .blocking_send(KernelItem::Failed {
                         error: err.to_string(),
                     })
                     .is_err()
@@ -110,7 +99,7 @@ enum Stop {
 
 fn follow(
     config: &KernelConfig,
-    feed: &mpsc::Sender<KernelFeed>,
+    feed: &mpsc::Sender<KernelItem>,
     reason: &str,
 ) -> io::Result<Stop> {
     let mut subscription = Socket::new(NETLINK_ROUTE)?;
@@ -121,18 +110,18 @@ fn follow(
     }
 
     let send = |item| feed.blocking_send(item).is_ok();
-    if !send(KernelFeed::ResyncStart {
+    if !send(KernelItem::ResyncStart {
         reason: reason.to_string(),
     }) {
         return Ok(Stop::ReceiverGone);
     }
     let mut gone = false;
     dump_all(&mut |message| {
-        if !gone && !send(KernelFeed::Message(message.to_vec())) {
+        if !gone && !send(KernelItem::Message(message.to_vec())) {
             gone = true;
         }
     })?;
-    if gone || !send(KernelFeed::ResyncDone) {
+    if gone || !send(KernelItem::ResyncDone) {
         return Ok(Stop::ReceiverGone);
     }
 
@@ -145,7 +134,7 @@ fn follow(
             Err(err) => return Err(err),
         };
         for message in split_netlink_messages(&buffer[..len]) {
-            if !send(KernelFeed::Message(message.to_vec())) {
+            if !send(KernelItem::Message(message.to_vec())) {
                 return Ok(Stop::ReceiverGone);
             }
         }

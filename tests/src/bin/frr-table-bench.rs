@@ -148,7 +148,7 @@ fn main() {
         if maps_done.is_none() {
             let state = pf_sidecar::state::read_state(std::path::Path::new(&pin_dir));
             let programmed = state
-                .map(|s| s.programmer.routes_v4 + s.programmer.routes_v6)
+                .map(|s| s.control.programmer.routes_v4 + s.control.programmer.routes_v6)
                 .unwrap_or(0);
             let maps = pf_sidecar::pinned_maps::PinnedMaps::open(std::path::Path::new(&pin_dir));
             let has = |a: std::net::IpAddr| {

@@ -19,7 +19,16 @@
 
 #[cfg(test)]
 pub(crate) mod fake;
+mod nexthops;
 pub mod slots;
+mod v6;
+mod writer;
+
+use nexthops::GroupKey;
+pub use nexthops::{
+    nexthop_info, nexthop_key, offloadable, resolve_nexthop, Leg, LinkInfo, NexthopKey,
+};
+pub use writer::{FailedWrite, MapWriter, Refusals};
 
 use std::net::IpAddr;
 
@@ -32,23 +41,17 @@ use pf_common::{
 use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};
 
+/// The `NEXTHOPS` slot of the parked entry: unresolved, so a route whose
+/// nexthop points here is looked up by the kernel. Slot 0 means "no
+/// entry" to the datapath; real values live from slot 2 on.
+pub const PARKED_SLOT: u32 = 1;
+
 use crate::events::Event;
 use crate::fast_maps::{FastMap, HashMapExt, PrefixHashMap};
 use crate::{
     dir24::{Covering, Dir24Error},
     ecmp::{build_group, Leg as EcmpLeg},
 };
-
-/// One path of a route: out of `ifindex`, via `gateway` (none: the
-/// destination is on the link).
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct Leg {
-    pub ifindex: u32,
-    pub gateway: Option<IpAddr>,
-    pub weight: u32,
-}
 
 /// What a prefix should do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -62,190 +65,6 @@ pub enum Target {
     /// Leave it to `bpf_fib_lookup` (what the datapath does without an entry,
     /// but an explicit entry stops a covering prefix from answering).
     Kernel,
-}
-
-/// What the programmer needs to know about an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkInfo {
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    pub up: bool,
-    /// For a VLAN device: (VLAN id, TPID, parent ifindex).
-    pub vlan: Option<(u16, u16, u32)>,
-}
-
-/// A gateway on an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NexthopKey {
-    pub ifindex: u32,
-    pub gateway: IpAddr,
-}
-
-type GroupKey = Vec<(NexthopKey, u32)>;
-
-/// The `NH_INFO` record of a nexthop key.
-pub fn nexthop_info(key: &NexthopKey) -> NexthopInfo {
-    let mut info = NexthopInfo {
-        ifindex: key.ifindex,
-        ..Default::default()
-    };
-    match key.gateway {
-        IpAddr::V4(a) => {
-            info.family = 4;
-            info.gateway[..4].copy_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            info.family = 6;
-            info.gateway = a.octets();
-        }
-    }
-    info
-}
-
-/// The nexthop key an `NH_INFO` record stands for.
-pub fn nexthop_key(info: &NexthopInfo) -> Option<NexthopKey> {
-    let gateway = match info.family {
-        4 => IpAddr::from(<[u8; 4]>::try_from(&info.gateway[..4]).ok()?),
-        6 => IpAddr::from(info.gateway),
-        _ => return None,
-    };
-    Some(NexthopKey {
-        ifindex: info.ifindex,
-        gateway,
-    })
-}
-
-/// The `NEXTHOPS` entry for a gateway, given its interface and neighbour.
-pub fn resolve_nexthop(
-    key: &NexthopKey,
-    link: Option<&LinkInfo>,
-    neighbour: Option<&[u8; 6]>,
-) -> Nexthop {
-    let mut nexthop = Nexthop {
-        tx_ifindex: key.ifindex,
-        ..Default::default()
-    };
-    if key.gateway.is_ipv6() {
-        nexthop.flags |= NH_F_GATEWAY_V6;
-    }
-    let Some(link) = link else {
-        return nexthop;
-    };
-    nexthop.smac = link.mac;
-    nexthop.mtu = link.mtu.min(u16::MAX as u32) as u16;
-    if let Some((vlan_id, tpid, parent)) = link.vlan {
-        nexthop.tx_ifindex = parent;
-        nexthop.vlan_id = vlan_id;
-        nexthop.vlan_proto = tpid;
-    }
-    if let (true, Some(mac)) = (link.up, neighbour) {
-        nexthop.dmac = *mac;
-        nexthop.flags |= NH_F_RESOLVED;
-    }
-    nexthop
-}
-
-/// Whether the datapath can forward `legs` itself: every leg has a gateway
-/// (on-link destinations each need their own neighbour, which the kernel's
-/// lookup resolves) and a group holds them all.
-pub fn offloadable(legs: &[Leg]) -> bool {
-    !legs.is_empty() && legs.len() <= ECMP_MAX_LEGS && legs.iter().all(|l| l.gateway.is_some())
-}
-
-/// Map writes, so the programmer runs against real maps or a test double.
-pub trait MapWriter {
-    type Error: std::fmt::Display;
-    /// Writes the nexthop into `slot`, then points `id` at it.
-    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error>;
-    /// Records what nexthop `id` stands for (read by `diff` and `lookup`).
-    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), Self::Error>;
-    /// Writes the group into `slot`, then points `id` at it.
-    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error>;
-    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error>;
-    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool);
-    /// Gives a deferred /24 block a second-level group again (see
-    /// [`crate::dir24::Dir24::rebuild_deferred`]).
-    fn rebuild_v4_block(
-        &mut self,
-        block: u32,
-        covering: Covering,
-        longer: &[(Ipv4Net, RouteAction)],
-    ) -> Result<(), Dir24Error>;
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error>;
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error>;
-    /// Lets quarantined second-level IPv4 groups be reused.
-    fn reclaim(&mut self);
-    /// Sends writes a writer queued on their way, and returns those the
-    /// maps refused since the last call (writers that write inline have
-    /// nothing queued and report failures from the write itself).
-    fn end_batch(&mut self) -> Refusals {
-        Refusals::default()
-    }
-    /// Returns once every write made so far is in the maps, with the
-    /// writes the maps refused.
-    fn flush(&mut self) -> Refusals {
-        Refusals::default()
-    }
-}
-
-/// What the maps refused after a writer had accepted it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Refusals {
-    pub v6: Vec<FailedWrite>,
-    /// /24 blocks the IPv4 table left to the kernel for want of a
-    /// second-level group (it answers `Fib` for them already).
-    pub v4_blocks: Vec<u32>,
-}
-
-/// An IPv6 route write the maps refused after the writer had accepted it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedWrite {
-    pub prefix: Ipv6Net,
-    /// The action written, or `None` for a removal.
-    pub action: Option<RouteAction>,
-    pub error: String,
-}
-
-impl<W: MapWriter> MapWriter for &mut W {
-    type Error = W::Error;
-    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error> {
-        (**self).write_nexthop(id, slot, nexthop)
-    }
-    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), Self::Error> {
-        (**self).write_nexthop_info(id, info)
-    }
-    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error> {
-        (**self).write_group(id, slot, group)
-    }
-    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
-        (**self).insert_v4(prefix, action)
-    }
-    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
-        (**self).remove_v4(prefix, covering, last_in_block)
-    }
-    fn rebuild_v4_block(
-        &mut self,
-        block: u32,
-        covering: Covering,
-        longer: &[(Ipv4Net, RouteAction)],
-    ) -> Result<(), Dir24Error> {
-        (**self).rebuild_v4_block(block, covering, longer)
-    }
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
-        (**self).insert_v6(prefix, action)
-    }
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
-        (**self).remove_v6(prefix)
-    }
-    fn reclaim(&mut self) {
-        (**self).reclaim()
-    }
-    fn end_batch(&mut self) -> Refusals {
-        (**self).end_batch()
-    }
-    fn flush(&mut self) -> Refusals {
-        (**self).flush()
-    }
 }
 
 /// Table sizes the programmer must stay within.
@@ -273,6 +92,10 @@ pub struct ProgrammerStats {
     pub nexthop_writes: u64,
     pub group_writes: u64,
     pub write_errors: u64,
+    /// Nexthops pointed at the parked (unresolved) entry for want of a
+    /// free slot: their neighbour changed faster than grace periods passed.
+    #[serde(default)]
+    pub nexthops_parked: u64,
 }
 
 /// What a prefix is programmed with. The action names the nexthop or group
@@ -322,6 +145,8 @@ pub struct Programmer<W: MapWriter, E: ProgrammedEntry = Option<Programmed>> {
     nexthop_ids: Interner<NexthopKey>,
     nexthops: FastMap<u32, NexthopState>,
     nexthop_slots: Pool,
+    /// Nexthop ids pointing at [`PARKED_SLOT`], to be given a slot again.
+    parked: Vec<u32>,
     group_ids: Interner<GroupKey>,
     group_slots: FastMap<u32, u32>,
     group_slot_pool: Pool,
@@ -405,7 +230,8 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             neighbours: FastMap::new(),
             nexthop_ids: Interner::new(1, limits.nexthops),
             nexthops: FastMap::new(),
-            nexthop_slots: Pool::new(1, 2 * limits.nexthops),
+            nexthop_slots: Pool::new(PARKED_SLOT + 1, 2 * limits.nexthops),
+            parked: Vec::new(),
             group_ids: Interner::new(1, limits.ecmp_groups),
             group_slots: FastMap::new(),
             group_slot_pool: Pool::new(1, 2 * limits.ecmp_groups),
@@ -471,6 +297,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         self.group_ids.reclaim();
         self.group_slot_pool.reclaim();
         self.writer.reclaim();
+        self.unpark_nexthops();
         self.retry_deferred_v4();
     }
 
@@ -639,225 +466,6 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
     }
 
     // ----- links and neighbours -------------------------------------------
-
-    pub fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
-        match link {
-            Some(link) => {
-                if self.links.insert(ifindex, link) == Some(link) {
-                    return;
-                }
-            }
-            None => {
-                if self.links.remove(&ifindex).is_none() {
-                    return;
-                }
-            }
-        }
-        let affected: Vec<u32> = self
-            .nexthop_ids
-            .iter()
-            .filter(|(k, _)| k.ifindex == ifindex)
-            .map(|(_, id)| id)
-            .collect();
-        for id in affected {
-            self.refresh_nexthop(id);
-        }
-    }
-
-    /// A neighbour's MAC, or `None` when it is unusable (failed, incomplete, gone).
-    pub fn set_neighbour(&mut self, ifindex: u32, ip: IpAddr, mac: Option<[u8; 6]>) {
-        let key = NexthopKey {
-            ifindex,
-            gateway: ip,
-        };
-        let changed = match mac {
-            Some(mac) => self.neighbours.insert(key, mac) != Some(mac),
-            None => self.neighbours.remove(&key).is_some(),
-        };
-        if changed {
-            self.record(|| Event::Neighbour {
-                ifindex,
-                ip,
-                mac: mac.as_ref().map(mac_text),
-            });
-            if let Some(id) = self.nexthop_ids.get(&key) {
-                self.refresh_nexthop(id);
-            }
-        }
-    }
-
-    fn resolve(&self, key: &NexthopKey) -> Nexthop {
-        resolve_nexthop(key, self.links.get(&key.ifindex), self.neighbours.get(key))
-    }
-
-    /// Rewrites nexthop `id` into a fresh slot if its value changed.
-    fn refresh_nexthop(&mut self, id: u32) {
-        let Some(key) = self.nexthop_ids.key_of(id).copied() else {
-            return;
-        };
-        let value = self.resolve(&key);
-        let Some(state) = self.nexthops.get(&id) else {
-            return;
-        };
-        if state.value == value {
-            return;
-        }
-        let old_slot = state.slot;
-        let Some(slot) = self.nexthop_slots.take() else {
-            // Both slots of every id are taken only if reclaim never ran;
-            // rewrite in place rather than leave a stale MAC.
-            self.write_nexthop_slot(id, old_slot, value);
-            return;
-        };
-        if self.write_nexthop_slot(id, slot, value) {
-            self.nexthop_slots.release(old_slot);
-        } else {
-            self.nexthop_slots.release(slot);
-        }
-    }
-
-    fn write_nexthop_slot(&mut self, id: u32, slot: u32, value: Nexthop) -> bool {
-        self.stats.nexthop_writes += 1;
-        match self.writer.write_nexthop(id, slot, &value) {
-            Ok(()) => {
-                self.nexthops.insert(id, NexthopState { slot, value });
-                if let Some(key) = self.nexthop_ids.key_of(id).copied() {
-                    self.record(|| Event::Nexthop {
-                        id,
-                        ifindex: key.ifindex,
-                        gateway: key.gateway,
-                        resolved: value.is_resolved(),
-                        dmac: mac_text(&value.dmac),
-                    });
-                }
-                true
-            }
-            Err(err) => {
-                self.stats.write_errors += 1;
-                tracing::error!(id, slot, %err, "writing a nexthop failed");
-                false
-            }
-        }
-    }
-
-    fn acquire_nexthop(&mut self, key: &NexthopKey) -> Option<u32> {
-        match self.nexthop_ids.acquire(key) {
-            Some(Acquired::Existing(id)) => Some(id),
-            Some(Acquired::New(id)) => {
-                if let Err(err) = self.writer.write_nexthop_info(id, &nexthop_info(key)) {
-                    self.stats.write_errors += 1;
-                    tracing::error!(id, %err, "recording a nexthop's gateway failed");
-                }
-                let value = self.resolve(key);
-                let written = match self.nexthop_slots.take() {
-                    Some(slot) => {
-                        let ok = self.write_nexthop_slot(id, slot, value);
-                        if !ok {
-                            self.nexthop_slots.release(slot);
-                        }
-                        ok
-                    }
-                    None => false,
-                };
-                if !written {
-                    self.nexthop_ids.release(key);
-                    self.stats.overflow_nexthops += 1;
-                    return None;
-                }
-                Some(id)
-            }
-            None => {
-                self.stats.overflow_nexthops += 1;
-                None
-            }
-        }
-    }
-
-    fn release_nexthop(&mut self, key: &NexthopKey) {
-        if let Some(id) = self.nexthop_ids.release(key) {
-            if let Some(state) = self.nexthops.remove(&id) {
-                self.nexthop_slots.release(state.slot);
-            }
-        }
-    }
-
-    fn acquire_group(&mut self, key: &GroupKey) -> Option<u32> {
-        // An existing group already holds its legs.
-        if let Some(id) = self.group_ids.acquire_existing(key) {
-            return Some(id);
-        }
-        // Legs first, so the group never names a nexthop id that is not written.
-        let mut legs = Vec::with_capacity(key.len());
-        for (i, (leg, weight)) in key.iter().enumerate() {
-            match self.acquire_nexthop(leg) {
-                Some(id) => legs.push(EcmpLeg {
-                    nexthop_id: id,
-                    weight: *weight,
-                }),
-                None => {
-                    for (leg, _) in &key[..i] {
-                        self.release_nexthop(leg);
-                    }
-                    return None;
-                }
-            }
-        }
-        let release_legs = |this: &mut Self| {
-            for (leg, _) in key {
-                this.release_nexthop(leg);
-            }
-        };
-        match self.group_ids.acquire(key) {
-            Some(Acquired::Existing(id)) => {
-                // The group already holds references to its legs.
-                release_legs(self);
-                Some(id)
-            }
-            Some(Acquired::New(id)) => {
-                let written = build_group(&legs).ok().and_then(|group| {
-                    let slot = self.group_slot_pool.take()?;
-                    self.stats.group_writes += 1;
-                    match self.writer.write_group(id, slot, &group) {
-                        Ok(()) => Some(slot),
-                        Err(err) => {
-                            self.stats.write_errors += 1;
-                            tracing::error!(id, slot, %err, "writing an ECMP group failed");
-                            self.group_slot_pool.release(slot);
-                            None
-                        }
-                    }
-                });
-                match written {
-                    Some(slot) => {
-                        self.group_slots.insert(id, slot);
-                        Some(id)
-                    }
-                    None => {
-                        self.group_ids.release(key);
-                        release_legs(self);
-                        self.stats.overflow_groups += 1;
-                        None
-                    }
-                }
-            }
-            None => {
-                release_legs(self);
-                self.stats.overflow_groups += 1;
-                None
-            }
-        }
-    }
-
-    fn release_group(&mut self, key: &GroupKey) {
-        if let Some(id) = self.group_ids.release(key) {
-            if let Some(slot) = self.group_slots.remove(&id) {
-                self.group_slot_pool.release(slot);
-            }
-            for (leg, _) in key {
-                self.release_nexthop(leg);
-            }
-        }
-    }
 
     /// Drops the reference `action` holds on a nexthop or group.
     fn release(&mut self, action: RouteAction) {
@@ -1053,169 +661,6 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             self.v4_deferred_blocks.remove(&block_of(prefix));
         }
         self.writer.remove_v4(prefix, covering, last_in_block);
-    }
-
-    /// What the trie holds for an installed IPv6 prefix (before shadowing).
-    fn v6_installed(&self, prefix: Ipv6Net) -> Option<RouteAction> {
-        let programmed = self.programmed_v6(prefix)?;
-        (!programmed.deferred).then_some(programmed.action)
-    }
-
-    /// The longest installed IPv6 prefix strictly above `prefix`. At most
-    /// 128 probes, and only deferred prefixes (a full table) ask.
-    fn v6_cover(&self, prefix: Ipv6Net) -> Option<Ipv6Net> {
-        (0..prefix.prefix_len()).rev().find_map(|len| {
-            let above = Ipv6Net::new(prefix.network(), len).ok()?.trunc();
-            self.v6_installed(above).map(|_| above)
-        })
-    }
-
-    /// Writes `prefix` into the trie (the route table already holds its
-    /// new action); returns whether it ended up deferred instead.
-    fn write_v6(&mut self, prefix: Ipv6Net, action: RouteAction, was_installed: bool) -> bool {
-        if !was_installed && self.v6_count >= self.limits.v6_routes {
-            self.stats.overflow_v6_routes += 1;
-            self.leave_v6_to_kernel(prefix, false);
-            return true;
-        }
-        let shown = if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
-            RouteAction::simple(RouteKind::Fib)
-        } else {
-            action
-        };
-        if let Err(err) = self.writer.insert_v6(prefix, shown) {
-            self.stats.write_errors += 1;
-            tracing::error!(%prefix, %err, "writing an IPv6 route failed; left to the kernel");
-            self.leave_v6_to_kernel(prefix, was_installed);
-            return true;
-        }
-        if !was_installed {
-            self.v6_count += 1;
-        }
-        if let Some(cover) = self.v6_deferred.remove(&prefix) {
-            self.stats.deferred_v6 -= 1;
-            if let Some(cover) = cover {
-                self.unshadow_v6(cover);
-            }
-        }
-        self.reshadow_v6_under(prefix);
-        false
-    }
-
-    /// Takes `prefix` out of the trie (when `installed`, whatever it holds
-    /// there is stale) and defers it: the kernel answers for it, and so does
-    /// its covering prefix while it is deferred.
-    fn leave_v6_to_kernel(&mut self, prefix: Ipv6Net, installed: bool) {
-        if installed {
-            if let Err(err) = self.writer.remove_v6(prefix) {
-                tracing::error!(%prefix, %err, "removing a refused IPv6 route failed");
-            }
-            self.v6_count -= 1;
-        }
-        if let Some(route) = self.programmed_mut(IpNet::V6(prefix)) {
-            route.deferred = true;
-        }
-        if !self.v6_deferred.contains_key(&prefix) {
-            self.stats.deferred_v6 += 1;
-            self.v6_deferred.insert(prefix, None);
-        }
-        self.reshadow_v6_under(prefix);
-    }
-
-    fn remove_v6(&mut self, prefix: Ipv6Net, deferred: bool) {
-        if deferred {
-            if let Some(cover) = self.v6_deferred.remove(&prefix) {
-                self.stats.deferred_v6 -= 1;
-                if let Some(cover) = cover {
-                    self.unshadow_v6(cover);
-                }
-            }
-            return;
-        }
-        self.v6_shadowed.remove(&prefix);
-        self.v6_count -= 1;
-        if let Err(err) = self.writer.remove_v6(prefix) {
-            self.stats.write_errors += 1;
-            tracing::error!(%prefix, %err, "removing an IPv6 route failed");
-        }
-        self.reshadow_v6_under(prefix);
-        self.retry_deferred_v6();
-    }
-
-    /// Installs deferred IPv6 prefixes while there is room.
-    fn retry_deferred_v6(&mut self) {
-        while self.v6_count < self.limits.v6_routes {
-            let Some(prefix) = self.v6_deferred.keys().next() else {
-                return;
-            };
-            let Some(action) = self.programmed_v6(prefix).map(|r| r.action) else {
-                self.v6_deferred.remove(&prefix);
-                continue;
-            };
-            // Installed from here on, so the prefix covers its own deferred
-            // prefixes; `write_v6` defers it again if it must.
-            if let Some(route) = self.programmed_mut(IpNet::V6(prefix)) {
-                route.deferred = false;
-            }
-            if self.write_v6(prefix, action, false) {
-                return;
-            }
-        }
-    }
-
-    /// Re-points every deferred IPv6 prefix under `root` at its current
-    /// covering installed prefix, which must answer `Fib` while it covers one.
-    fn reshadow_v6_under(&mut self, root: Ipv6Net) {
-        let deferred: Vec<(Ipv6Net, Option<Ipv6Net>)> = self
-            .v6_deferred
-            .children(&root)
-            .map(|(p, c)| (p, *c))
-            .collect();
-        for (prefix, old_cover) in deferred {
-            let new_cover = self.v6_cover(prefix);
-            if new_cover == old_cover {
-                continue;
-            }
-            if let Some(cover) = new_cover {
-                let count = self.v6_shadowed.entry(cover).or_insert(0);
-                *count += 1;
-                if *count == 1 {
-                    self.write_v6_raw(cover, RouteAction::simple(RouteKind::Fib));
-                }
-            }
-            if let Some(cover) = old_cover {
-                self.unshadow_v6(cover);
-            }
-            if let Some(slot) = self.v6_deferred.get_mut(&prefix) {
-                *slot = new_cover;
-            }
-        }
-    }
-
-    fn unshadow_v6(&mut self, cover: Ipv6Net) {
-        let Some(count) = self.v6_shadowed.get_mut(&cover) else {
-            return;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.v6_shadowed.remove(&cover);
-            if let Some(action) = self.v6_installed(cover) {
-                self.write_v6_raw(cover, action);
-            }
-        }
-    }
-
-    fn write_v6_raw(&mut self, prefix: Ipv6Net, action: RouteAction) {
-        if let Err(err) = self.writer.insert_v6(prefix, action) {
-            self.stats.write_errors += 1;
-            tracing::error!(%prefix, %err, "rewriting an IPv6 route failed");
-        }
-    }
-
-    /// Prefixes whose entry currently answers `Fib` because of a deferred
-    /// longer prefix (for status and tests).
-    pub fn shadowed_v6(&self) -> std::collections::BTreeSet<Ipv6Net> {
-        self.v6_shadowed.keys().copied().collect()
     }
 }
 

@@ -149,6 +149,40 @@ fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_recla
 }
 
 #[test]
+fn a_neighbour_flapping_faster_than_grace_periods_parks_its_nexthop_and_never_rewrites_a_live_slot()
+{
+    let mut p = programmer(2, 16); // one usable id, so two slots
+    p.set_neighbour(ETH0, GW_A, Some(MAC_A));
+    p.upsert(net("198.51.100.0/24"), &via(GW_A));
+    let mut live = p.writer().nh_ptr[&1];
+    p.writer_mut().log.clear();
+    for flap in 0..6 {
+        let mac = if flap % 2 == 0 { MAC_B } else { MAC_A };
+        p.set_neighbour(ETH0, GW_A, Some(mac));
+        for write in p.writer_mut().log.drain(..) {
+            assert_ne!(
+                write,
+                format!("nexthop 1 slot {live}"),
+                "the slot the datapath reads was rewritten in place"
+            );
+        }
+        live = p.writer().nh_ptr[&1];
+    }
+    assert_eq!(live, PARKED_SLOT, "no slot is free before a reclaim");
+    assert!(!p.writer().nexthops[&PARKED_SLOT].is_resolved());
+    assert_eq!(p.stats.nexthops_parked, 1);
+    p.reclaim();
+    p.reclaim();
+    let slot = p.writer().nh_ptr[&1];
+    assert_ne!(slot, PARKED_SLOT, "a reclaim gives the id a slot again");
+    assert_eq!(
+        p.writer().nexthops[&slot].dmac,
+        MAC_A,
+        "with the latest MAC"
+    );
+}
+
+#[test]
 fn a_route_change_writes_the_new_nexthop_before_the_route_points_at_it() {
     let mut p = programmer(16, 16);
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
@@ -157,7 +191,7 @@ fn a_route_change_writes_the_new_nexthop_before_the_route_points_at_it() {
     assert_eq!(
         p.writer().log,
         vec![
-            "nexthop 2 slot 2".to_string(),
+            "nexthop 2 slot 3".to_string(),
             "route 198.51.100.0/24".to_string()
         ]
     );

@@ -1,0 +1,100 @@
+//! The map writes the programmer makes, behind a trait so that it runs
+//! against the real maps or a test double.
+
+use super::*;
+
+/// Map writes, so the programmer runs against real maps or a test double.
+pub trait MapWriter {
+    type Error: std::fmt::Display;
+    /// Writes the nexthop into `slot`, then points `id` at it.
+    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error>;
+    /// Records what nexthop `id` stands for (read by `diff` and `lookup`).
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), Self::Error>;
+    /// Writes the group into `slot`, then points `id` at it.
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error>;
+    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error>;
+    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool);
+    /// Gives a deferred /24 block a second-level group again (see
+    /// [`crate::dir24::Dir24::rebuild_deferred`]).
+    fn rebuild_v4_block(
+        &mut self,
+        block: u32,
+        covering: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error>;
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error>;
+    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error>;
+    /// Lets quarantined second-level IPv4 groups be reused.
+    fn reclaim(&mut self);
+    /// Sends writes a writer queued on their way, and returns those the
+    /// maps refused since the last call (writers that write inline have
+    /// nothing queued and report failures from the write itself).
+    fn end_batch(&mut self) -> Refusals {
+        Refusals::default()
+    }
+    /// Returns once every write made so far is in the maps, with the
+    /// writes the maps refused.
+    fn flush(&mut self) -> Refusals {
+        Refusals::default()
+    }
+}
+
+/// What the maps refused after a writer had accepted it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refusals {
+    pub v6: Vec<FailedWrite>,
+    /// /24 blocks the IPv4 table left to the kernel for want of a
+    /// second-level group (it answers `Fib` for them already).
+    pub v4_blocks: Vec<u32>,
+}
+
+/// An IPv6 route write the maps refused after the writer had accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedWrite {
+    pub prefix: Ipv6Net,
+    /// The action written, or `None` for a removal.
+    pub action: Option<RouteAction>,
+    pub error: String,
+}
+
+impl<W: MapWriter> MapWriter for &mut W {
+    type Error = W::Error;
+    fn write_nexthop(&mut self, id: u32, slot: u32, nexthop: &Nexthop) -> Result<(), Self::Error> {
+        (**self).write_nexthop(id, slot, nexthop)
+    }
+    fn write_nexthop_info(&mut self, id: u32, info: &NexthopInfo) -> Result<(), Self::Error> {
+        (**self).write_nexthop_info(id, info)
+    }
+    fn write_group(&mut self, id: u32, slot: u32, group: &EcmpGroup) -> Result<(), Self::Error> {
+        (**self).write_group(id, slot, group)
+    }
+    fn insert_v4(&mut self, prefix: Ipv4Net, action: RouteAction) -> Result<(), Dir24Error> {
+        (**self).insert_v4(prefix, action)
+    }
+    fn remove_v4(&mut self, prefix: Ipv4Net, covering: Covering, last_in_block: bool) {
+        (**self).remove_v4(prefix, covering, last_in_block)
+    }
+    fn rebuild_v4_block(
+        &mut self,
+        block: u32,
+        covering: Covering,
+        longer: &[(Ipv4Net, RouteAction)],
+    ) -> Result<(), Dir24Error> {
+        (**self).rebuild_v4_block(block, covering, longer)
+    }
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
+        (**self).insert_v6(prefix, action)
+    }
+    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
+        (**self).remove_v6(prefix)
+    }
+    fn reclaim(&mut self) {
+        (**self).reclaim()
+    }
+    fn end_batch(&mut self) -> Refusals {
+        (**self).end_batch()
+    }
+    fn flush(&mut self) -> Refusals {
+        (**self).flush()
+    }
+}

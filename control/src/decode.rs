@@ -238,57 +238,16 @@ fn decode_route(op: Op, message: &[u8]) -> Result<Decoded, DecodeError> {
     if h.flags.contains(RouteFlags::Cloned) {
         return Ok(Decoded::Skipped(Skip::RouteType));
     }
-    let kind = match h.kind {
-        RouteType::Unicast => Kind::Unicast,
-        RouteType::BlackHole => Kind::Blackhole,
-        RouteType::Unreachable => Kind::Unreachable,
-        RouteType::Prohibit => Kind::Prohibit,
-        RouteType::Local => Kind::Local,
-        // A delete names the route by table, prefix and metric; zebra does
-        // not always repeat the type (RTN_UNSPEC), and the type of what is
-        // deleted does not matter.
-        RouteType::Unspec if op == Op::Remove => Kind::Unicast,
-        _ => return Ok(Decoded::Skipped(Skip::RouteType)),
+    let Some(kind) = route_kind(op, h.kind) else {
+        return Ok(Decoded::Skipped(Skip::RouteType));
     };
-    let mut table = h.table as u32;
-    let mut destination = None;
-    let mut metric = 0;
-    let mut gateway = None;
-    let mut oif = 0;
-    let mut object = None;
-    let mut multipath = None;
-    let mut encapsulated = false;
-    for nla in NlasIterator::new(attributes) {
-        let nla = nla.map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
-        if nla.kind() == RTA_ENCAP {
-            // Its layout depends on RTA_ENCAP_TYPE; that it is there is enough.
-            encapsulated = true;
-            continue;
-        }
-        let attribute = RouteAttribute::parse_with_param(
-            &nla,
-            (h.address_family, h.kind, RouteLwEnCapType::None),
-        )
-        .map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
-        match attribute {
-            RouteAttribute::Table(t) => table = t,
-            RouteAttribute::Destination(d) => destination = ip_of(&d),
-            RouteAttribute::Priority(p) => metric = p,
-            RouteAttribute::Gateway(g) => gateway = ip_of(&g),
-            RouteAttribute::Via(v) => gateway = via_of(&v),
-            RouteAttribute::Oif(i) => oif = i,
-            RouteAttribute::NhId(id) => object = Some(id),
-            RouteAttribute::MultiPath(hops) => multipath = Some(hops),
-            RouteAttribute::EncapType(t) => encapsulated |= t != RouteLwEnCapType::None,
-            _ => {}
-        }
-    }
+    let attrs = RouteAttributes::parse(&h, attributes)?;
     let unspecified = if v4 {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     };
-    let address = destination.unwrap_or(unspecified);
+    let address = attrs.destination.unwrap_or(unspecified);
     if address.is_ipv4() != v4 {
         return Err(DecodeError::new(
             "bad_attribute",
@@ -303,60 +262,135 @@ fn decode_route(op: Op, message: &[u8]) -> Result<Decoded, DecodeError> {
             )
         })?
         .trunc();
-    let hop_encapsulated = |hop: &netlink_packet_route::route::RouteNextHop| {
-        hop.attributes.iter().any(|a| {
-            matches!(a, RouteAttribute::Encap(_))
-                || matches!(a, RouteAttribute::EncapType(t) if *t != RouteLwEnCapType::None)
-        })
-    };
-    // An encapsulated route forwarded as plain IP would be wrong: the
-    // kernel applies it (`NextHops::None` on a unicast route).
-    let next = if kind != Kind::Unicast
-        || encapsulated
-        || multipath
-            .as_ref()
-            .is_some_and(|hops| hops.iter().any(hop_encapsulated))
-    {
-        NextHops::None
-    } else if let Some(id) = object {
-        NextHops::Object(id)
-    } else if let Some(hops) = multipath {
-        NextHops::Inline(
-            hops.iter()
-                .map(|hop| {
-                    let gateway = hop.attributes.iter().find_map(|a| match a {
-                        RouteAttribute::Gateway(g) => ip_of(g),
-                        RouteAttribute::Via(v) => via_of(v),
-                        _ => None,
-                    });
-                    Leg {
-                        ifindex: hop.interface_index,
-                        gateway,
-                        weight: hop.hops as u32 + 1,
-                    }
-                })
-                .collect(),
-        )
-    } else {
-        NextHops::Inline(vec![Leg {
-            ifindex: oif,
-            gateway,
-            weight: 1,
-        }])
-    };
     Ok(Decoded::Event(Event::Route(
         op,
         Route {
             key: RouteKey {
-                table,
+                table: attrs.table,
                 prefix,
-                metric,
+                metric: attrs.metric,
             },
             protocol: u8::from(h.protocol),
             kind,
-            next,
+            next: attrs.next_hops(kind),
         },
     )))
+}
+
+/// The route types the fast path knows; `None` for the others.
+fn route_kind(op: Op, kind: RouteType) -> Option<Kind> {
+    Some(match kind {
+        RouteType::Unicast => Kind::Unicast,
+        RouteType::BlackHole => Kind::Blackhole,
+        RouteType::Unreachable => Kind::Unreachable,
+        RouteType::Prohibit => Kind::Prohibit,
+        RouteType::Local => Kind::Local,
+        // A delete names the route by table, prefix and metric; zebra does
+        // not always repeat the type (RTN_UNSPEC), and the type of what is
+        // deleted does not matter.
+        RouteType::Unspec if op == Op::Remove => Kind::Unicast,
+        _ => return None,
+    })
+}
+
+/// The attributes of a route message that the RIB uses.
+struct RouteAttributes {
+    table: u32,
+    destination: Option<IpAddr>,
+    metric: u32,
+    gateway: Option<IpAddr>,
+    oif: u32,
+    object: Option<u32>,
+    multipath: Option<Vec<netlink_packet_route::route::RouteNextHop>>,
+    encapsulated: bool,
+}
+
+impl RouteAttributes {
+    /// Parses one attribute at a time (netlink-packet-route's parsers),
+    /// keeping only what the RIB uses.
+    fn parse(h: &RouteHeader, attributes: &[u8]) -> Result<Self, DecodeError> {
+        let mut attrs = RouteAttributes {
+            table: h.table as u32,
+            destination: None,
+            metric: 0,
+            gateway: None,
+            oif: 0,
+            object: None,
+            multipath: None,
+            encapsulated: false,
+        };
+        for nla in NlasIterator::new(attributes) {
+            let nla = nla.map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
+            if nla.kind() == RTA_ENCAP {
+                // Its layout depends on RTA_ENCAP_TYPE; that it is there is enough.
+                attrs.encapsulated = true;
+                continue;
+            }
+            let attribute = RouteAttribute::parse_with_param(
+                &nla,
+                (h.address_family, h.kind, RouteLwEnCapType::None),
+            )
+            .map_err(|e| DecodeError::new("bad_attribute", e.to_string()))?;
+            match attribute {
+                RouteAttribute::Table(t) => attrs.table = t,
+                RouteAttribute::Destination(d) => attrs.destination = ip_of(&d),
+                RouteAttribute::Priority(p) => attrs.metric = p,
+                RouteAttribute::Gateway(g) => attrs.gateway = ip_of(&g),
+                RouteAttribute::Via(v) => attrs.gateway = via_of(&v),
+                RouteAttribute::Oif(i) => attrs.oif = i,
+                RouteAttribute::NhId(id) => attrs.object = Some(id),
+                RouteAttribute::MultiPath(hops) => attrs.multipath = Some(hops),
+                RouteAttribute::EncapType(t) => attrs.encapsulated |= t != RouteLwEnCapType::None,
+                _ => {}
+            }
+        }
+        Ok(attrs)
+    }
+
+    fn next_hops(self, kind: Kind) -> NextHops {
+        let hop_encapsulated = |hop: &netlink_packet_route::route::RouteNextHop| {
+            hop.attributes.iter().any(|a| {
+                matches!(a, RouteAttribute::Encap(_))
+                    || matches!(a, RouteAttribute::EncapType(t) if *t != RouteLwEnCapType::None)
+            })
+        };
+        // An encapsulated route forwarded as plain IP would be wrong: the
+        // kernel applies it (`NextHops::None` on a unicast route).
+        if kind != Kind::Unicast
+            || self.encapsulated
+            || self
+                .multipath
+                .as_ref()
+                .is_some_and(|hops| hops.iter().any(hop_encapsulated))
+        {
+            NextHops::None
+        } else if let Some(id) = self.object {
+            NextHops::Object(id)
+        } else if let Some(hops) = self.multipath {
+            NextHops::Inline(
+                hops.iter()
+                    .map(|hop| {
+                        let gateway = hop.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => ip_of(g),
+                            RouteAttribute::Via(v) => via_of(v),
+                            _ => None,
+                        });
+                        Leg {
+                            ifindex: hop.interface_index,
+                            gateway,
+                            weight: hop.hops as u32 + 1,
+                        }
+                    })
+                    .collect(),
+            )
+        } else {
+            NextHops::Inline(vec![Leg {
+                ifindex: self.oif,
+                gateway: self.gateway,
+                weight: 1,
+            }])
+        }
+    }
 }
 
 fn link(m: &LinkMessage) -> LinkInfo {
@@ -546,439 +580,4 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
 }
 
 #[cfg(test)]
-mod tests {
-    use netlink_packet_core::NetlinkHeader;
-    use netlink_packet_route::route::{RouteMessage, RouteNextHop, RouteProtocol};
-
-    use super::*;
-    use crate::fpm::FpmCodec;
-
-    fn emit(message: RouteNetlinkMessage) -> Vec<u8> {
-        let mut packet = NetlinkMessage::new(NetlinkHeader::default(), message.into());
-        packet.finalize();
-        let mut bytes = vec![0; packet.buffer_len()];
-        packet.serialize(&mut bytes);
-        bytes
-    }
-
-    fn route_message(
-        prefix: &str,
-        kind: RouteType,
-        attributes: Vec<RouteAttribute>,
-    ) -> RouteMessage {
-        let prefix: IpNet = prefix.parse().unwrap();
-        let mut m = RouteMessage::default();
-        m.header.address_family = if prefix.addr().is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        m.header.destination_prefix_length = prefix.prefix_len();
-        m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.header.protocol = RouteProtocol::Static;
-        m.header.kind = kind;
-        m.attributes = attributes;
-        if prefix.prefix_len() > 0 {
-            m.attributes
-                .push(RouteAttribute::Destination(match prefix.addr() {
-                    IpAddr::V4(a) => RouteAddress::Inet(a),
-                    IpAddr::V6(a) => RouteAddress::Inet6(a),
-                }));
-        }
-        m
-    }
-
-    fn route_event(bytes: &[u8]) -> (Op, Route) {
-        match decode(bytes).unwrap() {
-            Decoded::Event(Event::Route(op, route)) => (op, route),
-            other => panic!("not a route: {other:?}"),
-        }
-    }
-
-    fn gw4(s: &str) -> RouteAttribute {
-        RouteAttribute::Gateway(RouteAddress::Inet(s.parse().unwrap()))
-    }
-
-    #[test]
-    fn a_real_frr_replay_decodes_to_nexthop_objects_then_routes() {
-        let capture = include_bytes!("../../tests/fixtures/fpm/frr-8.4-static-replay.bin");
-        let mut buf = bytes::BytesMut::from(&capture[..]);
-        let mut events = Vec::new();
-        while let Some(frame) = FpmCodec.decode(&mut buf).unwrap() {
-            for message in frame.messages() {
-                if let Decoded::Event(e) = decode(message).unwrap() {
-                    events.push(e);
-                }
-            }
-        }
-        let static_route = events.iter().find_map(|e| match e {
-            Event::Route(Op::Upsert, r)
-                if r.key.prefix == "198.51.100.0/24".parse::<IpNet>().unwrap() =>
-            {
-                Some(r)
-            }
-            _ => None,
-        });
-        let route = static_route.expect("the static route is in the replay");
-        assert_eq!(route.protocol, 196, "static");
-        assert_eq!(route.key.metric, 20, "zebra's FPM metric");
-        let NextHops::Object(id) = route.next else {
-            panic!("FRR 8.4 names a nexthop group: {:?}", route.next)
-        };
-        let object = events.iter().find_map(|e| match e {
-            Event::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
-            _ => None,
-        });
-        assert!(
-            matches!(object, Some(NexthopDef::Gateway { gateway: Some(IpAddr::V4(g)), .. }) if g == Ipv4Addr::new(192, 0, 2, 2)),
-            "{object:?}"
-        );
-    }
-
-    #[test]
-    fn a_real_frr_bgp_replay_decodes_ecmp_groups_blackholes_and_ipv4_over_ipv6() {
-        let capture = include_bytes!("../../tests/fixtures/fpm/frr-8.4-bgp-lab-replay.bin");
-        let mut buf = bytes::BytesMut::from(&capture[..]);
-        let mut events = Vec::new();
-        while let Some(frame) = FpmCodec.decode(&mut buf).unwrap() {
-            for message in frame.messages() {
-                if let Decoded::Event(e) = decode(message).unwrap() {
-                    events.push(e);
-                }
-            }
-        }
-        let route = |prefix: &str| {
-            let prefix: IpNet = prefix.parse().unwrap();
-            events.iter().find_map(|e| match e {
-                Event::Route(Op::Upsert, r) if r.key.prefix == prefix => Some(r.clone()),
-                _ => None,
-            })
-        };
-        let object = |id: u32| {
-            events.iter().find_map(|e| match e {
-                Event::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
-                _ => None,
-            })
-        };
-        let ecmp = route("203.0.113.0/24").expect("the BGP ECMP route");
-        assert_eq!(ecmp.protocol, 186, "bgp");
-        let NextHops::Object(group) = ecmp.next else {
-            panic!("{ecmp:?}")
-        };
-        assert!(matches!(object(group), Some(NexthopDef::Group(m)) if m.len() == 2));
-        let rfc5549 = route("203.0.113.192/26").expect("the IPv4 route over an IPv6 next hop");
-        let NextHops::Object(id) = rfc5549.next else {
-            panic!("{rfc5549:?}")
-        };
-        assert!(
-            matches!(
-                object(id),
-                Some(NexthopDef::Gateway {
-                    gateway: Some(IpAddr::V6(_)),
-                    ..
-                })
-            ),
-            "{:?}",
-            object(id)
-        );
-        assert_eq!(route("192.0.2.128/26").unwrap().kind, Kind::Blackhole);
-        assert_eq!(route("198.51.100.192/27").unwrap().kind, Kind::Unreachable);
-        assert_eq!(route("2001:db8:ff:1::/64").unwrap().kind, Kind::Blackhole);
-        assert!(route("2001:db8:ff::/48").is_some());
-    }
-
-    #[test]
-    fn a_gateway_route_decodes_with_table_metric_and_protocol() {
-        let mut m = route_message(
-            "198.51.100.0/24",
-            RouteType::Unicast,
-            vec![gw4("192.0.2.1"), RouteAttribute::Oif(3)],
-        );
-        m.attributes.push(RouteAttribute::Priority(20));
-        m.attributes.push(RouteAttribute::Table(1000));
-        let (op, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
-        assert_eq!(op, Op::Upsert);
-        assert_eq!(
-            route.key,
-            RouteKey {
-                table: 1000,
-                prefix: "198.51.100.0/24".parse().unwrap(),
-                metric: 20
-            }
-        );
-        assert_eq!(
-            route.next,
-            NextHops::Inline(vec![Leg {
-                ifindex: 3,
-                gateway: Some("192.0.2.1".parse().unwrap()),
-                weight: 1
-            }])
-        );
-    }
-
-    #[test]
-    fn multipath_routes_keep_each_legs_weight() {
-        let hop = |ifindex, gw: &str, hops| {
-            let mut hop = RouteNextHop::default();
-            hop.hops = hops;
-            hop.interface_index = ifindex;
-            hop.attributes = vec![gw4(gw)];
-            hop
-        };
-        let m = route_message(
-            "203.0.113.0/24",
-            RouteType::Unicast,
-            vec![RouteAttribute::MultiPath(vec![
-                hop(3, "192.0.2.1", 2),
-                hop(4, "192.0.2.2", 0),
-            ])],
-        );
-        let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
-        let NextHops::Inline(legs) = route.next else {
-            panic!()
-        };
-        assert_eq!(
-            legs.iter()
-                .map(|l| (l.ifindex, l.weight))
-                .collect::<Vec<_>>(),
-            vec![(3, 3), (4, 1)]
-        );
-    }
-
-    #[test]
-    fn encapsulated_routes_are_left_to_the_kernel_whole_or_in_one_leg() {
-        use netlink_packet_route::route::{
-            MplsLabel, RouteLwTunnelEncap, RouteMplsIpTunnel, RouteNextHop,
-        };
-        let label = || {
-            vec![
-                RouteAttribute::EncapType(RouteLwEnCapType::Mpls),
-                RouteAttribute::Encap(vec![RouteLwTunnelEncap::Mpls(
-                    RouteMplsIpTunnel::Destination(vec![MplsLabel {
-                        label: 100,
-                        traffic_class: 0,
-                        bottom_of_stack: true,
-                        ttl: 0,
-                    }]),
-                )]),
-            ]
-        };
-        let mut attributes = label();
-        attributes.extend([gw4("192.0.2.1"), RouteAttribute::Oif(3)]);
-        let m = route_message("203.0.113.0/24", RouteType::Unicast, attributes);
-        let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
-        assert_eq!(route.next, NextHops::None, "an MPLS push is not plain IP");
-
-        let hop = |labelled: bool| {
-            let mut hop = RouteNextHop::default();
-            hop.interface_index = 3;
-            hop.attributes = vec![gw4("192.0.2.1")];
-            if labelled {
-                hop.attributes.extend(label());
-            }
-            hop
-        };
-        let m = route_message(
-            "203.0.113.0/24",
-            RouteType::Unicast,
-            vec![RouteAttribute::MultiPath(vec![hop(false), hop(true)])],
-        );
-        let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
-        assert_eq!(route.next, NextHops::None);
-
-        let m = nexthop_message(
-            RTM_NEWNEXTHOP,
-            &[
-                (NHA_ID, &9u32.to_ne_bytes()),
-                (NHA_OIF, &3u32.to_ne_bytes()),
-                (NHA_GATEWAY, &[192, 0, 2, 1]),
-                (NHA_ENCAP_TYPE, &1u16.to_ne_bytes()),
-            ],
-        );
-        assert_eq!(
-            decode(&m).unwrap(),
-            Decoded::Event(Event::Nexthop(
-                Op::Upsert,
-                9,
-                Some(NexthopDef::Encapsulated)
-            ))
-        );
-    }
-
-    #[test]
-    fn an_ipv4_route_over_an_ipv6_gateway_keeps_the_ipv6_gateway() {
-        let via = RouteAttribute::Via(RouteVia::Inet6("2001:db8::1".parse().unwrap()));
-        let m = route_message(
-            "198.51.100.0/24",
-            RouteType::Unicast,
-            vec![via, RouteAttribute::Oif(5)],
-        );
-        let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(m)));
-        assert_eq!(
-            route.next,
-            NextHops::Inline(vec![Leg {
-                ifindex: 5,
-                gateway: Some("2001:db8::1".parse().unwrap()),
-                weight: 1
-            }])
-        );
-    }
-
-    #[test]
-    fn blackhole_unreachable_and_prohibit_routes_have_no_nexthop() {
-        for (kind, expected) in [
-            (RouteType::BlackHole, Kind::Blackhole),
-            (RouteType::Unreachable, Kind::Unreachable),
-            (RouteType::Prohibit, Kind::Prohibit),
-        ] {
-            let (_, route) = route_event(&emit(RouteNetlinkMessage::NewRoute(route_message(
-                "2001:db8:9::/48",
-                kind,
-                vec![],
-            ))));
-            assert_eq!((route.kind, route.next), (expected, NextHops::None));
-        }
-    }
-
-    #[test]
-    fn a_route_naming_a_nexthop_object_keeps_its_id() {
-        let m = route_message(
-            "0.0.0.0/0",
-            RouteType::Unicast,
-            vec![RouteAttribute::NhId(42)],
-        );
-        let (op, route) = route_event(&emit(RouteNetlinkMessage::DelRoute(m)));
-        assert_eq!(op, Op::Remove);
-        assert_eq!(route.key.prefix, "0.0.0.0/0".parse::<IpNet>().unwrap());
-        assert_eq!(route.next, NextHops::Object(42));
-    }
-
-    #[test]
-    fn a_delete_without_a_route_type_still_removes_the_route() {
-        // zebra sends RTM_DELROUTE with RTN_UNSPEC, e.g. for a blackhole.
-        let m = route_message("203.0.113.128/25", RouteType::Unspec, vec![]);
-        let (op, route) = route_event(&emit(RouteNetlinkMessage::DelRoute(m)));
-        assert_eq!(
-            (op, route.key.prefix),
-            (Op::Remove, "203.0.113.128/25".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn cloned_and_multicast_routes_are_skipped() {
-        let mut cloned = route_message(
-            "198.51.100.7/32",
-            RouteType::Unicast,
-            vec![gw4("192.0.2.1")],
-        );
-        cloned.header.flags = RouteFlags::Cloned;
-        assert_eq!(
-            decode(&emit(RouteNetlinkMessage::NewRoute(cloned))).unwrap(),
-            Decoded::Skipped(Skip::RouteType)
-        );
-        let multicast = route_message("224.0.0.0/4", RouteType::Multicast, vec![]);
-        assert_eq!(
-            decode(&emit(RouteNetlinkMessage::NewRoute(multicast))).unwrap(),
-            Decoded::Skipped(Skip::RouteType)
-        );
-    }
-
-    fn nexthop_message(message_type: u16, attributes: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = vec![2, 0, 0, 0, 0, 0, 0, 0]; // nhmsg: AF_INET
-        for (kind, value) in attributes {
-            let len = 4 + value.len();
-            body.extend_from_slice(&(len as u16).to_ne_bytes());
-            body.extend_from_slice(&kind.to_ne_bytes());
-            body.extend_from_slice(value);
-            body.resize((body.len() + 3) & !3, 0);
-        }
-        let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
-        m.extend_from_slice(&message_type.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&body);
-        m
-    }
-
-    #[test]
-    fn a_nexthop_group_decodes_with_weights() {
-        let mut group = Vec::new();
-        for (id, weight_minus_one) in [(10u32, 0u8), (11, 2)] {
-            group.extend_from_slice(&id.to_ne_bytes());
-            group.extend_from_slice(&[weight_minus_one, 0, 0, 0]);
-        }
-        let m = nexthop_message(
-            RTM_NEWNEXTHOP,
-            &[(NHA_ID, &7u32.to_ne_bytes()), (NHA_GROUP, &group)],
-        );
-        assert_eq!(
-            decode(&m).unwrap(),
-            Decoded::Event(Event::Nexthop(
-                Op::Upsert,
-                7,
-                Some(NexthopDef::Group(vec![(10, 1), (11, 3)]))
-            ))
-        );
-    }
-
-    #[test]
-    fn bad_attribute_lengths_are_errors_and_unknown_attributes_are_ignored() {
-        let short_id = nexthop_message(RTM_NEWNEXTHOP, &[(NHA_ID, &[1, 2])]);
-        assert_eq!(decode(&short_id).unwrap_err().kind, "bad_attribute");
-        let odd_group = nexthop_message(
-            RTM_NEWNEXTHOP,
-            &[(NHA_ID, &1u32.to_ne_bytes()), (NHA_GROUP, &[0; 6])],
-        );
-        assert_eq!(decode(&odd_group).unwrap_err().kind, "bad_attribute");
-        let unknown = nexthop_message(
-            RTM_NEWNEXTHOP,
-            &[
-                (NHA_ID, &1u32.to_ne_bytes()),
-                (99, &[1, 2, 3]),
-                (NHA_OIF, &4u32.to_ne_bytes()),
-            ],
-        );
-        assert_eq!(
-            decode(&unknown).unwrap(),
-            Decoded::Event(Event::Nexthop(
-                Op::Upsert,
-                1,
-                Some(NexthopDef::Gateway {
-                    ifindex: 4,
-                    gateway: None
-                })
-            ))
-        );
-        let mut overlong = nexthop_message(RTM_NEWNEXTHOP, &[(NHA_ID, &1u32.to_ne_bytes())]);
-        overlong[24..26].copy_from_slice(&200u16.to_ne_bytes());
-        assert!(
-            decode(&overlong).is_err(),
-            "an attribute longer than the message"
-        );
-    }
-
-    #[test]
-    fn truncated_and_garbage_messages_are_errors_not_panics() {
-        let valid = emit(RouteNetlinkMessage::NewRoute(route_message(
-            "198.51.100.0/24",
-            RouteType::Unicast,
-            vec![gw4("192.0.2.1")],
-        )));
-        for len in 0..valid.len() {
-            let mut cut = valid[..len].to_vec();
-            if cut.len() >= 4 {
-                cut[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
-            }
-            let _ = decode(&cut);
-        }
-        let mut seed = 0x1234_5678u32;
-        for _ in 0..2000 {
-            let mut junk = valid.clone();
-            for _ in 0..4 {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                let i = 16 + (seed as usize >> 8) % (junk.len() - 16);
-                junk[i] = (seed >> 16) as u8;
-            }
-            let _ = decode(&junk);
-        }
-    }
-}
+mod tests;

@@ -372,50 +372,81 @@ fn describe_nexthop(n: &Nexthop) -> String {
     )
 }
 
-fn compare_v4<V: MapsView>(
-    resolver: &mut Resolver<'_, V>,
-    expected: &[(Ipv4Net, Behaviour)],
-    report: &mut Report,
-    progress: Progress<'_>,
-) {
-    // Expected behaviours by id; 0 is "kernel", which a missing entry means.
-    let mut ids: FastMap<Behaviour, u32> = FastMap::new();
-    let mut behaviours = vec![Behaviour::Kernel];
-    ids.insert(Behaviour::Kernel, 0);
-    let long_blocks: FastSet<u32> = expected
-        .iter()
-        .filter(|(p, _)| p.prefix_len() > 24)
-        .map(|(p, _)| u32::from(p.network()) >> 8)
-        .collect();
-    let mut table = Dir24::new(VecStore::new(long_blocks.len() as u32 + 1));
-    let mut covering: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
-    for (prefix, behaviour) in expected {
-        let id = *ids.entry(behaviour.clone()).or_insert_with(|| {
-            behaviours.push(behaviour.clone());
-            behaviours.len() as u32 - 1
-        });
-        // Groups are sized for every long block, so this cannot defer.
-        let _ = table.insert(*prefix, RouteAction::new(RouteKind::Nexthop, id));
-        covering.insert(*prefix, id);
+/// The expected IPv4 behaviours as a DIR-24-8 table of behaviour ids, so
+/// that it can be walked block by block beside the maps.
+struct ExpectedV4 {
+    table: Dir24<VecStore>,
+    /// The expected prefixes, for naming the one an address falls in.
+    covering: PrefixMap<Ipv4Net, u32>,
+    /// Behaviours by id; 0 is "kernel", which a missing entry means.
+    behaviours: Vec<Behaviour>,
+}
+
+impl ExpectedV4 {
+    fn new(expected: &[(Ipv4Net, Behaviour)]) -> Self {
+        let mut ids: FastMap<Behaviour, u32> = FastMap::new();
+        let mut behaviours = vec![Behaviour::Kernel];
+        ids.insert(Behaviour::Kernel, 0);
+        let long_blocks: FastSet<u32> = expected
+            .iter()
+            .filter(|(p, _)| p.prefix_len() > 24)
+            .map(|(p, _)| u32::from(p.network()) >> 8)
+            .collect();
+        let mut table = Dir24::new(VecStore::new(long_blocks.len() as u32 + 1));
+        let mut covering: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
+        for (prefix, behaviour) in expected {
+            let id = *ids.entry(behaviour.clone()).or_insert_with(|| {
+                behaviours.push(behaviour.clone());
+                behaviours.len() as u32 - 1
+            });
+            // Groups are sized for every long block, so this cannot defer.
+            let _ = table.insert(*prefix, RouteAction::new(RouteKind::Nexthop, id));
+            covering.insert(*prefix, id);
+        }
+        Self {
+            table,
+            covering,
+            behaviours,
+        }
     }
-    let expected_at = |raw: u32| -> u32 {
+
+    /// The behaviour id of a raw entry of the expected table.
+    fn id_at(raw: u32) -> u32 {
         if raw == 0 {
             0
         } else {
             RouteAction(raw).index()
         }
-    };
+    }
+}
 
-    let mut reported: FastSet<Ipv4Net> = FastSet::new();
-    // Contiguous addresses no expected prefix covers, with what the maps do there.
-    let mut extra: Option<(u32, u32, Behaviour)> = None;
-    let mut extras: Vec<(u32, u32, Behaviour)> = Vec::new();
-    let mut note = |addr: u32, len: u32, want: u32, got: Behaviour, report: &mut Report| {
-        let lpm = covering.get_lpm(&Ipv4Net::new(addr.into(), 32).expect("32 is valid"));
+/// Addresses where the maps and the expected table disagree, gathered
+/// into one drift per expected prefix, and ranges no expected prefix
+/// covers into the fewest prefixes.
+#[derive(Default)]
+struct V4Mismatches {
+    reported: FastSet<Ipv4Net>,
+    /// The contiguous range being extended, with what the maps do there.
+    extra: Option<(u32, u32, Behaviour)>,
+    extras: Vec<(u32, u32, Behaviour)>,
+}
+
+impl V4Mismatches {
+    fn note(
+        &mut self,
+        expected: &ExpectedV4,
+        addr: u32,
+        len: u32,
+        want: u32,
+        got: Behaviour,
+        report: &mut Report,
+    ) {
+        let lpm = expected
+            .covering
+            .get_lpm(&Ipv4Net::new(addr.into(), 32).expect("32 is valid"));
         match lpm {
             Some((prefix, _)) => {
-                if reported.insert(prefix) {
-                    let expected = behaviours[want as usize].clone();
+                if self.reported.insert(prefix) {
                     let kind = if got == Behaviour::Kernel {
                         DriftKind::Missing
                     } else {
@@ -424,23 +455,48 @@ fn compare_v4<V: MapsView>(
                     report.drift.push(Drift {
                         kind,
                         prefix: IpNet::V4(prefix),
-                        expected,
+                        expected: expected.behaviours[want as usize].clone(),
                         actual: got,
                     });
                 }
             }
-            None => match &mut extra {
-                Some((start, end, b)) if *end == addr && *b == got => *end = addr + len,
+            None => match &mut self.extra {
+                Some((_, end, b)) if *end == addr && *b == got => *end = addr + len,
                 _ => {
-                    if let Some(done) = extra.replace((addr, addr.wrapping_add(len), got)) {
-                        extras.push(done);
+                    if let Some(done) = self.extra.replace((addr, addr.wrapping_add(len), got)) {
+                        self.extras.push(done);
                     }
                 }
             },
         }
-    };
+    }
 
-    let store = table.store();
+    fn finish(mut self, report: &mut Report) {
+        self.extras.extend(self.extra);
+        for (start, end, actual) in self.extras {
+            // `end` wraps to 0 for a range that reaches 255.255.255.255.
+            let last = end.wrapping_sub(1);
+            for prefix in ipnet::Ipv4Subnets::new(start.into(), last.into(), 0) {
+                report.drift.push(Drift {
+                    kind: DriftKind::Extra,
+                    prefix: IpNet::V4(prefix),
+                    expected: Behaviour::Kernel,
+                    actual: actual.clone(),
+                });
+            }
+        }
+    }
+}
+
+fn compare_v4<V: MapsView>(
+    resolver: &mut Resolver<'_, V>,
+    expected: &[(Ipv4Net, Behaviour)],
+    report: &mut Report,
+    progress: Progress<'_>,
+) {
+    let expected = ExpectedV4::new(expected);
+    let mut mismatches = V4Mismatches::default();
+    let store = expected.table.store();
     // Neighbouring blocks mostly hold the same pair of entries.
     let mut last_equal: Option<(u32, u32)> = None;
     for block in 0..BLOCKS {
@@ -456,45 +512,33 @@ fn compare_v4<V: MapsView>(
             if last_equal == Some((want_raw, got_raw)) {
                 continue;
             }
-            let want = expected_at(want_raw);
+            let want = ExpectedV4::id_at(want_raw);
             let got = resolver.behaviour(got_raw);
-            if behaviours[want as usize] == got {
+            if expected.behaviours[want as usize] == got {
                 last_equal = Some((want_raw, got_raw));
             } else {
-                note(base, 256, want, got, report);
+                mismatches.note(&expected, base, 256, want, got, report);
             }
             continue;
         }
         for offset in 0..256u32 {
-            let want = if want_ext {
-                expected_at(store.tbl8(RouteAction(want_raw).index(), offset))
+            let want = ExpectedV4::id_at(if want_ext {
+                store.tbl8(RouteAction(want_raw).index(), offset)
             } else {
-                expected_at(want_raw)
-            };
+                want_raw
+            });
             let got = if got_ext {
                 resolver.behaviour(resolver.view.tbl8(RouteAction(got_raw).index(), offset))
             } else {
                 resolver.behaviour(got_raw)
             };
-            if behaviours[want as usize] != got {
-                note(base + offset, 1, want, got, report);
+            if expected.behaviours[want as usize] != got {
+                mismatches.note(&expected, base + offset, 1, want, got, report);
             }
         }
     }
     progress(BLOCKS as u64, BLOCKS as u64);
-    extras.extend(extra);
-    for (start, end, actual) in extras {
-        // `end` wraps to 0 for a range that reaches 255.255.255.255.
-        let last = end.wrapping_sub(1);
-        for prefix in ipnet::Ipv4Subnets::new(start.into(), last.into(), 0) {
-            report.drift.push(Drift {
-                kind: DriftKind::Extra,
-                prefix: IpNet::V4(prefix),
-                expected: Behaviour::Kernel,
-                actual: actual.clone(),
-            });
-        }
-    }
+    mismatches.finish(report);
 }
 
 fn compare_v6<V: MapsView>(

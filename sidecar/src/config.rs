@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::datapath::Capacities;
 
+mod toml_check;
+
+use toml_check::check_types;
+
 pub const DEFAULT_PATH: &str = "/etc/pf-sidecar/pf-sidecar.toml";
 const ENV_PREFIX: &str = "PF_SIDECAR";
 
@@ -266,7 +270,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The checks run in the order of the file's sections, so the first
+    /// problem in that order is the one reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_general()?;
+        self.validate_datapath()?;
+        validate_interfaces(&self.general.interfaces)?;
+        validate_capacities(&self.capacity)?;
+        self.validate_routes()?;
+        self.validate_fpm()?;
+        self.validate_time_bounds()?;
+        self.validate_outputs()
+    }
+
+    fn validate_general(&self) -> Result<(), ConfigError> {
         const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
         if !LEVELS.contains(&self.general.log_level.as_str()) {
             return Err(invalid(
@@ -289,6 +306,10 @@ impl Config {
                 "an absolute path on bpffs",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_datapath(&self) -> Result<(), ConfigError> {
         if self.datapath_mode().is_none() {
             return Err(invalid(
                 "datapath.mode",
@@ -307,20 +328,10 @@ impl Config {
                 "0 (off) or at least twice datapath.heartbeat_interval_ms",
             ));
         }
-        validate_interfaces(&self.general.interfaces)?;
-        for (key, value, max, bytes_each) in capacity_bounds(&self.capacity) {
-            if value == 0 || value > max {
-                let memory = if value > max {
-                    format!(
-                        " ({value} would pin {} of kernel memory, {bytes_each} bytes each)",
-                        gib(value as u64 * bytes_each)
-                    )
-                } else {
-                    String::new()
-                };
-                return Err(invalid(key, value, format!("1 to {max}{memory}")));
-            }
-        }
+        Ok(())
+    }
+
+    fn validate_routes(&self) -> Result<(), ConfigError> {
         if !["fpm", "kernel"].contains(&self.routes.from.as_str()) {
             return Err(invalid(
                 "routes.from",
@@ -335,6 +346,11 @@ impl Config {
                 "at least one table id (254 is main)",
             ));
         }
+        Ok(())
+    }
+
+    /// Who may connect as zebra, and how its replay is recognised.
+    fn validate_fpm(&self) -> Result<(), ConfigError> {
         let listen = self.fpm_listen()?;
         let allow = self.fpm_allow()?;
         if !listen.ip().is_loopback() && allow.is_empty() {
@@ -361,6 +377,11 @@ impl Config {
                 )
             },
         )?;
+        Ok(())
+    }
+
+    /// The bounds on an FPM session and on a route source that went away.
+    fn validate_time_bounds(&self) -> Result<(), ConfigError> {
         for (key, value, min, max) in [
             (
                 "fpm.idle_timeout_ms",
@@ -389,6 +410,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The netlink socket, and where metrics and events are offered.
+    fn validate_outputs(&self) -> Result<(), ConfigError> {
         if self.kernel.receive_buffer < 64 * 1024 {
             return Err(invalid(
                 "kernel.receive_buffer",
@@ -561,6 +587,25 @@ fn capacity_bounds(c: &Capacities) -> [(&'static str, u32, u32, u64); 5] {
     ]
 }
 
+/// Each capacity is at least 1 and no more than its bound; past the bound
+/// the error says how much kernel memory the value would pin.
+fn validate_capacities(capacity: &Capacities) -> Result<(), ConfigError> {
+    for (key, value, max, bytes_each) in capacity_bounds(capacity) {
+        if value == 0 || value > max {
+            let memory = if value > max {
+                format!(
+                    " ({value} would pin {} of kernel memory, {bytes_each} bytes each)",
+                    gib(value as u64 * bytes_each)
+                )
+            } else {
+                String::new()
+            };
+            return Err(invalid(key, value, format!("1 to {max}{memory}")));
+        }
+    }
+    Ok(())
+}
+
 fn gib(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
@@ -608,451 +653,5 @@ fn validate_interfaces(interfaces: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// What a TOML value is, in words.
-/// Every key, at any depth, is a plain name. The `config` crate reads a key
-/// as a path, `a[N]` as index N of an array it grows to that length, so a
-/// quoted key such as `"x[99999999999]"` would allocate terabytes and abort
-/// the process.
-fn check_key_names(
-    table: &std::collections::HashMap<String, config::Value>,
-    prefix: &str,
-) -> Result<(), ConfigError> {
-    for (key, value) in table {
-        let name = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        let plain = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !plain {
-            return Err(ConfigError::Read(format!(
-                "key {name:?}: keys are names of letters, digits, `_` and `-`"
-            )));
-        }
-        match &value.kind {
-            config::ValueKind::Table(inner) => check_key_names(inner, &name)?,
-            config::ValueKind::Array(items) => {
-                for item in items {
-                    if let config::ValueKind::Table(inner) = &item.kind {
-                        check_key_names(inner, &name)?;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn kind_name(kind: &config::ValueKind) -> &'static str {
-    use config::ValueKind as K;
-    match kind {
-        K::Nil => "nothing",
-        K::Boolean(_) => "a boolean",
-        K::I64(_) | K::I128(_) | K::U64(_) | K::U128(_) => "an integer",
-        K::Float(_) => "a decimal number",
-        K::String(_) => "a string",
-        K::Table(_) => "a table",
-        K::Array(_) => "an array",
-    }
-}
-
-/// The value as it was written, for messages.
-fn written(kind: &config::ValueKind) -> String {
-    match kind {
-        config::ValueKind::String(s) => format!("{s:?}"),
-        config::ValueKind::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(|v| written(&v.kind))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        config::ValueKind::Table(_) => "{...}".into(),
-        other => other.to_string(),
-    }
-}
-
-/// The element type of list keys whose default is empty.
-const EMPTY_LIST_ELEMENTS: [(&str, &str); 2] = [
-    ("general.interfaces", "a string"),
-    ("fpm.allow", "a string"),
-];
-
-/// Checks that every key the file sets has the TOML type of its default:
-/// the `config` crate would turn `"500"` into 500, and a typo in a type is
-/// a mistake to point at, not to guess around. Unknown keys are left to
-/// the deserializer, which names them.
-fn check_types(text: &str, file: &Path) -> Result<(), ConfigError> {
-    use config::{File, FileFormat, Source, ValueKind};
-    let read =
-        |e: config::ConfigError| ConfigError::Read(format!("reading {}: {e}", file.display()));
-    let given = File::from_str(text, FileFormat::Toml)
-        .collect()
-        .map_err(read)?;
-    let defaults = File::from_str(DEFAULTS, FileFormat::Toml)
-        .collect()
-        .map_err(read)?;
-    let type_error = |key: String, value: &ValueKind, expected: &str| {
-        let hint = match value {
-            ValueKind::String(s) if s.trim().parse::<f64>().is_ok() => {
-                format!("; write {} without quotes", s.trim())
-            }
-            ValueKind::String(s) if matches!(s.trim(), "true" | "false") => {
-                format!("; write {} without quotes", s.trim())
-            }
-            ValueKind::I64(_) | ValueKind::U64(_) | ValueKind::I128(_) | ValueKind::U128(_)
-                if expected.contains("string") =>
-            {
-                format!("; write \"{value}\" in quotes")
-            }
-            _ => String::new(),
-        };
-        ConfigError::Type {
-            key,
-            value: written(value),
-            expected: format!("expected {expected}, found {}{hint}", kind_name(value)),
-        }
-    };
-    check_key_names(&given, "")?;
-    for (section, value) in &given {
-        let Some(ValueKind::Table(default_keys)) = defaults.get(section).map(|d| &d.kind) else {
-            continue;
-        };
-        let ValueKind::Table(keys) = &value.kind else {
-            return Err(type_error(
-                section.clone(),
-                &value.kind,
-                "a table ([section])",
-            ));
-        };
-        for (key, value) in keys {
-            let Some(default) = default_keys.get(key) else {
-                continue;
-            };
-            let name = format!("{section}.{key}");
-            let expected = kind_name(&default.kind);
-            if kind_name(&value.kind) != expected {
-                return Err(type_error(name, &value.kind, expected));
-            }
-            if let (ValueKind::Array(items), ValueKind::Array(default_items)) =
-                (&value.kind, &default.kind)
-            {
-                let element = default_items
-                    .first()
-                    .map(|d| kind_name(&d.kind))
-                    .or_else(|| {
-                        EMPTY_LIST_ELEMENTS
-                            .iter()
-                            .find(|(k, _)| *k == name)
-                            .map(|(_, e)| *e)
-                    });
-                if let Some(element) = element {
-                    if let Some(bad) = items.iter().find(|v| kind_name(&v.kind) != element) {
-                        let plural = match element {
-                            "a string" => "strings",
-                            "an integer" => "integers",
-                            other => other,
-                        };
-                        return Err(type_error(
-                            name,
-                            &bad.kind,
-                            &format!("{plural} in this array"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-
-    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut file = tempfile_in_target();
-        file.1.write_all(toml.as_bytes()).unwrap();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::load_from(Some(&file.0), &env, &Overrides::default())
-    }
-
-    fn tempfile_in_target() -> (PathBuf, std::fs::File) {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "pf-sidecar-config-{}-{}.toml",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let file = std::fs::File::create(&path).unwrap();
-        (path, file)
-    }
-
-    #[test]
-    fn an_empty_file_gives_the_documented_defaults() {
-        let config = load("", &[]).unwrap();
-        assert_eq!(config.fpm.listen, "127.0.0.1:2620");
-        assert_eq!(config.routes.from, "fpm");
-        assert_eq!(config.routes.tables, vec![254]);
-        assert_eq!(config.capacity, Capacities::default());
-    }
-
-    #[test]
-    fn the_file_then_the_environment_then_flags_win_in_that_order() {
-        let toml = "[routes]\nfrom = \"kernel\"\n[general]\nlog_level = \"debug\"\n";
-        let config = load(
-            toml,
-            &[
-                ("PF_SIDECAR_GENERAL__LOG_LEVEL", "warn"),
-                ("PF_SIDECAR_ROUTES__TABLES", "254,100"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(config.routes.from, "kernel");
-        assert_eq!(config.general.log_level, "warn");
-        assert_eq!(config.routes.tables, vec![254, 100]);
-    }
-
-    #[test]
-    fn an_unknown_key_is_named_in_the_error() {
-        let err = load("[fpm]\nlisten_port = 2620\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("listen_port"), "{err}");
-    }
-
-    #[test]
-    fn a_bad_value_names_the_key_the_value_and_what_is_allowed() {
-        let err = load("[routes]\nfrom = \"bgp\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("routes.from") && err.contains("\"bgp\"") && err.contains("kernel"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_non_loopback_fpm_listener_needs_an_allow_list() {
-        let err = load("[fpm]\nlisten = \"0.0.0.0:2620\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("fpm.allow"), "{err}");
-        assert!(load(
-            "[fpm]\nlisten = \"0.0.0.0:2620\"\nallow = [\"192.0.2.1\"]\n",
-            &[]
-        )
-        .is_ok());
-    }
-
-    #[test]
-    fn events_go_to_ipc_or_loopback_tcp_and_metrics_to_an_address_and_port() {
-        for ok in [
-            "[events]\nendpoint = \"ipc:///run/pf-sidecar/events\"\n",
-            "[events]\nendpoint = \"tcp://127.0.0.1:9470\"\n",
-            "[metrics]\nlisten = \"\"\n",
-        ] {
-            assert!(load(ok, &[]).is_ok(), "{ok}");
-        }
-        let err = load("[events]\nendpoint = \"tcp://192.0.2.1:9470\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("events.endpoint"), "{err}");
-        let err = load("[metrics]\nlisten = \"localhost\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("metrics.listen"), "{err}");
-    }
-
-    #[test]
-    fn a_string_where_a_number_belongs_is_an_error_naming_the_key() {
-        let err = load("[datapath]\nheartbeat_interval_ms = \"500\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "`datapath.heartbeat_interval_ms` = \"500\": expected an integer, found a string; write 500 without quotes"
-        );
-        for (toml, key) in [
-            ("[datapath]\ndry_run = \"true\"\n", "datapath.dry_run"),
-            ("[capacity]\nnexthops = 1.5\n", "capacity.nexthops"),
-            ("[routes]\ntables = [\"254\"]\n", "routes.tables"),
-            ("[general]\ninterfaces = \"eth0\"\n", "general.interfaces"),
-            ("[general]\ninterfaces = [1]\n", "general.interfaces"),
-            ("[fpm]\nlisten = 2620\n", "fpm.listen"),
-            ("general = 1\n", "general"),
-        ] {
-            let err = load(toml, &[]).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("`{key}` = ")), "{toml}: {err}");
-            assert!(err.contains("expected "), "{toml}: {err}");
-        }
-        // The environment is text by nature: numbers there are parsed.
-        let config = load("", &[("PF_SIDECAR_DATAPATH__HEARTBEAT_INTERVAL_MS", "250")]).unwrap();
-        assert_eq!(config.datapath.heartbeat_interval_ms, 250);
-    }
-
-    #[test]
-    fn lo_duplicates_and_bad_names_in_the_interface_list_are_refused() {
-        for (list, says) in [
-            ("[\"r0\", \"lo\"]", "lo is the loopback"),
-            ("[\"r0\", \"r1\", \"r0\"]", "r0 is listed twice"),
-            ("[\"../x\"]", "is not an interface name"),
-            ("[\"\"]", "is not an interface name"),
-            ("[\"a-name-longer-than-15\"]", "is not an interface name"),
-        ] {
-            let err = load(&format!("[general]\ninterfaces = {list}\n"), &[])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.starts_with("`general.interfaces` = ") && err.contains(says),
-                "{list}: {err}"
-            );
-        }
-        assert!(load("[general]\ninterfaces = [\"eth0\", \"eth1.100\"]\n", &[]).is_ok());
-    }
-
-    #[test]
-    fn a_capacity_that_would_pin_gibibytes_is_refused_with_the_figure() {
-        let err = load("[capacity]\nnexthops = 134217727\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("`capacity.nexthops` = 134217727: 1 to 4194304")
-                && err.contains("would pin 10.0 GiB of kernel memory, 80 bytes each"),
-            "{err}"
-        );
-        let defaults = load("", &[]).unwrap();
-        assert_eq!(defaults.memory_warning(), None);
-        let big = load("[capacity]\ntbl8_groups = 1048576\n", &[]).unwrap();
-        let warning = big.memory_warning().expect("over 1 GiB");
-        assert!(
-            warning.contains("capacity.tbl8_groups 1.0 GiB"),
-            "{warning}"
-        );
-    }
-
-    #[test]
-    fn a_reload_names_what_it_cannot_apply() {
-        let old = load("", &[]).unwrap();
-        let new = load(
-            "[general]\ninterfaces = [\"eth0\"]\n[datapath]\ndry_run = true\n[capacity]\nports = 64\n[fpm]\nreplay_quiet_ms = 500\n",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(old.needs_restart(&new), vec!["capacity", "fpm"]);
-        assert!(old.needs_restart(&old).is_empty());
-    }
-
-    #[test]
-    fn a_named_file_that_does_not_exist_is_an_error() {
-        let err = Config::load_from(
-            Some(Path::new("/nonexistent/pf.toml")),
-            &[],
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("does not exist"));
-    }
-
-    #[test]
-    fn fpm_users_and_session_bounds_have_defaults_and_limits() {
-        let config = load("", &[]).unwrap();
-        assert_eq!(config.fpm.allowed_users, vec!["frr", "root"]);
-        assert_eq!(
-            (
-                config.fpm.idle_timeout_ms,
-                config.fpm.frame_timeout_ms,
-                config.routes.stale_after_ms
-            ),
-            (10_000, 5_000, 30_000)
-        );
-        assert!(
-            config.fpm_allowed_users().unwrap().contains(0),
-            "root is always there"
-        );
-        let config = load("", &[("PF_SIDECAR_FPM__ALLOWED_USERS", "frr,1001")]).unwrap();
-        assert_eq!(config.fpm.allowed_users, vec!["frr", "1001"]);
-        assert!(config.fpm_allowed_users().unwrap().contains(1001));
-        for (toml, key) in [
-            ("[fpm]\nidle_timeout_ms = 0\n", "fpm.idle_timeout_ms"),
-            ("[fpm]\nframe_timeout_ms = 99\n", "fpm.frame_timeout_ms"),
-            (
-                "[routes]\nstale_after_ms = 3600001\n",
-                "routes.stale_after_ms",
-            ),
-            ("[fpm]\nallowed_users = [\"\"]\n", "fpm.allowed_users"),
-            (
-                "[fpm]\nallowed_users = [\"4294967296\"]\n",
-                "fpm.allowed_users",
-            ),
-        ] {
-            let err = load(toml, &[]).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("`{key}` = ")), "{toml}: {err}");
-        }
-        let nobody_here = load(
-            "[fpm]\nallowed_users = [\"pf-sidecar-no-such-user\"]\n",
-            &[],
-        )
-        .unwrap();
-        let err = nobody_here.fpm_allowed_users().unwrap_err().to_string();
-        assert!(
-            err.contains("fpm.allowed_users") && err.contains("pf-sidecar-no-such-user not found"),
-            "{err}"
-        );
-    }
-}
-
-#[cfg(test)]
-mod example {
-    use super::*;
-
-    const EXAMPLE: &str = include_str!("../../frr-integration/pf-sidecar.toml");
-
-    #[test]
-    fn the_commented_example_parses_to_the_defaults() {
-        let path =
-            std::env::temp_dir().join(format!("pf-sidecar-example-{}.toml", std::process::id()));
-        std::fs::write(&path, EXAMPLE).unwrap();
-        let from_example = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
-        let empty =
-            std::env::temp_dir().join(format!("pf-sidecar-empty-{}.toml", std::process::id()));
-        std::fs::write(&empty, "").unwrap();
-        let defaults = Config::load_from(Some(&empty), &[], &Overrides::default()).unwrap();
-        assert_eq!(from_example, defaults);
-    }
-
-    #[test]
-    fn every_default_key_is_documented_in_the_example() {
-        for line in DEFAULTS.lines().filter(|l| l.contains(" = ")) {
-            let key = line.split(" = ").next().unwrap().trim();
-            assert!(
-                EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} = "))),
-                "{key} is not in the example"
-            );
-        }
-    }
-
-    #[test]
-    fn a_key_that_reads_as_an_array_index_is_refused_not_allocated() {
-        for text in [
-            "[ \"6[ 33333333331111]\"]\n",
-            "[general]\n\"log_level[99999999999]\" = 1\n",
-            "[general]\nx = { \"a[99999999999]\" = 1 }\n",
-        ] {
-            let err = Config::load_text(
-                Some(text),
-                Path::new("bad.toml"),
-                &[],
-                &Overrides::default(),
-            )
-            .unwrap_err();
-            assert!(err.to_string().contains("keys are names"), "{text}: {err}");
-        }
-    }
-}
+mod tests;

@@ -1,6 +1,9 @@
 //! The `pf-sidecar` command.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 use pf_common::Mode;
@@ -181,215 +184,269 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             log_level,
             detach_on_exit,
-        } => {
-            let overrides = Overrides {
-                pin_dir: cli.pin_dir.clone(),
-                log_level,
-            };
-            let loaded = match Config::load(config.as_deref(), &overrides) {
-                Ok(loaded) => loaded,
-                Err(err) => {
-                    eprintln!("pf-sidecar: configuration error: {err}");
-                    return Ok(exit::ERROR);
-                }
-            };
-            {
-                use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
-                // WARN and ERROR lines repeated from one place are rate-limited.
-                tracing_subscriber::registry()
-                    .with(tracing_subscriber::EnvFilter::new(
-                        &loaded.general.log_level,
-                    ))
-                    .with(
-                        tracing_subscriber::fmt::layer()
-                            .with_target(false)
-                            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                            .with_writer(std::io::stderr)
-                            .with_filter(pf_sidecar::log_limit::RateLimit::install()),
-                    )
-                    .init();
-            }
-            let pin_dir = loaded.general.pin_dir.clone();
-            pf_sidecar::daemon::run(loaded, config)?;
-            if detach_on_exit {
-                for ifname in attach::detach(&pin_dir, &[], true, false)?.interfaces {
-                    tracing::info!(%ifname, "detached on exit");
-                }
-            }
-        }
+        } => run_daemon(cli.pin_dir, config, log_level, detach_on_exit),
         Command::Attach {
             interfaces,
             xdp_mode,
             mode,
             dry_run,
-        } => {
-            let attached = attach::attach(&AttachOptions {
-                interfaces: &interfaces,
-                attach_mode: xdp_mode,
-                mode: mode.into(),
-                dry_run,
-                pin_dir: &pin_dir,
-                capacities: Capacities::default(),
-            })?;
-            for (ifname, how) in attached {
-                println!("attached fast_path to {ifname} ({how})");
-            }
-        }
+        } => attach_interfaces(&pin_dir, &interfaces, xdp_mode, mode, dry_run),
         Command::Detach {
             interfaces,
             all,
             force,
-        } => {
-            if !all && interfaces.is_empty() {
-                anyhow::bail!("name the interfaces to detach, or pass --all");
-            }
-            let detached = attach::detach(&pin_dir, &interfaces, all, force)?;
-            for ifname in &detached.interfaces {
-                println!("detached {ifname}");
-            }
-            if let Some(pid) = detached.daemon {
-                println!(
-                    "forced past the running daemon{}: it reports this and does not attach again until a reload or a restart",
-                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-                );
-            }
-            if detached.removed_dir {
-                println!("removed {}", pin_dir.display());
-            } else if all && detached.daemon.is_some() {
-                println!(
-                    "emptied {} (the daemon holds the directory until it stops)",
-                    pin_dir.display()
-                );
-            }
-        }
+        } => detach_interfaces(&pin_dir, &interfaces, all, force),
         Command::Feasibility {
             interfaces,
             config,
             json,
-        } => {
-            let overrides = Overrides {
-                pin_dir: cli.pin_dir.clone(),
-                log_level: None,
-            };
-            let loaded = match Config::load(config.as_deref(), &overrides) {
-                Ok(loaded) => loaded,
-                Err(err) => {
-                    eprintln!("pf-sidecar: configuration error: {err}");
-                    return Ok(exit::ERROR);
-                }
-            };
-            let source = match &config {
-                Some(path) => path.display().to_string(),
-                None if std::path::Path::new(pf_sidecar::config::DEFAULT_PATH).exists() => {
-                    pf_sidecar::config::DEFAULT_PATH.to_string()
-                }
-                None => "built-in defaults".to_string(),
-            };
-            let options = feasibility::Options {
-                interfaces: if interfaces.is_empty() {
-                    loaded.general.interfaces.clone()
-                } else {
-                    interfaces
-                },
-                pin_dir: loaded.general.pin_dir.clone(),
-                capacities: loaded.capacity,
-                xdp_mode: AttachMode::from_config(&loaded.general.xdp_mode),
-                source,
-                offload_replies: loaded.fpm.offload_replies,
-            };
-            let checks = feasibility::run(&options);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
-            } else {
-                print!("{}", feasibility::render(&checks));
-            }
-            if !feasibility::can_run(&checks) {
-                return Ok(exit::DRIFT);
-            }
-        }
-        Command::Lookup { address, json } => {
-            let result = lookup::run(&pin_dir, address)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
-            } else {
-                print!("{}", lookup::render(&result));
-            }
-            if !result.agree {
-                return Ok(exit::DRIFT);
-            }
-        }
+        } => check_feasibility(cli.pin_dir, interfaces, config, json),
+        Command::Lookup { address, json } => look_up(&pin_dir, address, json),
         Command::Diff {
             against,
             config,
             frr_pathspace,
             json,
-        } => {
-            let overrides = Overrides {
-                pin_dir: cli.pin_dir.clone(),
-                log_level: None,
-            };
-            let loaded = match Config::load(config.as_deref(), &overrides) {
-                Ok(loaded) => loaded,
-                Err(err) => {
-                    eprintln!("pf-sidecar: configuration error: {err}");
-                    return Ok(exit::ERROR);
-                }
-            };
-            let outcome = diff::run(&diff::DiffOptions {
-                pin_dir: std::path::Path::new(&loaded.general.pin_dir),
-                against,
-                tables: loaded.routes.tables.clone(),
-                frr_pathspace: frr_pathspace.as_deref(),
-                progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
-            } else {
-                print!("{}", diff::render(&outcome));
-            }
-            if outcome.summary.stale() {
-                return Ok(exit::ERROR);
-            }
-            if !outcome.summary.in_sync {
-                return Ok(exit::DRIFT);
-            }
-        }
+        } => diff_maps(cli.pin_dir, against, config, frr_pathspace, json),
         Command::Watch {
             config,
             endpoint,
             topics,
             count,
             json,
-        } => {
-            let endpoint = match endpoint {
-                Some(endpoint) => endpoint,
-                None => match Config::load(config.as_deref(), &Overrides::default()) {
-                    Ok(loaded) => loaded.events.endpoint,
-                    Err(err) => {
-                        eprintln!("pf-sidecar: configuration error: {err}");
-                        return Ok(exit::ERROR);
-                    }
-                },
-            };
-            watch::run(&watch::WatchOptions {
-                endpoint,
-                topics,
-                count,
-                json,
-            })?;
-        }
+        } => watch_events(config, endpoint, topics, count, json),
         Command::Status {
             json,
             rate_interval_ms,
-        } => {
-            let status =
-                status::read(&pin_dir, std::time::Duration::from_millis(rate_interval_ms))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", status::render(&status));
-            }
+        } => show_status(&pin_dir, json, rate_interval_ms),
+    }
+}
+
+/// The configuration, or `None` once the error is printed (the command
+/// then exits with [`exit::ERROR`]).
+fn load_config(path: Option<&Path>, overrides: &Overrides) -> Option<Config> {
+    match Config::load(path, overrides) {
+        Ok(loaded) => Some(loaded),
+        Err(err) => {
+            eprintln!("pf-sidecar: configuration error: {err}");
+            None
         }
+    }
+}
+
+fn init_logging(log_level: &str) {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    // WARN and ERROR lines repeated from one place are rate-limited.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(log_level))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(pf_sidecar::log_limit::RateLimit::install()),
+        )
+        .init();
+}
+
+/// `run`: the daemon in the foreground until SIGTERM or SIGINT.
+fn run_daemon(
+    pin_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    log_level: Option<String>,
+    detach_on_exit: bool,
+) -> anyhow::Result<u8> {
+    let overrides = Overrides { pin_dir, log_level };
+    let Some(loaded) = load_config(config.as_deref(), &overrides) else {
+        return Ok(exit::ERROR);
+    };
+    init_logging(&loaded.general.log_level);
+    let pin_dir = loaded.general.pin_dir.clone();
+    pf_sidecar::daemon::run(loaded, config)?;
+    if detach_on_exit {
+        for ifname in attach::detach(&pin_dir, &[], true, false)?.interfaces {
+            tracing::info!(%ifname, "detached on exit");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn attach_interfaces(
+    pin_dir: &Path,
+    interfaces: &[String],
+    xdp_mode: AttachMode,
+    mode: DatapathMode,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
+    let attached = attach::attach(&AttachOptions {
+        interfaces,
+        attach_mode: xdp_mode,
+        mode: mode.into(),
+        dry_run,
+        pin_dir,
+        capacities: Capacities::default(),
+    })?;
+    for (ifname, how) in attached {
+        println!("attached fast_path to {ifname} ({how})");
+    }
+    Ok(exit::OK)
+}
+
+fn detach_interfaces(
+    pin_dir: &Path,
+    interfaces: &[String],
+    all: bool,
+    force: bool,
+) -> anyhow::Result<u8> {
+    if !all && interfaces.is_empty() {
+        anyhow::bail!("name the interfaces to detach, or pass --all");
+    }
+    let detached = attach::detach(pin_dir, interfaces, all, force)?;
+    for ifname in &detached.interfaces {
+        println!("detached {ifname}");
+    }
+    if let Some(pid) = detached.daemon {
+        println!(
+            "forced past the running daemon{}: it reports this and does not attach again until a reload or a restart",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        );
+    }
+    if detached.removed_dir {
+        println!("removed {}", pin_dir.display());
+    } else if all && detached.daemon.is_some() {
+        println!(
+            "emptied {} (the daemon holds the directory until it stops)",
+            pin_dir.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Where the configuration came from, for the feasibility report.
+fn config_source(config: Option<&Path>) -> String {
+    match config {
+        Some(path) => path.display().to_string(),
+        None if Path::new(pf_sidecar::config::DEFAULT_PATH).exists() => {
+            pf_sidecar::config::DEFAULT_PATH.to_string()
+        }
+        None => "built-in defaults".to_string(),
+    }
+}
+
+fn check_feasibility(
+    pin_dir: Option<PathBuf>,
+    interfaces: Vec<String>,
+    config: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let overrides = Overrides {
+        pin_dir,
+        log_level: None,
+    };
+    let Some(loaded) = load_config(config.as_deref(), &overrides) else {
+        return Ok(exit::ERROR);
+    };
+    let options = feasibility::Options {
+        interfaces: if interfaces.is_empty() {
+            loaded.general.interfaces.clone()
+        } else {
+            interfaces
+        },
+        pin_dir: loaded.general.pin_dir.clone(),
+        capacities: loaded.capacity,
+        xdp_mode: AttachMode::from_config(&loaded.general.xdp_mode),
+        source: config_source(config.as_deref()),
+        offload_replies: loaded.fpm.offload_replies,
+    };
+    let checks = feasibility::run(&options);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", feasibility::render(&checks));
+    }
+    if !feasibility::can_run(&checks) {
+        return Ok(exit::DRIFT);
+    }
+    Ok(exit::OK)
+}
+
+fn look_up(pin_dir: &Path, address: std::net::IpAddr, json: bool) -> anyhow::Result<u8> {
+    let result = lookup::run(pin_dir, address)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", lookup::render(&result));
+    }
+    if !result.agree {
+        return Ok(exit::DRIFT);
+    }
+    Ok(exit::OK)
+}
+
+fn diff_maps(
+    pin_dir: Option<PathBuf>,
+    against: diff::Against,
+    config: Option<PathBuf>,
+    frr_pathspace: Option<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let overrides = Overrides {
+        pin_dir,
+        log_level: None,
+    };
+    let Some(loaded) = load_config(config.as_deref(), &overrides) else {
+        return Ok(exit::ERROR);
+    };
+    let outcome = diff::run(&diff::DiffOptions {
+        pin_dir: Path::new(&loaded.general.pin_dir),
+        against,
+        tables: loaded.routes.tables.clone(),
+        frr_pathspace: frr_pathspace.as_deref(),
+        progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        print!("{}", diff::render(&outcome));
+    }
+    if outcome.summary.stale() {
+        return Ok(exit::ERROR);
+    }
+    if !outcome.summary.in_sync {
+        return Ok(exit::DRIFT);
+    }
+    Ok(exit::OK)
+}
+
+fn watch_events(
+    config: Option<PathBuf>,
+    endpoint: Option<String>,
+    topics: Vec<String>,
+    count: u64,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let endpoint = match endpoint {
+        Some(endpoint) => endpoint,
+        None => match load_config(config.as_deref(), &Overrides::default()) {
+            Some(loaded) => loaded.events.endpoint,
+            None => return Ok(exit::ERROR),
+        },
+    };
+    watch::run(&watch::WatchOptions {
+        endpoint,
+        topics,
+        count,
+        json,
+    })?;
+    Ok(exit::OK)
+}
+
+fn show_status(pin_dir: &Path, json: bool, rate_interval_ms: u64) -> anyhow::Result<u8> {
+    let status = status::read(pin_dir, std::time::Duration::from_millis(rate_interval_ms))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status::render(&status));
     }
     Ok(exit::OK)
 }

@@ -83,149 +83,176 @@ fn flag(value: bool) -> f64 {
 pub fn render(s: &Snapshot<'_>) -> String {
     let mut out = String::new();
     let d = s.state;
+    datapath_families(&mut out, s);
+    programmed_route_families(&mut out, d);
+    attachment_families(&mut out, s);
+    route_outcome_families(&mut out, d);
+    kernel_source_families(&mut out, d);
+    fpm_session_families(&mut out, d);
+    route_source_health_families(&mut out, d);
+    control_activity_families(&mut out, s);
+    out
+}
+
+/// What the datapath counted, and how full its tables are.
+fn datapath_families(out: &mut String, s: &Snapshot<'_>) {
     family(
-        &mut out,
+        out,
         "pf_sidecar_datapath_packets_total",
         "counter",
         "Packets by what the datapath did with them (docs/datapath.md explains each counter).",
     );
     for (counter, value) in s.counters {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_datapath_packets_total",
             &[("counter", counter.name())],
             *value as f64,
         );
     }
     family(
-        &mut out,
+        out,
         "pf_sidecar_table_used",
         "gauge",
         "Entries in use per datapath table.",
     );
     for t in s.tables {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_table_used",
             &[("table", t.table)],
             t.used as f64,
         );
     }
     family(
-        &mut out,
+        out,
         "pf_sidecar_table_capacity",
         "gauge",
         "Capacity of each datapath table.",
     );
     for t in s.tables {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_table_capacity",
             &[("table", t.table)],
             t.capacity as f64,
         );
     }
+}
+
+/// Routes in the maps, and routes a full table left to bpf_fib_lookup.
+fn programmed_route_families(out: &mut String, d: &DaemonState) {
     family(
-        &mut out,
+        out,
         "pf_sidecar_routes",
         "gauge",
         "Routes programmed, by family.",
     );
     sample(
-        &mut out,
+        out,
         "pf_sidecar_routes",
         &[("family", "ipv4")],
         d.control.programmer.routes_v4 as f64,
     );
     sample(
-        &mut out,
+        out,
         "pf_sidecar_routes",
         &[("family", "ipv6")],
         d.control.programmer.routes_v6 as f64,
     );
     family(
-        &mut out,
+        out,
         "pf_sidecar_routes_deferred",
         "gauge",
         "Routes left to bpf_fib_lookup because a table is full, by family.",
     );
     sample(
-        &mut out,
+        out,
         "pf_sidecar_routes_deferred",
         &[("family", "ipv4")],
         d.control.programmer.deferred_v4 as f64,
     );
     sample(
-        &mut out,
+        out,
         "pf_sidecar_routes_deferred",
         &[("family", "ipv6")],
         d.control.programmer.deferred_v6 as f64,
     );
+}
+
+/// Whether the datapath runs, where, and what it loses after a redirect.
+fn attachment_families(out: &mut String, s: &Snapshot<'_>) {
+    let d = s.state;
     single(
-        &mut out,
+        out,
         "pf_sidecar_fail_safe_active",
         "gauge",
         "1 while the datapath ignores the route cache (stale heartbeat).",
         flag(s.fail_safe_active),
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_live",
         "gauge",
         "1 while the pinned links run this daemon's generation on a device (0 before it goes live, and after its links or pins were removed from outside).",
         flag(d.live),
     );
     family(
-        &mut out,
+        out,
         "pf_sidecar_attached",
         "gauge",
         "1 while fast_path of this daemon runs on the configured interface (from the kernel's links).",
     );
     for port in &d.interfaces {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_attached",
             &[("interface", &port.interface)],
             flag(port.attached),
         );
     }
     single(
-        &mut out,
+        out,
         "pf_sidecar_redirect_failures_counted",
         "gauge",
         "1 while frames lost after XDP_REDIRECT are counted (the xdp tracepoints are attached).",
         flag(d.redirect_failures.counting),
     );
     family(
-        &mut out,
+        out,
         "pf_sidecar_redirect_failures_total",
         "counter",
         "Frames redirected out of an interface that the kernel then dropped (refused when queued, or dropped by the driver), since the daemon started.",
     );
     for (interface, frames) in &d.redirect_failures.per_interface {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_redirect_failures_total",
             &[("interface", interface)],
             *frames as f64,
         );
     }
+}
+
+/// Routes left to the kernel for a reason to act on, and the offload
+/// replies zebra gets.
+fn route_outcome_families(out: &mut String, d: &DaemonState) {
     family(
-        &mut out,
+        out,
         "pf_sidecar_routes_left_to_kernel_total",
         "counter",
         "Routes left to bpf_fib_lookup for a reason the operator can act on (more than 64 ECMP legs, a full table), by reason.",
     );
     for (reason, count) in pf_control::left_to_kernel::counts(&d.control.programmer) {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_routes_left_to_kernel_total",
             &[("reason", reason)],
             count as f64,
         );
     }
     family(
-        &mut out,
+        out,
         "pf_sidecar_offload_replies_total",
         "counter",
         "Offload replies to zebra (fpm.offload_replies), one per route and FPM frame: sent (handed to the session, whatever the flag), kernel (of those, RTM_F_OFFLOAD for a route the kernel forwards after XDP_PASS), failed (of those, RTM_F_OFFLOAD_FAILED: nothing forwards the route), dropped (not sent, zebra was not reading).",
@@ -237,56 +264,64 @@ pub fn render(s: &Snapshot<'_>) -> String {
         ("dropped", d.control.offload_replies_dropped),
     ] {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_offload_replies_total",
             &[("result", result)],
             value as f64,
         );
     }
+}
+
+/// The kernel dump: applied yet, and how often it had to start over.
+fn kernel_source_families(out: &mut String, d: &DaemonState) {
     single(
-        &mut out,
+        out,
         "pf_sidecar_kernel_synced",
         "gauge",
         "1 once the kernel dump has been applied.",
         flag(d.control.kernel_synced),
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_kernel_resyncs_total",
         "counter",
         "Full resyncs with the kernel (start, overruns).",
         d.control.kernel_resyncs as f64,
     );
+}
+
+/// Zebra's FPM session and the listener's guards around it.
+fn fpm_session_families(out: &mut String, d: &DaemonState) {
     single(
-        &mut out,
+        out,
         "pf_sidecar_fpm_connected",
         "gauge",
         "1 while zebra's FPM session is open.",
         flag(d.control.fpm_connected),
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_fpm_replay_complete",
         "gauge",
         "1 once zebra's replay after the last connect has been swept.",
         flag(d.control.fpm_replay_complete),
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_fpm_sessions_total",
         "counter",
         "FPM sessions accepted.",
         d.fpm_sessions as f64,
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_fpm_refused_total",
         "counter",
         "FPM connections refused, all reasons (see pf_sidecar_fpm_sessions_refused_total).",
         d.fpm_refused as f64,
     );
     family(
-        &mut out,
+        out,
         "pf_sidecar_fpm_sessions_refused_total",
         "counter",
         "FPM connections refused before a byte was read, by reason: address (peer not in fpm.allow), user (loopback peer whose socket owner is not in fpm.allowed_users), busy (a session is open).",
@@ -297,14 +332,14 @@ pub fn render(s: &Snapshot<'_>) -> String {
         ("busy", d.fpm_refused_busy),
     ] {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_fpm_sessions_refused_total",
             &[("reason", reason)],
             value as f64,
         );
     }
     family(
-        &mut out,
+        out,
         "pf_sidecar_fpm_sessions_dropped_total",
         "counter",
         "FPM sessions dropped by the listener's bounds: idle (no complete frame within fpm.idle_timeout_ms), partial_frame (a frame not completed within fpm.frame_timeout_ms).",
@@ -314,14 +349,19 @@ pub fn render(s: &Snapshot<'_>) -> String {
         ("partial_frame", d.control.fpm_dropped_partial_frame),
     ] {
         sample(
-            &mut out,
+            out,
             "pf_sidecar_fpm_sessions_dropped_total",
             &[("reason", reason)],
             value as f64,
         );
     }
+}
+
+/// Whether the route source is fresh enough to trust, and what it sent that
+/// could not be read.
+fn route_source_health_families(out: &mut String, d: &DaemonState) {
     single(
-        &mut out,
+        out,
         "pf_sidecar_routes_stale",
         "gauge",
         "1 while the route source has been gone longer than routes.stale_after_ms and its routes are left to bpf_fib_lookup.",
@@ -329,7 +369,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     );
     if let Some(ms) = d.control.route_source_down_ms {
         single(
-            &mut out,
+            out,
             "pf_sidecar_route_source_down_seconds",
             "gauge",
             "Seconds since the route source went away (FPM session closed with no replay since, or the kernel source failing).",
@@ -337,7 +377,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
         );
     }
     single(
-        &mut out,
+        out,
         "pf_sidecar_fpm_frame_errors_total",
         "counter",
         "Malformed FPM frames (each closed the session).",
@@ -345,7 +385,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     );
     if let Some(age) = d.control.fpm_last_message_age_ms {
         single(
-            &mut out,
+            out,
             "pf_sidecar_fpm_last_message_age_seconds",
             "gauge",
             "Seconds since the last FPM message.",
@@ -353,41 +393,45 @@ pub fn render(s: &Snapshot<'_>) -> String {
         );
     }
     single(
-        &mut out,
+        out,
         "pf_sidecar_decode_errors_total",
         "counter",
         "Messages that could not be decoded (skipped).",
         d.control.decode_errors as f64,
     );
+}
+
+/// What the control plane did with the events, and what it could not pass on.
+fn control_activity_families(out: &mut String, s: &Snapshot<'_>) {
+    let d = s.state;
     single(
-        &mut out,
+        out,
         "pf_sidecar_rib_events_total",
         "counter",
         "Decoded events applied to the RIB.",
         d.control.rib.events as f64,
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_resync_swept_total",
         "counter",
         "Entries a resync found stale and removed.",
         d.control.rib.swept as f64,
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_map_write_errors_total",
         "counter",
         "Map writes the kernel refused.",
         d.control.programmer.write_errors as f64,
     );
     single(
-        &mut out,
+        out,
         "pf_sidecar_events_dropped_total",
         "counter",
         "Events not published because the queue was full.",
         s.events_dropped as f64,
     );
-    out
 }
 
 /// The longest request head read before answering.

@@ -88,203 +88,6 @@ pub struct RibStats {
     pub unknown_deletes: u64,
 }
 
-#[derive(Debug, Clone)]
-struct Entry<T> {
-    value: T,
-    marked: bool,
-}
-
-impl<T> Entry<T> {
-    fn new(value: T) -> Self {
-        Self {
-            value,
-            marked: false,
-        }
-    }
-}
-
-/// Where a stored route's packets go. Inline gateways are interned, so a
-/// route is 16 bytes however many legs it has: a full table is a million.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StoredNext {
-    None,
-    Object(u32),
-    /// An id of [`Rib::leg_sets`].
-    Legs(u32),
-}
-
-/// One route of a prefix; the map key holds the prefix.
-#[derive(Debug, Clone, Copy)]
-struct StoredRoute {
-    metric: u32,
-    next: StoredNext,
-    /// Position of the route's table in the configured list.
-    table_rank: u8,
-    protocol: u8,
-    kind: Kind,
-    marked: bool,
-}
-
-impl StoredRoute {
-    fn rank(&self) -> (u8, u32) {
-        (self.table_rank, self.metric)
-    }
-
-    fn object(&self) -> Option<u32> {
-        match self.next {
-            StoredNext::Object(id) => Some(id),
-            _ => None,
-        }
-    }
-}
-
-/// What a route resolves to, found without looking at the prefix again.
-#[derive(Debug, Clone, Copy)]
-enum Resolution {
-    Fixed(&'static Target),
-    Legs(u32),
-    Object(u32),
-}
-
-static KERNEL: Target = Target::Kernel;
-static BLACKHOLE: Target = Target::Blackhole;
-static UNREACHABLE: Target = Target::Unreachable;
-static PROHIBIT: Target = Target::Prohibit;
-static LOCAL: Target = Target::Local;
-
-impl Resolution {
-    fn of(route: &StoredRoute) -> Self {
-        match route.kind {
-            Kind::Blackhole => Self::Fixed(&BLACKHOLE),
-            Kind::Unreachable => Self::Fixed(&UNREACHABLE),
-            Kind::Prohibit => Self::Fixed(&PROHIBIT),
-            Kind::Local => Self::Fixed(&LOCAL),
-            Kind::Unicast => match route.next {
-                StoredNext::None => Self::Fixed(&KERNEL),
-                StoredNext::Legs(id) => Self::Legs(id),
-                StoredNext::Object(id) => Self::Object(id),
-            },
-        }
-    }
-}
-
-/// The routes of one prefix: nearly always exactly one, so that one is kept
-/// inline (and the rare list boxed, to keep the entry small).
-#[derive(Debug, Clone, Default)]
-enum PrefixRoutes {
-    /// The prefix is only programmed (one of the router's addresses), or its
-    /// last route just went.
-    #[default]
-    None,
-    One(StoredRoute),
-    // A boxed Vec is one pointer: the entry stays small.
-    #[allow(clippy::box_collection)]
-    Many(Box<Vec<StoredRoute>>),
-}
-
-/// A prefix's entry in the table the RIB shares with its sink.
-#[derive(Debug, Default)]
-pub struct RibEntry {
-    routes: PrefixRoutes,
-    programmed: Option<Programmed>,
-}
-
-impl ProgrammedEntry for RibEntry {
-    fn programmed(&self) -> Option<Programmed> {
-        self.programmed
-    }
-    fn programmed_mut(&mut self) -> &mut Option<Programmed> {
-        &mut self.programmed
-    }
-    fn is_vacant(&self) -> bool {
-        self.routes.is_empty() && self.programmed.is_none()
-    }
-}
-
-// A full table is a million of these entries.
-const _: () = assert!(std::mem::size_of::<(ipnet::Ipv4Net, RibEntry)>() <= 32);
-
-/// The routes of `prefix`, if it has any.
-fn routes_of<'a>(entries: &'a PrefixHashMap<RibEntry>, prefix: &IpNet) -> Option<&'a PrefixRoutes> {
-    entries
-        .get(prefix)
-        .map(|e| &e.routes)
-        .filter(|r| !r.is_empty())
-}
-
-impl PrefixRoutes {
-    fn as_slice(&self) -> &[StoredRoute] {
-        match self {
-            PrefixRoutes::None => &[],
-            PrefixRoutes::One(r) => std::slice::from_ref(r),
-            PrefixRoutes::Many(v) => v,
-        }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [StoredRoute] {
-        match self {
-            PrefixRoutes::None => &mut [],
-            PrefixRoutes::One(r) => std::slice::from_mut(r),
-            PrefixRoutes::Many(v) => v,
-        }
-    }
-
-    /// Adds `route`, replacing one of the same table and metric (returned).
-    fn upsert(&mut self, route: StoredRoute) -> Option<StoredRoute> {
-        if let Some(slot) = self
-            .as_mut_slice()
-            .iter_mut()
-            .find(|r| r.rank() == route.rank())
-        {
-            return Some(std::mem::replace(slot, route));
-        }
-        match self {
-            PrefixRoutes::None => *self = PrefixRoutes::One(route),
-            PrefixRoutes::One(first) => *self = PrefixRoutes::Many(Box::new(vec![*first, route])),
-            PrefixRoutes::Many(routes) => routes.push(route),
-        }
-        None
-    }
-
-    /// Removes the route ranked `rank`; `None` when there is none.
-    fn remove(&mut self, rank: (u8, u32)) -> Option<StoredRoute> {
-        match self {
-            PrefixRoutes::None => None,
-            PrefixRoutes::One(r) if r.rank() == rank => {
-                let removed = *r;
-                *self = PrefixRoutes::None;
-                Some(removed)
-            }
-            PrefixRoutes::One(_) => None,
-            PrefixRoutes::Many(routes) => {
-                let at = routes.iter().position(|r| r.rank() == rank)?;
-                let removed = routes.swap_remove(at);
-                match routes.as_slice() {
-                    [] => *self = PrefixRoutes::None,
-                    [only] => *self = PrefixRoutes::One(*only),
-                    _ => {}
-                }
-                Some(removed)
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
-    }
-
-    fn names_object(&self, id: u32) -> bool {
-        self.as_slice()
-            .iter()
-            .any(|r| r.next == StoredNext::Object(id))
-    }
-
-    /// The route that answers: first configured table, then lowest metric.
-    fn winner(&self) -> Option<&StoredRoute> {
-        self.as_slice().iter().min_by_key(|r| r.rank())
-    }
-}
-
 /// A route as the RIB holds it, for readers such as `diff`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WinningRoute {
@@ -453,71 +256,8 @@ impl Rib {
         sink: &mut impl FibSink,
     ) {
         match event {
-            Event::Route(op, route) => {
-                if source != self.route_source {
-                    self.stats.ignored_other_source += 1;
-                    return;
-                }
-                let Some(rank) = self.tables.iter().position(|t| *t == route.key.table) else {
-                    self.stats.ignored_other_table += 1;
-                    return;
-                };
-                let prefix = route.key.prefix;
-                match op {
-                    Op::Upsert => {
-                        let stored = self.store(rank as u8, route);
-                        if touched.removed.contains(&prefix) {
-                            self.insert_route(prefix, stored, sink);
-                            touched.deferred.push(prefix);
-                        } else {
-                            // Resolved from the route itself, so publishing
-                            // finds the prefix's entry still in cache.
-                            let resolution = Resolution::of(&stored);
-                            let wins = self.insert_route(prefix, stored, sink);
-                            // A route that does not win, or a prefix that is
-                            // one of the router's own, changes nothing.
-                            if wins && !self.locals.contains_key(&prefix) {
-                                self.publish_target(prefix, Some(resolution), sink);
-                            }
-                            if self.track_published {
-                                touched.published.push(prefix);
-                            }
-                        }
-                    }
-                    Op::Remove => {
-                        self.remove_route(rank as u8, &route.key, sink);
-                        touched.removed.insert(prefix);
-                        touched.deferred.push(prefix);
-                    }
-                }
-            }
-            Event::Nexthop(op, id, def) => {
-                if source == Source::Kernel && self.route_source == Source::Fpm {
-                    let def = if op == Op::Upsert { def.as_ref() } else { None };
-                    if self.link_local.kernel_object(id, def) {
-                        touched.deferred.extend(self.prefixes_over_ipv4_ll(sink));
-                    }
-                }
-                if source != self.route_source {
-                    self.stats.ignored_other_source += 1;
-                    return;
-                }
-                let changed = match (op, def) {
-                    (Op::Upsert, Some(def)) => self
-                        .objects
-                        .insert(id, Entry::new(def.clone()))
-                        .is_none_or(|previous| previous.value != def),
-                    _ => self.objects.remove(&id).is_some(),
-                };
-                // A replay repeats every object: only a change re-publishes
-                // the routes that name it.
-                if changed {
-                    self.object_targets.clear();
-                    touched
-                        .deferred
-                        .extend(self.prefixes_using_object(id, sink));
-                }
-            }
+            Event::Route(op, route) => self.apply_route(source, op, route, touched, sink),
+            Event::Nexthop(op, id, def) => self.apply_object(source, op, id, def, touched, sink),
             Event::Link(op, ifindex, info) => {
                 let info = if op == Op::Upsert { info } else { None };
                 match info {
@@ -554,6 +294,88 @@ impl Rib {
                 }
                 touched.deferred.push(host_prefix(ip));
             }
+        }
+    }
+
+    fn apply_route(
+        &mut self,
+        source: Source,
+        op: Op,
+        route: Route,
+        touched: &mut Touched,
+        sink: &mut impl FibSink,
+    ) {
+        if source != self.route_source {
+            self.stats.ignored_other_source += 1;
+            return;
+        }
+        let Some(rank) = self.tables.iter().position(|t| *t == route.key.table) else {
+            self.stats.ignored_other_table += 1;
+            return;
+        };
+        let prefix = route.key.prefix;
+        match op {
+            Op::Upsert => {
+                let stored = self.store(rank as u8, route);
+                if touched.removed.contains(&prefix) {
+                    self.insert_route(prefix, stored, sink);
+                    touched.deferred.push(prefix);
+                } else {
+                    // Resolved from the route itself, so publishing finds
+                    // the prefix's entry still in cache.
+                    let resolution = Resolution::of(&stored);
+                    let wins = self.insert_route(prefix, stored, sink);
+                    // A route that does not win, or a prefix that is one of
+                    // the router's own, changes nothing.
+                    if wins && !self.locals.contains_key(&prefix) {
+                        self.publish_target(prefix, Some(resolution), sink);
+                    }
+                    if self.track_published {
+                        touched.published.push(prefix);
+                    }
+                }
+            }
+            Op::Remove => {
+                self.remove_route(rank as u8, &route.key, sink);
+                touched.removed.insert(prefix);
+                touched.deferred.push(prefix);
+            }
+        }
+    }
+
+    fn apply_object(
+        &mut self,
+        source: Source,
+        op: Op,
+        id: u32,
+        def: Option<NexthopDef>,
+        touched: &mut Touched,
+        sink: &mut impl FibSink,
+    ) {
+        if source == Source::Kernel && self.route_source == Source::Fpm {
+            let def = if op == Op::Upsert { def.as_ref() } else { None };
+            if self.link_local.kernel_object(id, def) {
+                touched.deferred.extend(self.prefixes_over_ipv4_ll(sink));
+            }
+        }
+        if source != self.route_source {
+            self.stats.ignored_other_source += 1;
+            return;
+        }
+        let changed = match (op, def) {
+            (Op::Upsert, Some(def)) => self
+                .objects
+                .insert(id, Entry::new(def.clone()))
+                .is_none_or(|previous| previous.value != def),
+            _ => self.objects.remove(&id).is_some(),
+        };
+        // A replay repeats every object: only a change re-publishes the
+        // routes that name it.
+        if changed {
+            self.object_targets.clear();
+            touched
+                .deferred
+                .extend(self.prefixes_using_object(id, sink));
         }
     }
 
@@ -810,165 +632,6 @@ impl Rib {
         };
         sink.upsert(prefix, target);
     }
-
-    /// A resync of `source` ended without completing (the session closed
-    /// in the middle of a replay, the kernel dump failed): it sweeps
-    /// nothing, and its marks mean nothing until the next one.
-    pub fn abandon_resync(&mut self, source: Source) {
-        if source == self.route_source {
-            self.resync_open = false;
-        }
-    }
-
-    /// The route source has been gone too long: every route it has not
-    /// repeated in a resync now in progress is left to the kernel
-    /// (`Target::Kernel`, forwarded with `bpf_fib_lookup`) and stays in the
-    /// RIB, so a returning source's replay restores what it repeats and
-    /// the sweep at its end removes the rest. Returns how many prefixes
-    /// were handed to the kernel.
-    pub fn go_stale(&mut self, sink: &mut impl FibSink) -> usize {
-        if !self.resync_open {
-            // No resync in progress: nothing of the source is vouched for.
-            mark_routes(sink);
-        }
-        self.stale = true;
-        let deferred: Vec<IpNet> = sink
-            .entries()
-            .iter()
-            .filter(|(prefix, entry)| {
-                !self.locals.contains_key(prefix)
-                    && entry.routes.winner().is_some_and(|route| route.marked)
-            })
-            .map(|(prefix, _)| prefix)
-            .collect();
-        let handed = deferred.len();
-        self.publish_all(
-            Touched {
-                deferred,
-                ..Default::default()
-            },
-            sink,
-        );
-        handed
-    }
-
-    /// Whether the route source's routes are left to the kernel
-    /// ([`Rib::go_stale`]) until a resync completes.
-    pub fn is_stale(&self) -> bool {
-        self.stale
-    }
-
-    /// Marks everything `source` contributed; the dump or replay that follows
-    /// unmarks what it repeats.
-    pub fn begin_resync(&mut self, source: Source, sink: &mut impl FibSink) {
-        self.stats.resyncs += 1;
-        if source == self.route_source {
-            mark_routes(sink);
-            self.objects.values_mut().for_each(|e| e.marked = true);
-            self.resync_open = true;
-        }
-        if source == Source::Kernel {
-            self.links.values_mut().for_each(|e| e.marked = true);
-            self.neighbours.values_mut().for_each(|e| e.marked = true);
-            self.addresses.values_mut().for_each(|e| e.marked = true);
-        }
-    }
-
-    /// Removes what `source` did not repeat since [`Rib::begin_resync`].
-    pub fn finish_resync(&mut self, source: Source, sink: &mut impl FibSink) {
-        let mut touched = Touched::default();
-        if source == self.route_source {
-            let stale: Vec<(IpNet, u8, u32)> = sink
-                .entries()
-                .iter()
-                .flat_map(|(prefix, entry)| {
-                    entry
-                        .routes
-                        .as_slice()
-                        .iter()
-                        .filter(|r| r.marked)
-                        .map(move |r| (prefix, r.table_rank, r.metric))
-                })
-                .collect();
-            for (prefix, table_rank, metric) in stale {
-                touched.deferred.push(prefix);
-                let key = RouteKey {
-                    table: self.tables[table_rank as usize],
-                    prefix,
-                    metric,
-                };
-                self.remove_route(table_rank, &key, sink);
-                self.stats.swept += 1;
-            }
-            let stale: Vec<u32> = self
-                .objects
-                .iter()
-                .filter(|(_, e)| e.marked)
-                .map(|(k, _)| *k)
-                .collect();
-            if !stale.is_empty() {
-                self.object_targets.clear();
-            }
-            for id in stale {
-                self.objects.remove(&id);
-                touched
-                    .deferred
-                    .extend(self.prefixes_using_object(id, sink));
-                self.stats.swept += 1;
-            }
-            // What is left was repeated, and published as it was: the
-            // source is trusted again.
-            self.resync_open = false;
-            self.stale = false;
-        }
-        if source == Source::Kernel {
-            let stale: Vec<u32> = self
-                .links
-                .iter()
-                .filter(|(_, e)| e.marked)
-                .map(|(k, _)| *k)
-                .collect();
-            for ifindex in stale {
-                self.links.remove(&ifindex);
-                sink.set_link(ifindex, None);
-                self.stats.swept += 1;
-            }
-            let stale: Vec<(u32, IpAddr)> = self
-                .neighbours
-                .iter()
-                .filter(|(_, e)| e.marked)
-                .map(|(k, _)| *k)
-                .collect();
-            for (ifindex, ip) in stale {
-                self.neighbours.remove(&(ifindex, ip));
-                sink.set_neighbour(ifindex, ip, None);
-                self.stats.swept += 1;
-            }
-            let stale: Vec<(u32, IpAddr)> = self
-                .addresses
-                .iter()
-                .filter(|(_, e)| e.marked)
-                .map(|(k, _)| *k)
-                .collect();
-            for (ifindex, ip) in stale {
-                self.remove_address(ifindex, ip);
-                touched.deferred.push(host_prefix(ip));
-                self.stats.swept += 1;
-            }
-        }
-        self.publish_all(touched, sink);
-    }
-}
-
-/// Marks every route in the table (the RIB holds only the route source's).
-fn mark_routes(sink: &mut impl FibSink) {
-    for entry in sink.entries_mut().values_mut() {
-        entry
-            .routes
-            .as_mut_slice()
-            .iter_mut()
-            .for_each(|r| r.marked = true);
-    }
 }
 
 /// The prefixes one batch touched, by when they are published.
@@ -1016,6 +679,11 @@ fn host_prefix(ip: IpAddr) -> IpNet {
 }
 
 mod link_local;
+mod resync;
+mod stored;
+
+pub use stored::RibEntry;
+use stored::{routes_of, Entry, PrefixRoutes, Resolution, StoredNext, StoredRoute, KERNEL};
 #[cfg(test)]
 mod tests;
 mod users;

@@ -10,11 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::{
-    maps::MapType,
-    programs::{ProgramType, XdpMode},
-    sys::{is_helper_supported, is_map_supported, BpfHelper},
-};
+use aya::programs::XdpMode;
 use serde::Serialize;
 
 use crate::attach::{link_pin, AttachMode};
@@ -24,9 +20,13 @@ use crate::{
         self,
         bpf::{self as probe, Verdict},
         link::{self, PeerLookup},
-        Jit, Kernel,
+        Kernel,
     },
 };
+
+mod probes;
+
+use probes::{batch, helpers, jit_checks, map_types, mmapable, tail_call_mix};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -265,250 +265,6 @@ fn frr_checks(options: &Options) -> Vec<Check> {
         .collect()
 }
 
-fn map_types() -> Check {
-    let mut missing = Vec::new();
-    let mut unknown = Vec::new();
-    let types = [
-        ("array", MapType::Array),
-        ("per-CPU array", MapType::PerCpuArray),
-        ("hash", MapType::Hash),
-        ("LPM trie", MapType::LpmTrie),
-        ("devmap hash", MapType::DevMapHash),
-        ("program array", MapType::ProgramArray),
-    ];
-    for (name, map_type) in types {
-        match is_map_supported(map_type) {
-            Ok(true) => {}
-            Ok(false) => missing.push(name),
-            Err(e) => unknown.push(format!("{name} ({e})")),
-        }
-    }
-    let names: Vec<&str> = types.iter().map(|(n, _)| *n).collect();
-    Check::new(
-        "bpf: map types",
-        missing.is_empty() && unknown.is_empty(),
-        false,
-        if missing.is_empty() && unknown.is_empty() {
-            format!("supported: {}", names.join(", "))
-        } else {
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!("not supported: {}", missing.join(", ")));
-            }
-            if !unknown.is_empty() {
-                parts.push(format!("probe failed: {}", unknown.join(", ")));
-            }
-            format!(
-                "{} (the datapath load below is the verdict)",
-                parts.join("; ")
-            )
-        },
-    )
-    .fix("Linux 5.10 or later has every map type the datapath uses")
-}
-
-fn helpers() -> Check {
-    let mut missing = Vec::new();
-    let helpers = [
-        ("bpf_fib_lookup", BpfHelper::BPF_FUNC_fib_lookup),
-        ("bpf_tail_call", BpfHelper::BPF_FUNC_tail_call),
-        ("bpf_redirect_map", BpfHelper::BPF_FUNC_redirect_map),
-        ("bpf_xdp_adjust_head", BpfHelper::BPF_FUNC_xdp_adjust_head),
-        ("bpf_ktime_get_ns", BpfHelper::BPF_FUNC_ktime_get_ns),
-    ];
-    for (name, helper) in helpers {
-        if !matches!(is_helper_supported(ProgramType::Xdp, helper), Ok(true)) {
-            missing.push(name);
-        }
-    }
-    let names: Vec<&str> = helpers.iter().map(|(n, _)| *n).collect();
-    Check::new(
-        "bpf: helpers",
-        missing.is_empty(),
-        false,
-        if missing.is_empty() {
-            format!("available to XDP: {}", names.join(", "))
-        } else {
-            format!(
-                "not available to XDP: {} (the datapath load below is the verdict)",
-                missing.join(", ")
-            )
-        },
-    )
-    .fix("Linux 5.10 or later has every helper the datapath calls")
-}
-
-fn jit_checks(kernel: &Kernel, jited_bytes: Option<u32>) -> Vec<Check> {
-    let jit = Jit::probe(kernel);
-    let jited = jited_bytes.is_some_and(|b| b > 0);
-    let compiled_in = jit
-        .compiled_in
-        .clone()
-        .or_else(|| jited.then(|| (true, "a test program was JIT-compiled".to_string())));
-    let compiled = Check::new(
-        "jit: compiled in",
-        matches!(compiled_in, Some((true, _))),
-        false,
-        match &compiled_in {
-            Some((true, from)) => format!("CONFIG_BPF_JIT=y ({from})"),
-            Some((false, from)) => format!("CONFIG_BPF_JIT is not set ({from})"),
-            None => "cannot tell: no /boot/config file, net.core.bpf_jit_enable is unreadable from here and a test program was not JIT-compiled".to_string(),
-        },
-    )
-    .value(match compiled_in {
-        Some((true, _)) => "yes",
-        Some((false, _)) => "no",
-        None => "unknown",
-    })
-    .fix("a kernel built with CONFIG_BPF_JIT=y (the interpreter runs the datapath several times slower)");
-
-    let mode = match jit.mode() {
-        "unknown" if jited_bytes.is_some() => {
-            if jited {
-                "on"
-            } else {
-                "off"
-            }
-        }
-        mode => mode,
-    };
-    let sysctl = match jit.sysctl {
-        Some(v) => format!(
-            "net.core.bpf_jit_enable = {v}{}",
-            if v == 2 {
-                " (on, with debug output)"
-            } else {
-                ""
-            }
-        ),
-        None => "net.core.bpf_jit_enable is not readable from this network namespace".to_string(),
-    };
-    let always = match &jit.always_on {
-        Some((true, from)) => format!("; CONFIG_BPF_JIT_ALWAYS_ON=y, no interpreter ({from})"),
-        Some((false, from)) => format!("; the interpreter is built in ({from})"),
-        None => String::new(),
-    };
-    let test = match jited_bytes {
-        Some(0) => "; a test program runs in the interpreter".to_string(),
-        Some(bytes) => format!("; a test program was JIT-compiled to {bytes} bytes"),
-        None => String::new(),
-    };
-    let enabled = Check::new(
-        "jit: enabled",
-        jited || (jited_bytes.is_none() && matches!(mode, "on" | "always")),
-        false,
-        format!("{sysctl}{always}{test}"),
-    )
-    .value(mode)
-    .fix("sysctl -w net.core.bpf_jit_enable=1 (in the initial network namespace); without the JIT the interpreter runs the datapath several times slower");
-    vec![compiled, enabled]
-}
-
-fn tail_call_mix() -> Check {
-    const NAME: &str = "jit: tail calls mixed with bpf-to-bpf calls";
-    const OURS: &str = "The datapath makes no bpf-to-bpf calls (tests/tests/elf_scan.rs checks every build), so it does not need this";
-    let probes = match probe::tail_call_mix() {
-        Ok(probes) => probes,
-        Err(e) => {
-            return Check::new(
-                NAME,
-                false,
-                false,
-                format!("the probe could not run: creating a program array: {e}"),
-            )
-            .value("unknown")
-            .fix("run as root on a kernel with BPF program arrays")
-        }
-    };
-    if let Verdict::Rejected { log, .. } = &probes.tail_call_alone {
-        return Check::new(
-            NAME,
-            false,
-            false,
-            format!(
-                "the probe could not run: a program with the tail call alone was refused too: {}",
-                probes.tail_call_alone.reason()
-            ),
-        )
-        .value("unknown")
-        .fix("see the verifier log")
-        .log(log);
-    }
-    match &probes.mixed {
-        Verdict::Accepted { jited_bytes } => Check::new(
-            NAME,
-            true,
-            false,
-            format!(
-                "accepted: a program with a bpf-to-bpf call and a tail call loads ({}). {OURS}.",
-                if *jited_bytes > 0 {
-                    format!("JIT-compiled to {jited_bytes} bytes")
-                } else {
-                    "interpreted".to_string()
-                }
-            ),
-        )
-        .value("accepted"),
-        rejected @ Verdict::Rejected { log, .. } => Check::new(
-            NAME,
-            false,
-            false,
-            format!("rejected: {}. {OURS}, and loads here all the same.", rejected.reason()),
-        )
-        .value("rejected")
-        .fix("nothing for pf-sidecar; other programs that mix the two need a JIT with subprogram tail calls (x86_64, arm64 from Linux 6.0) and net.core.bpf_jit_enable=1")
-        .log(log),
-    }
-}
-
-fn batch() -> Check {
-    let result = probe::batch();
-    let describe = |r: &probe::BatchResult| match r {
-        Ok(()) => "works".to_string(),
-        Err(e) => e.clone(),
-    };
-    let detail = format!(
-        "BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH: LPM trie {}; hash {}. {}",
-        describe(&result.lpm_trie),
-        describe(&result.hash),
-        if result.lpm_trie.is_ok() {
-            "IPv6 route writes go in batches"
-        } else {
-            "The daemon writes IPv6 routes one syscall per route (a full table loads slower)"
-        }
-    );
-    Check::new(
-        "maps: batch operations",
-        result.lpm_trie.is_ok() && result.hash.is_ok(),
-        false,
-        detail,
-    )
-    .value(if result.lpm_trie.is_ok() {
-        "batch"
-    } else {
-        "per-element"
-    })
-    .fix("nothing needed: the daemon falls back to single-element writes")
-}
-
-fn mmapable() -> Check {
-    let result = probe::mmapable_array();
-    Check::new(
-        "maps: mmapable arrays",
-        result.is_ok(),
-        true,
-        match &result {
-            Ok(()) => {
-                "a BPF_F_MMAPABLE array maps into memory and a write through it is seen by a lookup"
-                    .to_string()
-            }
-            Err(e) => e.clone(),
-        },
-    )
-    .value(if result.is_ok() { "yes" } else { "no" })
-    .fix("Linux 5.5 or later: the IPv4 table (DIR-24-8) is written through mmapped arrays")
-}
-
 fn datapath_checks(options: &Options, trial: &crate::datapath::TrialLoad) -> Vec<Check> {
     let c = &options.capacities;
     let capacities = format!(
@@ -713,42 +469,80 @@ fn trial_attach(
             link.xdp.native, link.xdp.generic
         )
     });
-
-    let native_check = match native {
-        Ok(()) => Check::new(
+    let falls_back_to_generic = generic.is_ok() && options.xdp_mode == AttachMode::Auto;
+    vec![
+        native_attach_check(
             native_name,
-            true,
+            native,
             native_required,
+            falls_back_to_generic,
+            other_program.as_deref(),
+        ),
+        generic_attach_check(
+            generic_name,
+            generic,
+            generic_required,
+            kernel,
+            devmap_value_size,
+            other_program.as_deref(),
+        ),
+    ]
+}
+
+/// A trial attach's outcome: the error and the kernel's errno when refused.
+type AttachResult = Result<(), (String, Option<i32>)>;
+
+/// The native (driver) mode trial; `other_program`, when another XDP
+/// program owns the interface, is the fix whatever the error.
+fn native_attach_check(
+    name: &str,
+    result: &AttachResult,
+    required: bool,
+    falls_back_to_generic: bool,
+    other_program: Option<&str>,
+) -> Check {
+    match result {
+        Ok(()) => Check::new(
+            name,
+            true,
+            required,
             "fast_path attaches in native (driver) mode",
         )
         .value("accepted"),
         Err((error, errno)) => {
-            let fix = other_program.clone().unwrap_or_else(|| match errno {
+            let fix = other_program.map(str::to_string).unwrap_or_else(|| match errno {
                 Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
                     "the driver has no native XDP: use generic mode (general.xdp_mode = \"generic\"), or a NIC and driver with XDP support".to_string()
                 }
                 _ => "check that the interface is up and that no other XDP program owns it (ip -d link show)".to_string(),
             });
-            let note = if generic.is_ok() && options.xdp_mode == AttachMode::Auto {
+            let note = if falls_back_to_generic {
                 "; run falls back to generic mode"
             } else {
                 ""
             };
-            Check::new(
-                native_name,
-                false,
-                native_required,
-                format!("refused: {error}{note}"),
-            )
-            .value("refused")
-            .fix(fix)
+            Check::new(name, false, required, format!("refused: {error}{note}"))
+                .value("refused")
+                .fix(fix)
         }
-    };
-    let generic_check = match generic {
+    }
+}
+
+/// The generic (skb) mode trial; a refusal this kernel is known for (a
+/// devmap whose values can carry a program, Linux 5.8 to 5.13) gets its fix.
+fn generic_attach_check(
+    name: &str,
+    result: &AttachResult,
+    required: bool,
+    kernel: &Kernel,
+    devmap_value_size: u32,
+    other_program: Option<&str>,
+) -> Check {
+    match result {
         Ok(()) => Check::new(
-            generic_name,
+            name,
             true,
-            generic_required,
+            required,
             "fast_path attaches in generic (skb) mode",
         )
         .value("accepted"),
@@ -756,7 +550,7 @@ fn trial_attach(
             let explained = errno.map(std::io::Error::from_raw_os_error).and_then(|e| {
                 kernel_probe::explain_generic_refusal(kernel, &e, Some(devmap_value_size))
             });
-            let fix = other_program.clone().unwrap_or_else(|| {
+            let fix = other_program.map(str::to_string).unwrap_or_else(|| {
                 explained.clone().unwrap_or_else(|| {
                     "check that the interface is up and that no other XDP program owns it (ip -d link show)".to_string()
                 })
@@ -766,17 +560,11 @@ fn trial_attach(
             } else {
                 format!(" (TX_PORTS has {devmap_value_size}-byte values)")
             };
-            Check::new(
-                generic_name,
-                false,
-                generic_required,
-                format!("refused: {error}{devmap}"),
-            )
-            .value("refused")
-            .fix(fix)
+            Check::new(name, false, required, format!("refused: {error}{devmap}"))
+                .value("refused")
+                .fix(fix)
         }
-    };
-    vec![native_check, generic_check]
+    }
 }
 
 fn veth_peer_check(ifname: &str, kernel: &Kernel, link: &link::Link) -> Check {

@@ -7,6 +7,7 @@ use aya::maps::{Array, Map, MapData, PerCpuArray};
 use pf_common::{config::CFG_F_DRY_RUN, maps as names, Config, Counter, Mode};
 
 use crate::datapath::pins;
+use crate::state::DaemonState;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -100,18 +101,7 @@ fn capacity(pin_dir: &Path, name: &str) -> u64 {
 pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Result<Status> {
     let live = pins::live_generation(pin_dir)?;
     let generation = live.dir.clone();
-    let links: Vec<LinkStatus> = live
-        .links
-        .iter()
-        .map(|l| LinkStatus {
-            interface: l.ifname.clone(),
-            attached: l.attached(),
-            ifindex: l.ifindex,
-            prog_id: l.prog_id,
-            link_id: l.link_id,
-            runs_live_generation: live.fast_path_id == Some(l.prog_id),
-        })
-        .collect();
+    let links = link_statuses(&live);
     let attached = links
         .iter()
         .filter(|l| l.attached)
@@ -123,74 +113,15 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
         Map::PerCpuArray(open(pin_dir, names::COUNTERS)?).try_into()?;
     let config: Array<_, Config> = Map::Array(open(pin_dir, names::CONFIG)?).try_into()?;
     let config = config.get(&0, 0)?;
-    let first = read_counters(&counters)?;
-    let (last, rates) = if rate_interval.is_zero() {
-        (first.clone(), None)
-    } else {
-        let started = std::time::Instant::now();
-        std::thread::sleep(rate_interval);
-        let last = read_counters(&counters)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let rates: Vec<f64> = first
-            .iter()
-            .zip(&last)
-            .map(|(a, b)| b.saturating_sub(*a) as f64 / seconds)
-            .collect();
-        (last, Some(rates))
-    };
-    let values: Vec<CounterValue> = Counter::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, c)| CounterValue {
-            name: c.name(),
-            value: last[i],
-            rate_per_s: rates.as_ref().map(|r| r[i]),
-        })
-        .collect();
+    let values = counter_values(&counters, rate_interval)?;
     let daemon = crate::state::read_state(pin_root);
-    let used = |f: fn(&crate::state::DaemonState) -> u64| daemon.as_ref().map(f);
-    let occupancy = vec![
-        Occupancy {
-            table: "IPv4 second-level groups (V4_TBL8)",
-            used: used(|d| d.v4_tbl8_groups as u64),
-            capacity: capacity(pin_dir, names::V4_TBL8),
-        },
-        Occupancy {
-            table: "IPv6 routes (V6_ROUTES)",
-            used: used(|d| d.control.v6_entries as u64),
-            capacity: capacity(pin_dir, names::V6_ROUTES),
-        },
-        Occupancy {
-            table: "nexthops (NH_PTR)",
-            used: used(|d| d.control.nexthops as u64),
-            capacity: capacity(pin_dir, names::NH_PTR),
-        },
-        Occupancy {
-            table: "ECMP groups (GRP_PTR)",
-            used: used(|d| d.control.ecmp_groups as u64),
-            capacity: capacity(pin_dir, names::GRP_PTR),
-        },
-    ];
-    let now = {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out-pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    };
+    let occupancy = occupancy(pin_dir, daemon.as_ref());
+    let now = monotonic_now_ns();
     let heartbeat_age_s =
         (config.heartbeat_ns != 0).then(|| now.saturating_sub(config.heartbeat_ns) as f64 / 1e9);
     let fail_safe_active = config.stale_after_ns != 0
         && now.saturating_sub(config.heartbeat_ns) > config.stale_after_ns;
-    let mut program_ids = Vec::new();
-    for name in [names::PROG_FAST_PATH, names::PROG_FINALIZE] {
-        let path = pin_dir.join(format!("prog_{name}"));
-        if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
-            program_ids.push((name.to_string(), info.id()));
-        }
-    }
+    let program_ids = program_ids(pin_dir);
     Ok(Status {
         pin_dir: generation.display().to_string(),
         generation_source: live.source,
@@ -213,6 +144,103 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
     })
 }
 
+/// Every pinned link, and whether it runs the generation read.
+fn link_statuses(live: &pins::Live) -> Vec<LinkStatus> {
+    live.links
+        .iter()
+        .map(|l| LinkStatus {
+            interface: l.ifname.clone(),
+            attached: l.attached(),
+            ifindex: l.ifindex,
+            prog_id: l.prog_id,
+            link_id: l.link_id,
+            runs_live_generation: live.fast_path_id == Some(l.prog_id),
+        })
+        .collect()
+}
+
+/// The counters, each with its rate over `rate_interval` unless that is zero
+/// (then the counters are read once).
+fn counter_values(
+    counters: &PerCpuArray<MapData, u64>,
+    rate_interval: std::time::Duration,
+) -> anyhow::Result<Vec<CounterValue>> {
+    let first = read_counters(counters)?;
+    let (last, rates) = if rate_interval.is_zero() {
+        (first.clone(), None)
+    } else {
+        let started = std::time::Instant::now();
+        std::thread::sleep(rate_interval);
+        let last = read_counters(counters)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let rates: Vec<f64> = first
+            .iter()
+            .zip(&last)
+            .map(|(a, b)| b.saturating_sub(*a) as f64 / seconds)
+            .collect();
+        (last, Some(rates))
+    };
+    Ok(Counter::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CounterValue {
+            name: c.name(),
+            value: last[i],
+            rate_per_s: rates.as_ref().map(|r| r[i]),
+        })
+        .collect())
+}
+
+/// Table capacities from the pinned maps; their use only the daemon knows.
+fn occupancy(pin_dir: &Path, daemon: Option<&DaemonState>) -> Vec<Occupancy> {
+    let used = |f: fn(&DaemonState) -> u64| daemon.map(f);
+    vec![
+        Occupancy {
+            table: "IPv4 second-level groups (V4_TBL8)",
+            used: used(|d| d.v4_tbl8_groups as u64),
+            capacity: capacity(pin_dir, names::V4_TBL8),
+        },
+        Occupancy {
+            table: "IPv6 routes (V6_ROUTES)",
+            used: used(|d| d.control.v6_entries as u64),
+            capacity: capacity(pin_dir, names::V6_ROUTES),
+        },
+        Occupancy {
+            table: "nexthops (NH_PTR)",
+            used: used(|d| d.control.nexthops as u64),
+            capacity: capacity(pin_dir, names::NH_PTR),
+        },
+        Occupancy {
+            table: "ECMP groups (GRP_PTR)",
+            used: used(|d| d.control.ecmp_groups as u64),
+            capacity: capacity(pin_dir, names::GRP_PTR),
+        },
+    ]
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock the datapath's heartbeat uses.
+fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The ids of the generation's pinned programs that can be read.
+fn program_ids(pin_dir: &Path) -> Vec<(String, u32)> {
+    let mut program_ids = Vec::new();
+    for name in [names::PROG_FAST_PATH, names::PROG_FINALIZE] {
+        let path = pin_dir.join(format!("prog_{name}"));
+        if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
+            program_ids.push((name.to_string(), info.id()));
+        }
+    }
+    program_ids
+}
+
 /// [`crate::frr_offload::warnings`] for each zebra of this namespace,
 /// with what the daemon says (no daemon: nobody answers).
 fn frr_warnings(daemon: Option<&crate::state::DaemonState>) -> Vec<String> {
@@ -228,6 +256,20 @@ fn frr_warnings(daemon: Option<&crate::state::DaemonState>) -> Vec<String> {
 
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
+    render_generation(&mut out, status);
+    render_datapath(&mut out, status);
+    match &status.daemon {
+        Some(d) => render_daemon(&mut out, d),
+        None => out
+            .push_str("daemon         not running (the datapath keeps forwarding from its pins)\n"),
+    }
+    render_tables(&mut out, &status.occupancy);
+    render_counters(&mut out, status);
+    out
+}
+
+/// Which generation was read and why, what to know about it, and its mode.
+fn render_generation(out: &mut String, status: &Status) {
     out.push_str(&format!(
         "pin directory  {} ({})\n",
         status.pin_dir,
@@ -247,6 +289,10 @@ pub fn render(status: &Status) -> String {
         status.mode,
         if status.dry_run { " (dry-run)" } else { "" }
     ));
+}
+
+/// Where fast_path runs, which programs, and whether the fail-safe holds.
+fn render_datapath(out: &mut String, status: &Status) {
     let links: Vec<String> = status
         .links
         .iter()
@@ -292,159 +338,180 @@ pub fn render(status: &Status) -> String {
             .map_or("never".to_string(), |a| format!("{a:.1} s ago")),
         status.fail_safe_after_s,
     ));
-    match &status.daemon {
-        Some(d) => {
-            out.push_str(&format!(
-                "daemon         pid {}, routes from {}, {} routes, {} nexthops, {} ECMP groups\n",
-                d.pid,
-                d.control.route_source,
-                d.control.routes,
-                d.control.nexthops,
-                d.control.ecmp_groups
-            ));
-            out.push_str(&format!(
-                "daemon state   {}\n",
-                if d.live {
-                    format!("live: the links run its generation ({})", d.generation)
-                } else if !d.control.taken_over {
-                    format!(
-                        "NOT live yet: its generation {} goes live once reconciled",
-                        d.generation
-                    )
-                } else {
-                    format!(
-                        "NOT live: no link runs its generation {} on a device (detached or removed from outside?)",
-                        d.generation
-                    )
-                }
-            ));
-            if !d.interfaces.is_empty() {
-                let ports: Vec<String> = d
-                    .interfaces
-                    .iter()
-                    .map(|p| format!("{} {}", p.interface, p.condition))
-                    .collect();
-                out.push_str(&format!("interfaces     {}\n", ports.join("; ")));
-            }
-            let r = &d.redirect_failures;
-            if r.counting {
-                let per: Vec<String> = r
-                    .per_interface
-                    .iter()
-                    .map(|(i, n)| format!("{i} {n}"))
-                    .collect();
-                out.push_str(&format!(
-                    "redirect fails {} (frames dropped after XDP_REDIRECT since the daemon started{})\n",
-                    r.total(),
-                    if per.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", per.join(", "))
-                    }
-                ));
-            } else {
-                out.push_str(&format!(
-                    "redirect fails not counted: {}\n",
-                    r.unavailable.as_deref().unwrap_or("unknown")
-                ));
-            }
-            let left: Vec<String> = pf_control::left_to_kernel::counts(&d.control.programmer)
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(reason, n)| format!("{reason} {n}"))
-                .collect();
-            out.push_str(&format!(
-                "left to kernel {}\n",
-                if left.is_empty() {
-                    "none for a reason to act on".to_string()
-                } else {
-                    left.join(", ")
-                }
-            ));
-            out.push_str(&format!(
-                "fpm            {}{}, replay {}, last message {}, {} frame errors, {} refused\n",
-                if d.control.fpm_connected {
-                    "connected"
-                } else {
-                    "not connected"
-                },
-                d.control
-                    .fpm_peer
-                    .as_deref()
-                    .map(|p| format!(" ({p})"))
-                    .unwrap_or_default(),
-                if d.control.fpm_replay_complete {
-                    "complete"
-                } else {
-                    "pending"
-                },
-                d.control
-                    .fpm_last_message_age_ms
-                    .map_or("never".to_string(), |ms| format!(
-                        "{:.1} s ago",
-                        ms as f64 / 1000.0
-                    )),
-                d.control.fpm_frame_errors,
-                d.fpm_refused,
-            ));
-            if d.control.route_source == "fpm" {
-                out.push_str(&format!(
-                    "fpm guard      loopback peers of uids {:?}; refused: address {}, user {}, busy {}; dropped: idle {}, partial frame {}\n",
-                    d.fpm_allowed_uids,
-                    d.fpm_refused_address,
-                    d.fpm_refused_user,
-                    d.fpm_refused_busy,
-                    d.control.fpm_dropped_idle,
-                    d.control.fpm_dropped_partial_frame,
-                ));
-            }
-            let gone = d.control.route_source_down_ms.map(|ms| {
-                format!(
-                    "{} gone for {:.1} s",
-                    d.control.route_source,
-                    ms as f64 / 1000.0
-                )
-            });
-            out.push_str(&match (d.control.routes_stale, gone) {
-                (true, gone) => format!(
-                    "routes         STALE ({}): {} prefixes left to bpf_fib_lookup until it resyncs\n",
-                    gone.unwrap_or_default(),
-                    d.control.stale_prefixes
-                ),
-                (false, Some(gone)) => format!("routes         {gone}, still forwarded from the cache\n"),
-                (false, None) => "routes         trusted (the source is resynced)\n".to_string(),
-            });
-            out.push_str(&format!(
-                "kernel         {}, {} resyncs (last: {}), {} undecodable messages\n",
-                if d.control.kernel_synced {
-                    "synced"
-                } else {
-                    "syncing"
-                },
-                d.control.kernel_resyncs,
-                d.control.last_resync_reason.as_deref().unwrap_or("-"),
-                d.control.decode_errors,
-            ));
-            if d.control.route_source == "fpm" {
-                out.push_str(&format!(
-                    "offload        replies sent {} (kernel forwards {}, failed {}), dropped {}\n",
-                    d.control.offload_replies_sent,
-                    d.control.offload_replies_kernel,
-                    d.control.offload_replies_failed,
-                    d.control.offload_replies_dropped,
-                ));
-            }
-            let p = &d.control.programmer;
-            out.push_str(&format!(
-                "programmer     deferred v4 {} v6 {}, overflow nexthops {} groups {} v4-groups {} v6 {}, write errors {}\n",
-                p.deferred_v4, p.deferred_v6, p.overflow_nexthops, p.overflow_groups, p.overflow_v4_groups, p.overflow_v6_routes, p.write_errors
-            ));
-        }
-        None => out
-            .push_str("daemon         not running (the datapath keeps forwarding from its pins)\n"),
+}
+
+/// What the daemon reports about itself, its route source and the maps.
+fn render_daemon(out: &mut String, d: &DaemonState) {
+    render_daemon_liveness(out, d);
+    render_redirect_failures(out, d);
+    render_left_to_kernel(out, d);
+    render_fpm(out, d);
+    render_route_trust(out, d);
+    out.push_str(&format!(
+        "kernel         {}, {} resyncs (last: {}), {} undecodable messages\n",
+        if d.control.kernel_synced {
+            "synced"
+        } else {
+            "syncing"
+        },
+        d.control.kernel_resyncs,
+        d.control.last_resync_reason.as_deref().unwrap_or("-"),
+        d.control.decode_errors,
+    ));
+    if d.control.route_source == "fpm" {
+        out.push_str(&format!(
+            "offload        replies sent {} (kernel forwards {}, failed {}), dropped {}\n",
+            d.control.offload_replies_sent,
+            d.control.offload_replies_kernel,
+            d.control.offload_replies_failed,
+            d.control.offload_replies_dropped,
+        ));
     }
+    let p = &d.control.programmer;
+    out.push_str(&format!(
+        "programmer     deferred v4 {} v6 {}, overflow nexthops {} groups {} v4-groups {} v6 {}, write errors {}\n",
+        p.deferred_v4, p.deferred_v6, p.overflow_nexthops, p.overflow_groups, p.overflow_v4_groups, p.overflow_v6_routes, p.write_errors
+    ));
+}
+
+/// The daemon's process, whether its generation is live, and its interfaces.
+fn render_daemon_liveness(out: &mut String, d: &DaemonState) {
+    out.push_str(&format!(
+        "daemon         pid {}, routes from {}, {} routes, {} nexthops, {} ECMP groups\n",
+        d.pid, d.control.route_source, d.control.routes, d.control.nexthops, d.control.ecmp_groups
+    ));
+    out.push_str(&format!(
+        "daemon state   {}\n",
+        if d.live {
+            format!("live: the links run its generation ({})", d.generation)
+        } else if !d.control.taken_over {
+            format!(
+                "NOT live yet: its generation {} goes live once reconciled",
+                d.generation
+            )
+        } else {
+            format!(
+                "NOT live: no link runs its generation {} on a device (detached or removed from outside?)",
+                d.generation
+            )
+        }
+    ));
+    if !d.interfaces.is_empty() {
+        let ports: Vec<String> = d
+            .interfaces
+            .iter()
+            .map(|p| format!("{} {}", p.interface, p.condition))
+            .collect();
+        out.push_str(&format!("interfaces     {}\n", ports.join("; ")));
+    }
+}
+
+fn render_redirect_failures(out: &mut String, d: &DaemonState) {
+    let r = &d.redirect_failures;
+    if r.counting {
+        let per: Vec<String> = r
+            .per_interface
+            .iter()
+            .map(|(i, n)| format!("{i} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "redirect fails {} (frames dropped after XDP_REDIRECT since the daemon started{})\n",
+            r.total(),
+            if per.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", per.join(", "))
+            }
+        ));
+    } else {
+        out.push_str(&format!(
+            "redirect fails not counted: {}\n",
+            r.unavailable.as_deref().unwrap_or("unknown")
+        ));
+    }
+}
+
+/// Routes left to bpf_fib_lookup for a reason the operator can act on.
+fn render_left_to_kernel(out: &mut String, d: &DaemonState) {
+    let left: Vec<String> = pf_control::left_to_kernel::counts(&d.control.programmer)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    out.push_str(&format!(
+        "left to kernel {}\n",
+        if left.is_empty() {
+            "none for a reason to act on".to_string()
+        } else {
+            left.join(", ")
+        }
+    ));
+}
+
+/// Zebra's FPM session, and the listener's guards when FPM is the source.
+fn render_fpm(out: &mut String, d: &DaemonState) {
+    out.push_str(&format!(
+        "fpm            {}{}, replay {}, last message {}, {} frame errors, {} refused\n",
+        if d.control.fpm_connected {
+            "connected"
+        } else {
+            "not connected"
+        },
+        d.control
+            .fpm_peer
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default(),
+        if d.control.fpm_replay_complete {
+            "complete"
+        } else {
+            "pending"
+        },
+        d.control
+            .fpm_last_message_age_ms
+            .map_or("never".to_string(), |ms| format!(
+                "{:.1} s ago",
+                ms as f64 / 1000.0
+            )),
+        d.control.fpm_frame_errors,
+        d.fpm_refused,
+    ));
+    if d.control.route_source == "fpm" {
+        out.push_str(&format!(
+            "fpm guard      loopback peers of uids {:?}; refused: address {}, user {}, busy {}; dropped: idle {}, partial frame {}\n",
+            d.fpm_allowed_uids,
+            d.fpm_refused_address,
+            d.fpm_refused_user,
+            d.fpm_refused_busy,
+            d.control.fpm_dropped_idle,
+            d.control.fpm_dropped_partial_frame,
+        ));
+    }
+}
+
+/// Whether the cached routes are still trusted while the source is away.
+fn render_route_trust(out: &mut String, d: &DaemonState) {
+    let gone = d.control.route_source_down_ms.map(|ms| {
+        format!(
+            "{} gone for {:.1} s",
+            d.control.route_source,
+            ms as f64 / 1000.0
+        )
+    });
+    out.push_str(&match (d.control.routes_stale, gone) {
+        (true, gone) => format!(
+            "routes         STALE ({}): {} prefixes left to bpf_fib_lookup until it resyncs\n",
+            gone.unwrap_or_default(),
+            d.control.stale_prefixes
+        ),
+        (false, Some(gone)) => format!("routes         {gone}, still forwarded from the cache\n"),
+        (false, None) => "routes         trusted (the source is resynced)\n".to_string(),
+    });
+}
+
+fn render_tables(out: &mut String, occupancy: &[Occupancy]) {
     out.push_str("tables\n");
-    for o in &status.occupancy {
+    for o in occupancy {
         let used = o.used.map_or("?".to_string(), |u| u.to_string());
         let percent = o
             .used
@@ -457,6 +524,9 @@ pub fn render(status: &Status) -> String {
             o.table, o.capacity
         ));
     }
+}
+
+fn render_counters(out: &mut String, status: &Status) {
     out.push_str(&format!(
         "counters (non-zero)                 total      per s (over {:.1} s)\n",
         status.rate_interval_s
@@ -465,5 +535,4 @@ pub fn render(status: &Status) -> String {
         let rate = c.rate_per_s.map_or("-".to_string(), |r| format!("{r:.1}"));
         out.push_str(&format!("  {:<26} {:>12} {:>12}\n", c.name, c.value, rate));
     }
-    out
 }

@@ -95,28 +95,25 @@ fn read_config() -> (Mode, bool, u32, bool) {
 
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Flow, Counter> {
-    let data = ctx.data();
-    let end = ctx.data_end();
-    if data + ETH_HLEN > end {
-        return Err(Counter::PassTruncated);
-    }
-    if unsafe { load_u8(data) } & 1 != 0 {
+    let packet = Packet::new(ctx.data(), ctx.data_end());
+    let eth = packet.bytes::<ETH_HLEN>(0).ok_or(Counter::PassTruncated)?;
+    if eth.u8::<0>() & 1 != 0 {
         return Err(Counter::PassL2Multicast);
     }
-    let mut ethertype = unsafe { load_be16(data + 12) };
+    let mut ethertype = eth.be16::<12>();
     let mut l3_offset = ETH_HLEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        if data + ETH_HLEN + VLAN_HLEN > end {
-            return Err(Counter::PassTruncated);
-        }
+        let tagged = packet
+            .bytes::<{ ETH_HLEN + VLAN_HLEN }>(0)
+            .ok_or(Counter::PassTruncated)?;
         let outer = ethertype;
-        ethertype = unsafe { load_be16(data + 16) };
+        ethertype = tagged.be16::<16>();
         l3_offset = ETH_HLEN + VLAN_HLEN;
         if ethertype == ETH_P_8021Q && outer == ETH_P_8021AD {
-            if data + ETH_HLEN + 2 * VLAN_HLEN > end {
-                return Err(Counter::PassTruncated);
-            }
-            ethertype = unsafe { load_be16(data + 20) };
+            let double_tagged = packet
+                .bytes::<{ ETH_HLEN + 2 * VLAN_HLEN }>(0)
+                .ok_or(Counter::PassTruncated)?;
+            ethertype = double_tagged.be16::<20>();
             l3_offset = ETH_HLEN + 2 * VLAN_HLEN;
         }
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
@@ -124,20 +121,19 @@ fn parse(ctx: &XdpContext) -> Result<Flow, Counter> {
         }
     }
     match ethertype {
-        ETH_P_IP => parse_ipv4(data, end, l3_offset),
-        ETH_P_IPV6 => parse_ipv6(data, end, l3_offset),
+        ETH_P_IP => parse_ipv4(packet, l3_offset),
+        ETH_P_IPV6 => parse_ipv6(packet, l3_offset),
         ETH_P_ARP => Err(Counter::PassArp),
         _ => Err(Counter::PassNonIp),
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter> {
-    let ip = data + l3_offset;
-    if ip + IPV4_HLEN > end {
-        return Err(Counter::PassTruncated);
-    }
-    let version_ihl = unsafe { load_u8(ip) };
+fn parse_ipv4(packet: Packet, l3_offset: usize) -> Result<Flow, Counter> {
+    let ip = packet
+        .bytes::<IPV4_HLEN>(l3_offset)
+        .ok_or(Counter::PassTruncated)?;
+    let version_ihl = ip.u8::<0>();
     if version_ihl >> 4 != 4 {
         return Err(Counter::PassBadHeader);
     }
@@ -148,24 +144,21 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
             Counter::PassIpv4Options
         });
     }
-    let total_len = unsafe { load_be16(ip + 2) } as usize;
+    let total_len = ip.be16::<2>() as usize;
     if total_len < IPV4_HLEN {
         return Err(Counter::PassBadHeader);
     }
-    // Compare lengths, never `ip + total_len`: verifiers before 6.13 drop
-    // a byte-swapped value's bounds, and then refuse adding it to a packet
-    // pointer ("math between pkt pointer and register with unbounded min").
-    if total_len > end - ip {
+    if total_len > packet.len_from(ip) {
         return Err(Counter::PassTruncated);
     }
     // The kernel drops a header whose checksum is wrong (ip_rcv); so must we.
     if !ipv4_header_checksum_ok(ip) {
         return Err(Counter::PassBadHeader);
     }
-    if unsafe { load_be16(ip + 6) } & 0x3fff != 0 {
+    if ip.be16::<6>() & 0x3fff != 0 {
         return Err(Counter::PassFragment);
     }
-    let daddr = unsafe { load_be32(ip + 16) };
+    let daddr = ip.be32::<16>();
     let first_octet = daddr >> 24;
     if daddr >> 28 == 0xe || daddr == u32::MAX {
         return Err(Counter::PassL3Multicast);
@@ -175,19 +168,19 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
     }
     // Martian sources (zero network, loopback, multicast, broadcast): the
     // kernel drops them (ip_route_input_slow) and counts them.
-    let saddr = unsafe { load_be32(ip + 12) };
+    let saddr = ip.be32::<12>();
     if saddr >> 24 == 0 || saddr >> 24 == 127 || saddr >> 28 == 0xe || saddr == u32::MAX {
         return Err(Counter::PassSpecialAddress);
     }
-    if unsafe { load_u8(ip + 8) } <= 1 {
+    if ip.u8::<8>() <= 1 {
         return Err(Counter::PassTtlExpired);
     }
-    let proto = unsafe { load_u8(ip + 9) };
+    let proto = ip.u8::<9>();
     let (sport, dport) = if proto_has_ports(proto) {
-        if ip + IPV4_HLEN + 4 > end {
-            return Err(Counter::PassTruncated);
-        }
-        unsafe { (load_be16(ip + IPV4_HLEN), load_be16(ip + IPV4_HLEN + 2)) }
+        let ports = packet
+            .bytes::<{ IPV4_HLEN + 4 }>(l3_offset)
+            .ok_or(Counter::PassTruncated)?;
+        (ports.be16::<IPV4_HLEN>(), ports.be16::<{ IPV4_HLEN + 2 }>())
     } else {
         (0, 0)
     };
@@ -200,23 +193,21 @@ fn parse_ipv4(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
         dport,
         saddr: [saddr, 0, 0, 0],
         daddr: [daddr, 0, 0, 0],
-        daddr_raw: [unsafe { load_raw32(ip + 16) }, 0, 0, 0],
-        tos_or_flowinfo: u32::from_ne_bytes([unsafe { load_u8(ip + 1) }, 0, 0, 0]),
+        daddr_raw: [ip.raw32::<16>(), 0, 0, 0],
+        tos_or_flowinfo: u32::from_ne_bytes([ip.u8::<1>(), 0, 0, 0]),
     })
 }
 
-/// RFC 1071 over the 20-byte header (the caller checked `ip + 20 <= end`):
-/// a valid header sums to 0xffff. Five 32-bit loads, folded; byte order
-/// does not change a ones' complement sum's all-ones result.
+/// RFC 1071 over the 20-byte header: a valid header sums to 0xffff. Five
+/// 32-bit loads, folded; byte order does not change a ones' complement
+/// sum's all-ones result.
 #[inline(always)]
-fn ipv4_header_checksum_ok(ip: usize) -> bool {
-    let sum = unsafe {
-        load_raw32(ip) as u64
-            + load_raw32(ip + 4) as u64
-            + load_raw32(ip + 8) as u64
-            + load_raw32(ip + 12) as u64
-            + load_raw32(ip + 16) as u64
-    };
+fn ipv4_header_checksum_ok(ip: Bytes<IPV4_HLEN>) -> bool {
+    let sum = ip.raw32::<0>() as u64
+        + ip.raw32::<4>() as u64
+        + ip.raw32::<8>() as u64
+        + ip.raw32::<12>() as u64
+        + ip.raw32::<16>() as u64;
     let sum = (sum & 0xffff_ffff) + (sum >> 32);
     let sum = (sum & 0xffff) + (sum >> 16);
     let sum = (sum & 0xffff) + (sum >> 16);
@@ -232,28 +223,24 @@ fn is_ipv6_extension(next_header: u8) -> bool {
 }
 
 #[inline(always)]
-fn parse_ipv6(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter> {
-    let ip = data + l3_offset;
-    if ip + IPV6_HLEN > end {
-        return Err(Counter::PassTruncated);
-    }
-    let first_word = unsafe { load_be32(ip) };
-    if first_word >> 28 != 6 {
+fn parse_ipv6(packet: Packet, l3_offset: usize) -> Result<Flow, Counter> {
+    let ip = packet
+        .bytes::<IPV6_HLEN>(l3_offset)
+        .ok_or(Counter::PassTruncated)?;
+    if ip.be32::<0>() >> 28 != 6 {
         return Err(Counter::PassBadHeader);
     }
-    let payload_len = unsafe { load_be16(ip + 4) } as usize;
+    let payload_len = ip.be16::<4>() as usize;
     // A length comparison, as in `parse_ipv4`.
-    if payload_len > end - ip - IPV6_HLEN {
+    if payload_len > packet.len_from(ip) - IPV6_HLEN {
         return Err(Counter::PassTruncated);
     }
-    let daddr = unsafe {
-        [
-            load_be32(ip + 24),
-            load_be32(ip + 28),
-            load_be32(ip + 32),
-            load_be32(ip + 36),
-        ]
-    };
+    let daddr = [
+        ip.be32::<24>(),
+        ip.be32::<28>(),
+        ip.be32::<32>(),
+        ip.be32::<36>(),
+    ];
     if daddr[0] >> 24 == 0xff {
         return Err(Counter::PassL3Multicast);
     }
@@ -263,40 +250,37 @@ fn parse_ipv6(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
     }
     // Sources the kernel does not forward from: multicast, unspecified,
     // loopback (ip6_rcv_core), link-local (ip6_forward).
-    let saddr = unsafe {
-        [
-            load_be32(ip + 8),
-            load_be32(ip + 12),
-            load_be32(ip + 16),
-            load_be32(ip + 20),
-        ]
-    };
+    let saddr = [
+        ip.be32::<8>(),
+        ip.be32::<12>(),
+        ip.be32::<16>(),
+        ip.be32::<20>(),
+    ];
     let source_unspecified_or_loopback =
         saddr[0] == 0 && saddr[1] == 0 && saddr[2] == 0 && saddr[3] <= 1;
     if saddr[0] >> 24 == 0xff || source_unspecified_or_loopback || saddr[0] >> 22 == 0xfe80 >> 6 {
         return Err(Counter::PassSpecialAddress);
     }
-    let next_header = unsafe { load_u8(ip + 6) };
+    let next_header = ip.u8::<6>();
     if is_ipv6_extension(next_header) {
         return Err(Counter::PassIpv6ExtHeader);
     }
     if next_header == IPPROTO_ICMPV6 {
-        if ip + IPV6_HLEN + 1 > end {
-            return Err(Counter::PassTruncated);
-        }
-        let icmp_type = unsafe { load_u8(ip + IPV6_HLEN) };
-        if (133..=137).contains(&icmp_type) {
+        let icmp = packet
+            .bytes::<{ IPV6_HLEN + 1 }>(l3_offset)
+            .ok_or(Counter::PassTruncated)?;
+        if (133..=137).contains(&icmp.u8::<IPV6_HLEN>()) {
             return Err(Counter::PassNdp);
         }
     }
-    if unsafe { load_u8(ip + 7) } <= 1 {
+    if ip.u8::<7>() <= 1 {
         return Err(Counter::PassTtlExpired);
     }
     let (sport, dport) = if proto_has_ports(next_header) {
-        if ip + IPV6_HLEN + 4 > end {
-            return Err(Counter::PassTruncated);
-        }
-        unsafe { (load_be16(ip + IPV6_HLEN), load_be16(ip + IPV6_HLEN + 2)) }
+        let ports = packet
+            .bytes::<{ IPV6_HLEN + 4 }>(l3_offset)
+            .ok_or(Counter::PassTruncated)?;
+        (ports.be16::<IPV6_HLEN>(), ports.be16::<{ IPV6_HLEN + 2 }>())
     } else {
         (0, 0)
     };
@@ -309,15 +293,13 @@ fn parse_ipv6(data: usize, end: usize, l3_offset: usize) -> Result<Flow, Counter
         dport,
         saddr,
         daddr,
-        daddr_raw: unsafe {
-            [
-                load_raw32(ip + 24),
-                load_raw32(ip + 28),
-                load_raw32(ip + 32),
-                load_raw32(ip + 36),
-            ]
-        },
-        tos_or_flowinfo: unsafe { load_raw32(ip) } & 0x0fff_ffff_u32.to_be(),
+        daddr_raw: [
+            ip.raw32::<24>(),
+            ip.raw32::<28>(),
+            ip.raw32::<32>(),
+            ip.raw32::<36>(),
+        ],
+        tos_or_flowinfo: ip.raw32::<0>() & 0x0fff_ffff_u32.to_be(),
     })
 }
 

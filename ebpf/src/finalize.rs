@@ -36,48 +36,47 @@ pub fn finalize(ctx: XdpContext) -> u32 {
         return XDP_PASS;
     }
 
-    let data = ctx.data();
-    let end = ctx.data_end();
+    let packet = Packet::new(ctx.data(), ctx.data_end());
     let l3 = if tagged {
         ETH_HLEN + VLAN_HLEN
     } else {
         ETH_HLEN
     };
     let ethertype = if xmit.ip_version == 4 {
-        if data + l3 + IPV4_HLEN > end {
+        let Some(ip) = packet.bytes::<IPV4_HLEN>(l3) else {
             count(Counter::PassTruncated);
             return XDP_PASS;
-        }
-        unsafe {
-            store_u8(data + l3 + 8, load_u8(data + l3 + 8) - 1);
-            let check = *((data + l3 + 10) as *const u16);
-            *((data + l3 + 10) as *mut u16) = checksum_after_ttl_decrement(check);
-        }
+        };
+        ip.set_u8::<8>(ip.u8::<8>() - 1);
+        ip.set_raw16::<10>(checksum_after_ttl_decrement(ip.raw16::<10>()));
         ETH_P_IP
     } else {
-        if data + l3 + IPV6_HLEN > end {
+        let Some(ip) = packet.bytes::<IPV6_HLEN>(l3) else {
             count(Counter::PassTruncated);
             return XDP_PASS;
-        }
-        unsafe { store_u8(data + l3 + 7, load_u8(data + l3 + 7) - 1) };
+        };
+        ip.set_u8::<7>(ip.u8::<7>() - 1);
         ETH_P_IPV6
     };
 
-    unsafe {
-        store_mac(data, &xmit.dmac);
-        store_mac(data + 6, &xmit.smac);
-        if tagged {
-            let tpid = if xmit.vlan_proto == 0 {
-                ETH_P_8021Q
-            } else {
-                xmit.vlan_proto
-            };
-            store_be16(data + 12, tpid);
-            store_be16(data + 14, xmit.vlan_id & 0x0fff);
-            store_be16(data + 16, ethertype);
+    // Holds after the IP header's check; made explicit for the accessors.
+    let Some(l2) = packet.bytes::<{ ETH_HLEN + VLAN_HLEN }>(0) else {
+        count(Counter::PassTruncated);
+        return XDP_PASS;
+    };
+    l2.set_mac::<0>(&xmit.dmac);
+    l2.set_mac::<6>(&xmit.smac);
+    if tagged {
+        let tpid = if xmit.vlan_proto == 0 {
+            ETH_P_8021Q
         } else {
-            store_be16(data + 12, ethertype);
-        }
+            xmit.vlan_proto
+        };
+        l2.set_be16::<12>(tpid);
+        l2.set_be16::<14>(xmit.vlan_id & 0x0fff);
+        l2.set_be16::<16>(ethertype);
+    } else {
+        l2.set_be16::<12>(ethertype);
     }
 
     match TX_PORTS.redirect(xmit.tx_ifindex, XDP_PASS as u64) {

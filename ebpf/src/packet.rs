@@ -1,8 +1,7 @@
-//! Fixed-width packet loads and stores.
-//!
-//! Callers bounds-check against `data_end` first. Each access is one load or
-//! store of the stated width, so LLVM has no aggregate copy to turn into a
-//! `mem*` call.
+//! Packet access, bounds-checked once per header: [`Packet::bytes`] checks
+//! that a header-sized run of bytes lies before `data_end` and returns a
+//! [`Bytes`] view, whose loads and stores take constant offsets inside it.
+//! No caller does pointer arithmetic or an unchecked load.
 
 pub const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;
@@ -17,53 +16,119 @@ pub const ETH_P_8021AD: u16 = 0x88a8;
 
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-#[inline(always)]
-pub unsafe fn load_u8(addr: usize) -> u8 {
-    unsafe { *(addr as *const u8) }
+/// The packet between `data` and `data_end`: the only way to its bytes.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    data: usize,
+    end: usize,
 }
 
-/// A big-endian field, returned in host order.
-#[inline(always)]
-pub unsafe fn load_be16(addr: usize) -> u16 {
-    u16::from_be(unsafe { *(addr as *const u16) })
+impl Packet {
+    #[inline(always)]
+    pub fn new(data: usize, end: usize) -> Self {
+        Self { data, end }
+    }
+
+    /// The `N` bytes at `offset`, if the packet holds them. The check is
+    /// `data + offset + N > data_end`, the form every verifier tracks; keep
+    /// `offset` a constant or a value with known bounds.
+    #[inline(always)]
+    pub fn bytes<const N: usize>(&self, offset: usize) -> Option<Bytes<N>> {
+        let addr = self.data + offset;
+        if addr + N > self.end {
+            None
+        } else {
+            Some(Bytes { addr })
+        }
+    }
+
+    /// How many bytes the packet holds from the start of `bytes` on. For
+    /// comparing a length field with: verifiers before 6.13 drop a
+    /// byte-swapped value's bounds and refuse adding it to a packet
+    /// pointer, so such a length is compared, never added.
+    #[inline(always)]
+    pub fn len_from<const N: usize>(&self, bytes: Bytes<N>) -> usize {
+        self.end - bytes.addr
+    }
 }
 
-/// A big-endian field, returned in host order.
-#[inline(always)]
-pub unsafe fn load_be32(addr: usize) -> u32 {
-    u32::from_be(unsafe { *(addr as *const u32) })
+/// `N` bytes checked to lie inside the packet. Each access names its
+/// offset as a constant, checked against `N` when the program is built,
+/// and is one load or store of its width, so LLVM has no aggregate copy to
+/// turn into a `mem*` call.
+#[derive(Clone, Copy)]
+pub struct Bytes<const N: usize> {
+    addr: usize,
 }
 
-/// Four bytes exactly as they sit in memory (for keys compared bytewise).
-#[inline(always)]
-pub unsafe fn load_raw32(addr: usize) -> u32 {
-    unsafe { *(addr as *const u32) }
-}
+impl<const N: usize> Bytes<N> {
+    #[inline(always)]
+    pub fn u8<const AT: usize>(self) -> u8 {
+        const { assert!(AT < N, "a read past the checked bytes") };
+        // SAFETY: `AT < N` and the `N` bytes are inside the packet.
+        unsafe { *((self.addr + AT) as *const u8) }
+    }
 
-#[inline(always)]
-pub unsafe fn store_u8(addr: usize, value: u8) {
-    unsafe { *(addr as *mut u8) = value }
-}
+    /// Two bytes exactly as they sit in memory.
+    #[inline(always)]
+    pub fn raw16<const AT: usize>(self) -> u16 {
+        const { assert!(AT + 2 <= N, "a read past the checked bytes") };
+        // SAFETY: as for `u8`.
+        unsafe { *((self.addr + AT) as *const u16) }
+    }
 
-/// Stores a host-order value as a big-endian field.
-#[inline(always)]
-pub unsafe fn store_be16(addr: usize, value: u16) {
-    unsafe { *(addr as *mut u16) = value.to_be() }
-}
+    /// A big-endian field, returned in host order.
+    #[inline(always)]
+    pub fn be16<const AT: usize>(self) -> u16 {
+        u16::from_be(self.raw16::<AT>())
+    }
 
-/// Two bytes exactly as given (for MAC addresses).
-#[inline(always)]
-pub unsafe fn store_pair(addr: usize, a: u8, b: u8) {
-    unsafe { *(addr as *mut u16) = u16::from_ne_bytes([a, b]) }
-}
+    /// Four bytes exactly as they sit in memory (for keys compared bytewise).
+    #[inline(always)]
+    pub fn raw32<const AT: usize>(self) -> u32 {
+        const { assert!(AT + 4 <= N, "a read past the checked bytes") };
+        // SAFETY: as for `u8`.
+        unsafe { *((self.addr + AT) as *const u32) }
+    }
 
-/// Writes a MAC address as three 16-bit stores.
-#[inline(always)]
-pub unsafe fn store_mac(addr: usize, mac: &[u8; 6]) {
-    unsafe {
-        store_pair(addr, mac[0], mac[1]);
-        store_pair(addr + 2, mac[2], mac[3]);
-        store_pair(addr + 4, mac[4], mac[5]);
+    /// A big-endian field, returned in host order.
+    #[inline(always)]
+    pub fn be32<const AT: usize>(self) -> u32 {
+        u32::from_be(self.raw32::<AT>())
+    }
+
+    #[inline(always)]
+    pub fn set_u8<const AT: usize>(self, value: u8) {
+        const { assert!(AT < N, "a write past the checked bytes") };
+        // SAFETY: as for `u8`.
+        unsafe { *((self.addr + AT) as *mut u8) = value }
+    }
+
+    /// Two bytes exactly as given.
+    #[inline(always)]
+    pub fn set_raw16<const AT: usize>(self, value: u16) {
+        const { assert!(AT + 2 <= N, "a write past the checked bytes") };
+        // SAFETY: as for `u8`.
+        unsafe { *((self.addr + AT) as *mut u16) = value }
+    }
+
+    /// Stores a host-order value as a big-endian field.
+    #[inline(always)]
+    pub fn set_be16<const AT: usize>(self, value: u16) {
+        self.set_raw16::<AT>(value.to_be())
+    }
+
+    /// A MAC address at `AT`, as three 16-bit stores.
+    #[inline(always)]
+    pub fn set_mac<const AT: usize>(self, mac: &[u8; 6]) {
+        const { assert!(AT + 6 <= N, "a write past the checked bytes") };
+        // SAFETY: as for `u8`, for the six bytes.
+        unsafe {
+            let at = (self.addr + AT) as *mut u16;
+            *at = u16::from_ne_bytes([mac[0], mac[1]]);
+            *at.add(1) = u16::from_ne_bytes([mac[2], mac[3]]);
+            *at.add(2) = u16::from_ne_bytes([mac[4], mac[5]]);
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use integration_tests::{
     capture::{Capture, Frame},
-    differential,
+    differential::{self, Decision},
     netns::NetNs,
     require_root,
     script_lab::ScriptLab,
@@ -540,23 +540,21 @@ fn for_ten_thousand_random_destinations_the_datapath_decides_as_the_kernel_does(
         };
         destinations.push(address);
     }
-    let maps = PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR"))).unwrap();
-    let answers: Vec<_> = destinations
-        .iter()
-        .map(|d| maps.answer(*d).unwrap())
-        .collect();
-    let kernel: Vec<_> = lab.router.enter(|| {
-        destinations
-            .iter()
-            .map(|d| pf_sidecar::cli::lookup::kernel_route_get(*d).unwrap())
-            .collect()
-    });
+    let decisions = differential::decide(
+        std::path::Path::new(lab.var("LAB_PIN_DIR")),
+        &lab.router,
+        &destinations,
+    );
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut disagreements = Vec::new();
-    for ((destination, maps), kernel) in destinations.iter().zip(&answers).zip(&kernel) {
-        *by_kind.entry(maps.kind.clone()).or_default() += 1;
-        if !differential::passed_before_lookup(*destination) && !differential::agrees(maps, kernel)
-        {
+    for decision in &decisions {
+        *by_kind.entry(decision.maps.kind.clone()).or_default() += 1;
+        if !decision.agrees() {
+            let Decision {
+                destination,
+                maps,
+                kernel,
+            } = decision;
             disagreements.push(format!("{destination}: maps {maps:?} kernel {kernel:?}"));
         }
     }

@@ -17,8 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{differential, require_root, script_lab::ScriptLab, synthetic::Rng};
-use pf_sidecar::pinned_maps::PinnedMaps;
+use integration_tests::{
+    differential::{self, Decision},
+    require_root,
+    script_lab::ScriptLab,
+    synthetic::Rng,
+};
 
 fn sample(rng: &mut Rng, n: usize) -> Vec<IpAddr> {
     (0..n)
@@ -49,22 +53,17 @@ struct Sample {
 
 /// The datapath's decision against `ip route get` in the router.
 fn check(lab: &ScriptLab, destinations: &[IpAddr]) -> Sample {
-    let maps = PinnedMaps::open(std::path::Path::new(lab.var("LAB_PIN_DIR"))).unwrap();
-    let answers: Vec<_> = destinations
-        .iter()
-        .map(|d| maps.answer(*d).unwrap())
-        .collect();
-    let kernel: Vec<_> = lab.router.enter(|| {
-        destinations
-            .iter()
-            .map(|d| pf_sidecar::cli::lookup::kernel_route_get(*d).unwrap())
-            .collect()
-    });
     let mut sample = Sample::default();
-    for ((d, m), k) in destinations.iter().zip(&answers).zip(&kernel) {
-        if differential::passed_before_lookup(*d) || differential::agrees(m, k) {
+    let pin_dir = std::path::Path::new(lab.var("LAB_PIN_DIR"));
+    for decision in differential::decide(pin_dir, &lab.router, destinations) {
+        if decision.agrees() {
             continue;
         }
+        let Decision {
+            destination: d,
+            maps: m,
+            kernel: k,
+        } = decision;
         let detail = format!("{d}: maps {m:?}, kernel {k:?}");
         if k.kind == "unreachable (no route)" {
             let family = if d.is_ipv4() { "-4" } else { "-6" };
@@ -74,15 +73,15 @@ fn check(lab: &ScriptLab, destinations: &[IpAddr]) -> Sample {
             );
             let routes: serde_json::Value = serde_json::from_str(&table).unwrap_or_default();
             if routes.as_array().is_some_and(|r| !r.is_empty())
-                && differential::agrees_with_table(m, &routes)
+                && differential::agrees_with_table(&m, &routes)
             {
                 sample
                     .kernel_anomalies
-                    .push((*d, format!("{detail}; the table's route: {}", routes[0])));
+                    .push((d, format!("{detail}; the table's route: {}", routes[0])));
                 continue;
             }
         }
-        sample.mismatches.push((*d, detail));
+        sample.mismatches.push((d, detail));
     }
     sample
 }

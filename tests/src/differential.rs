@@ -1,9 +1,55 @@
 //! The datapath's decision for a destination against the kernel's, for the
 //! differential tests.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, path::Path};
 
-use pf_sidecar::{cli::lookup::KernelAnswer, pinned_maps::Answer};
+use pf_sidecar::{
+    cli::lookup::{kernel_route_get, KernelAnswer},
+    pinned_maps::{Answer, PinnedMaps},
+};
+
+use crate::netns::NetNs;
+
+/// What the pinned maps and the router's kernel (`ip route get`) answer
+/// for one destination.
+pub struct Decision {
+    pub destination: IpAddr,
+    pub maps: Answer,
+    pub kernel: KernelAnswer,
+}
+
+impl Decision {
+    /// The datapath decides as the kernel does (or never looks it up).
+    pub fn agrees(&self) -> bool {
+        passed_before_lookup(self.destination) || agrees(&self.maps, &self.kernel)
+    }
+}
+
+/// Both answers for every destination: the maps under `pin_dir`, the
+/// kernel of `router`.
+pub fn decide(pin_dir: &Path, router: &NetNs, destinations: &[IpAddr]) -> Vec<Decision> {
+    let maps = PinnedMaps::open(pin_dir).expect("open the pinned maps");
+    let answers: Vec<Answer> = destinations
+        .iter()
+        .map(|d| maps.answer(*d).expect("a map answer"))
+        .collect();
+    let kernel: Vec<KernelAnswer> = router.enter(|| {
+        destinations
+            .iter()
+            .map(|d| kernel_route_get(*d).expect("ip route get"))
+            .collect()
+    });
+    destinations
+        .iter()
+        .zip(answers)
+        .zip(kernel)
+        .map(|((destination, maps), kernel)| Decision {
+            destination: *destination,
+            maps,
+            kernel,
+        })
+        .collect()
+}
 
 /// Destinations `fast_path` hands to the kernel before any lookup (the
 /// `pass_special_address` and `pass_l3_multicast` rules).

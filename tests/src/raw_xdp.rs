@@ -5,30 +5,13 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use pf_sidecar::datapath::sys::{self, insn, BPF_PROG_TYPE_XDP};
+
 pub const XDP_DROP: i32 = 1;
 pub const XDP_TX: i32 = 3;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
 
 #[repr(C)]
 #[derive(Default)]
@@ -43,7 +26,7 @@ struct LinkCreateAttr {
 /// A `bpf()` command that returns a new descriptor, through pf-sidecar's
 /// one syscall funnel.
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
-    let fd = pf_sidecar::datapath::sys::bpf(cmd, attr)?;
+    let fd = sys::bpf(cmd, attr)?;
     // SAFETY: the kernel returned a new fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -51,13 +34,6 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
 /// An XDP program that returns `action` for every packet.
 pub fn constant_program(action: i32, name: &str) -> std::io::Result<OwnedFd> {
     load(&[insn(0xb7, 0, 0, 0, action), insn(0x95, 0, 0, 0, 0)], name)
-}
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    code as u64
-        | ((dst as u64 | (src as u64) << 4) << 8)
-        | ((off as u16 as u64) << 16)
-        | ((imm as u32 as u64) << 32)
 }
 
 /// The generator: rewrites the first `header.len()` bytes (rounded up to
@@ -99,20 +75,8 @@ pub fn generator_program(header: &[u8], name: &str) -> std::io::Result<OwnedFd> 
     load(&insns, name)
 }
 
-fn load(insns: &[u64], name: &str) -> std::io::Result<OwnedFd> {
-    let license = b"GPL\0";
-    let mut prog_name = [0u8; 16];
-    prog_name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name,
-        expected_attach_type: BPF_XDP,
-        ..Default::default()
-    };
-    bpf(BPF_PROG_LOAD, &mut attr)
+fn load(insns: &[[u8; 8]], name: &str) -> std::io::Result<OwnedFd> {
+    sys::prog_load_for(BPF_PROG_TYPE_XDP, BPF_XDP, insns, name).map_err(|e| e.error)
 }
 
 /// Attaches `prog` to `ifindex` (of the calling thread's namespace) in

@@ -238,6 +238,17 @@ pub struct ProgLoadError {
 /// Loads a program from raw instructions (see [`insn`]). The verifier log is
 /// returned on failure.
 pub fn prog_load(prog_type: u32, insns: &[[u8; 8]], name: &str) -> Result<OwnedFd, ProgLoadError> {
+    prog_load_for(prog_type, 0, insns, name)
+}
+
+/// [`prog_load`] with the attach type the program is loaded for (`BPF_XDP`
+/// for an XDP program attached by link).
+pub fn prog_load_for(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[[u8; 8]],
+    name: &str,
+) -> Result<OwnedFd, ProgLoadError> {
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {
@@ -248,6 +259,7 @@ pub fn prog_load(prog_type: u32, insns: &[[u8; 8]], name: &str) -> Result<OwnedF
         log_level: 1,
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type,
         ..Default::default()
     };
     let bytes = name.as_bytes();

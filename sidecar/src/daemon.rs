@@ -31,7 +31,7 @@ use pf_control::{
 use crate::{
     attach::AttachMode,
     config::Config,
-    datapath::{pins, route_writer::RouteWriter, Datapath, Programs},
+    datapath::{pins, route_writer::RouteWriter, sys, Datapath, Programs},
     events::Publisher,
     metrics::{self, TableUse},
     ports::{Ports, StartGuard},
@@ -48,16 +48,6 @@ use crate::{
 const GRACE_PERIOD: Duration = Duration::from_millis(50);
 /// Most kernel messages applied as one batch.
 const KERNEL_BATCH: usize = 4096;
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn datapath_config(config: &Config, heartbeat_ns: u64) -> DatapathConfig {
     DatapathConfig {
@@ -286,7 +276,7 @@ impl Daemon<'_> {
                 }
                 Action::GoLive => self.go_live()?,
                 Action::Heartbeat => {
-                    let beat = datapath_config(&self.config, monotonic_ns());
+                    let beat = datapath_config(&self.config, sys::monotonic_ns());
                     if let Err(err) = self.controller.writer_mut().set_config(&beat) {
                         tracing::error!(%err, "writing the heartbeat failed");
                     }

@@ -2,8 +2,8 @@
 //! and says what the datapath does for an address: the route kind and, for
 //! forwarding, each leg's interface, gateway, weight and neighbour state.
 //! The one read-only view of the pins: `lookup`, `diff` (through
-//! [`MapsView`]) and the tests read the maps through it, never the daemon's
-//! memory. The IPv4 tables are mapped read-only, so a full-table `diff`
+//! [`MapsView`]), `status` (counters, config, capacities, program ids) and
+//! the tests read the maps through it, never the daemon's memory. The IPv4 tables are mapped read-only, so a full-table `diff`
 //! reads them without a syscall per block.
 
 use std::{
@@ -14,11 +14,11 @@ use std::{
 };
 
 use anyhow::Context;
-use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData};
+use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData, PerCpuArray};
 use ipnet::Ipv6Net;
 use pf_common::{
     layout::{Tbl24Element, Tbl8Group},
-    maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
+    maps as names, Config, Counter, EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
 };
 use serde::Serialize;
 
@@ -73,6 +73,12 @@ pub struct PinnedMaps {
     /// How it was found, and anything the operator should know about it.
     pub source: pins::LiveSource,
     pub notes: Vec<String>,
+    /// Every pinned link, and the generation's `fast_path` id to tell
+    /// which of them run it.
+    pub links: Vec<pins::LinkState>,
+    pub fast_path_id: Option<u32>,
+    counters: PerCpuArray<MapData, u64>,
+    config: Array<MapData, Config>,
     tbl24: MmapRegion,
     tbl8: MmapRegion,
     v6: LpmTrie<MapData, [u8; 16], u32>,
@@ -125,10 +131,47 @@ impl PinnedMaps {
             nh_info: open(g, names::NH_INFO, Map::Array)?,
             grp_ptr: open(g, names::GRP_PTR, Map::Array)?,
             groups: open(g, names::GROUPS, Map::Array)?,
+            counters: open(g, names::COUNTERS, Map::PerCpuArray)?,
+            config: open(g, names::CONFIG, Map::Array)?,
             generation,
             source: live.source,
             notes: live.notes,
+            links: live.links,
+            fast_path_id: live.fast_path_id,
         })
+    }
+
+    /// Every counter, summed over the CPUs, in [`Counter::ALL`]'s order.
+    pub fn counters(&self) -> anyhow::Result<Vec<u64>> {
+        Counter::ALL
+            .iter()
+            .map(|c| Ok(self.counters.get(&(*c as u32), 0)?.iter().sum()))
+            .collect()
+    }
+
+    /// The datapath's configuration (mode, heartbeat, fail-safe bound).
+    pub fn config(&self) -> anyhow::Result<Config> {
+        Ok(self.config.get(&0, 0)?)
+    }
+
+    /// How many entries the map `name` holds at most (0 if unreadable).
+    pub fn capacity(&self, name: &str) -> u64 {
+        MapData::from_pin(self.generation.join(name))
+            .ok()
+            .and_then(|m| m.info().ok())
+            .map_or(0, |i| i.max_entries() as u64)
+    }
+
+    /// The ids of the generation's pinned programs that can be read.
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        let mut program_ids = Vec::new();
+        for name in [names::PROG_FAST_PATH, names::PROG_FINALIZE] {
+            let path = self.generation.join(format!("prog_{name}"));
+            if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
+                program_ids.push((name.to_string(), info.id()));
+            }
+        }
+        program_ids
     }
 
     /// The route action for an address, as `fast_path` computes it.

@@ -136,8 +136,27 @@ pub const PINGS: u64 = 20;
 /// tail call plus a real bpf-to-bpf call) must be rejected on this kernel.
 pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     let mut rows = Vec::new();
-    if !console.done {
-        rows.push(Row::new(
+    rows.extend(end_marker_row(console));
+    let verifier = verifier_row(console);
+    let all_loaded = verifier.pass;
+    rows.push(verifier);
+    let run = native_attach_row(console);
+    let run_ok = run.pass;
+    rows.push(run);
+    let generic = generic_attach_row(console);
+    let generic_ok = generic.pass;
+    rows.push(generic);
+    rows.push(datapath_cases_row(console));
+    rows.extend(forwarding_rows(console));
+    rows.push(control_row(console, control_must_fail));
+    rows.push(feasibility_row(console, all_loaded, run_ok, generic_ok));
+    rows
+}
+
+/// A failing row when the guest hung or died before its last line.
+fn end_marker_row(console: &Console) -> Option<Row> {
+    (!console.done).then(|| {
+        Row::new(
             "guest ran to the end",
             false,
             format!(
@@ -145,9 +164,12 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
                 console.code("guest"),
                 console.detail("guest").unwrap_or("")
             ),
-        ));
-    }
+        )
+    })
+}
 
+/// The verifier accepted every program in `PROGRAMS`.
+fn verifier_row(console: &Console) -> Row {
     let loads: Vec<(String, bool, String)> = PROGRAMS
         .iter()
         .map(|p| {
@@ -159,7 +181,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
         })
         .collect();
     let all_loaded = loads.iter().all(|(_, pass, _)| *pass);
-    rows.push(Row::new(
+    Row::new(
         "verifier: fast_path, finalize, xdp_pass",
         all_loaded,
         if all_loaded {
@@ -172,10 +194,13 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
                 .collect::<Vec<_>>()
                 .join("; ")
         },
-    ));
+    )
+}
 
+/// `run` loaded the datapath and attached it natively to the veths.
+fn native_attach_row(console: &Console) -> Row {
     let run_ok = console.code("run") == Some(0);
-    rows.push(Row::new(
+    Row::new(
         "run: load and attach native (veth)",
         run_ok,
         if run_ok {
@@ -186,11 +211,13 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
                 tail(console.block("run-log"), 12)
             )
         },
-    ));
+    )
+}
 
+fn generic_attach_row(console: &Console) -> Row {
     let generic = console.code("attach-generic");
     let generic_ok = generic == Some(0);
-    rows.push(Row::new(
+    Row::new(
         "attach generic (skb)",
         generic_ok,
         if generic_ok {
@@ -198,8 +225,11 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
         } else {
             format!("refused: {}", tail(console.block("attach-generic"), 4))
         },
-    ));
+    )
+}
 
+/// The datapath test cases passed; otherwise the summary and the failures.
+fn datapath_cases_row(console: &Console) -> Row {
     let summary = console
         .block("datapath")
         .lines()
@@ -208,7 +238,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
         .unwrap_or("no test result")
         .to_owned();
     let cases_ok = console.code("datapath") == Some(0) && summary.starts_with("test result: ok");
-    rows.push(Row::new(
+    Row::new(
         "datapath cases (BPF_PROG_TEST_RUN)",
         cases_ok,
         if cases_ok {
@@ -221,33 +251,42 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
                 .collect();
             format!("{summary}\n{}", failed.join("\n"))
         },
-    ));
+    )
+}
 
+/// Every ping of both families answered, and the fast path (not the
+/// kernel) forwarded them.
+fn forwarding_rows(console: &Console) -> [Row; 3] {
     let cache_before = console.counter("status-before", "redirect_cache");
     let cache_after = console.counter("status-after", "redirect_cache");
     let redirected = match (cache_before, cache_after) {
         (Some(b), Some(a)) => a.saturating_sub(b),
         _ => 0,
     };
-    for (what, step) in [
-        ("forward IPv4 frames (ping)", "ping4"),
-        ("forward IPv6 frames (ping)", "ping6"),
-    ] {
+    let ping_row = |what: &'static str, step: &str| {
         let (sent, received) = ping_counts(console.block(step));
         let ok = console.code(step) == Some(0) && sent == PINGS && received == PINGS;
-        rows.push(Row::new(what, ok, format!("{received}/{sent} replies")));
-    }
+        Row::new(what, ok, format!("{received}/{sent} replies"))
+    };
     // Each echo request of both families is a cache hit at the router.
     let fast = redirected >= 2 * PINGS;
-    rows.push(Row::new(
-        "forwarded by the fast path",
-        fast,
-        format!(
-            "redirect_cache +{redirected} (at least {} expected)",
-            2 * PINGS
+    [
+        ping_row("forward IPv4 frames (ping)", "ping4"),
+        ping_row("forward IPv6 frames (ping)", "ping6"),
+        Row::new(
+            "forwarded by the fast path",
+            fast,
+            format!(
+                "redirect_cache +{redirected} (at least {} expected)",
+                2 * PINGS
+            ),
         ),
-    ));
+    ]
+}
 
+/// The `MIX_PROBE` control: rejected where `control_must_fail`, reported
+/// either way elsewhere.
+fn control_row(console: &Console, control_must_fail: bool) -> Row {
     let control = console.feasibility(MIX_PROBE);
     let (control_ok, control_verdict) = match &control {
         Some((_, value, detail)) if value == "rejected" => (
@@ -260,7 +299,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
         Some((_, value, _)) => (!control_must_fail, value.clone()),
         None => (false, "not reported".to_owned()),
     };
-    rows.push(Row::new(
+    Row::new(
         if control_must_fail {
             "bad control (tail call + bpf-to-bpf call) must be rejected"
         } else {
@@ -268,9 +307,11 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
         },
         control_ok,
         control_verdict,
-    ));
+    )
+}
 
-    // feasibility must predict what the real load and attaches did.
+/// Feasibility must predict what the real load and attaches did.
+fn feasibility_row(console: &Console, all_loaded: bool, run_ok: bool, generic_ok: bool) -> Row {
     let mut disagreements = Vec::new();
     let mut predicted = |name: String, actual: bool| match console.feasibility(&name) {
         Some((pass, ..)) if pass == actual => {}
@@ -280,7 +321,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     predicted("interface rt0: native attach".to_owned(), run_ok);
     predicted("interface rt1: native attach".to_owned(), run_ok);
     predicted("interface rt0: generic attach".to_owned(), generic_ok);
-    rows.push(Row::new(
+    Row::new(
         "feasibility predicts load and attach",
         disagreements.is_empty() && all_loaded == run_ok,
         if disagreements.is_empty() {
@@ -288,8 +329,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
         } else {
             disagreements.join("; ")
         },
-    ));
-    rows
+    )
 }
 
 /// (transmitted, received) from a ping summary (iputils or busybox).

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use aya::maps::{Array, Map, MapData, PerCpuArray};
-use pf_common::{config::CFG_F_DRY_RUN, maps as names, Config, Counter, Mode};
+use pf_common::{config::CFG_F_DRY_RUN, maps as names, Counter, Mode};
 
-use crate::datapath::pins;
+use crate::datapath::{pins, sys::monotonic_ns};
+use crate::pinned_maps::PinnedMaps;
 use crate::state::DaemonState;
 use serde::Serialize;
 
@@ -72,60 +72,32 @@ pub struct CounterValue {
     pub rate_per_s: Option<f64>,
 }
 
-fn open(pin_dir: &Path, name: &str) -> anyhow::Result<MapData> {
-    let path = pin_dir.join(name);
-    MapData::from_pin(&path).with_context(|| {
-        format!(
-            "opening pinned map {} (is the datapath attached?)",
-            path.display()
-        )
-    })
-}
-
-fn read_counters(counters: &PerCpuArray<MapData, u64>) -> anyhow::Result<Vec<u64>> {
-    Counter::ALL
-        .iter()
-        .map(|c| Ok(counters.get(&(*c as u32), 0)?.iter().sum()))
-        .collect()
-}
-
-fn capacity(pin_dir: &Path, name: &str) -> u64 {
-    open(pin_dir, name)
-        .ok()
-        .and_then(|m| m.info().ok())
-        .map_or(0, |i| i.max_entries() as u64)
-}
-
 /// Reads the status; with a non-zero `rate_interval` the counters are read
 /// twice that far apart and each gets a rate.
 pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Result<Status> {
-    let live = pins::live_generation(pin_dir)?;
-    let generation = live.dir.clone();
-    let links = link_statuses(&live);
+    let maps = PinnedMaps::open(pin_dir).context("is the datapath attached?")?;
+    let generation = maps.generation.clone();
+    let links = link_statuses(&maps);
     let attached = links
         .iter()
         .filter(|l| l.attached)
         .map(|l| l.interface.clone())
         .collect();
-    let pin_root = pin_dir;
-    let pin_dir = generation.as_path();
-    let counters: PerCpuArray<_, u64> =
-        Map::PerCpuArray(open(pin_dir, names::COUNTERS)?).try_into()?;
-    let config: Array<_, Config> = Map::Array(open(pin_dir, names::CONFIG)?).try_into()?;
-    let config = config.get(&0, 0)?;
-    let values = counter_values(&counters, rate_interval)?;
-    let daemon = crate::state::read_state(pin_root);
-    let occupancy = occupancy(pin_dir, daemon.as_ref());
-    let now = monotonic_now_ns();
+    let config = maps.config()?;
+    let values = counter_values(&maps, rate_interval)?;
+    let daemon = crate::state::read_state(pin_dir);
+    let occupancy = occupancy(&maps, daemon.as_ref());
+    let now = monotonic_ns();
     let heartbeat_age_s =
         (config.heartbeat_ns != 0).then(|| now.saturating_sub(config.heartbeat_ns) as f64 / 1e9);
     let fail_safe_active = config.stale_after_ns != 0
         && now.saturating_sub(config.heartbeat_ns) > config.stale_after_ns;
-    let program_ids = program_ids(pin_dir);
+    let program_ids = maps.program_ids();
+    let PinnedMaps { source, notes, .. } = maps;
     Ok(Status {
         pin_dir: generation.display().to_string(),
-        generation_source: live.source,
-        generation_notes: live.notes,
+        generation_source: source,
+        generation_notes: notes,
         frr_warnings: frr_warnings(daemon.as_ref()),
         links,
         heartbeat_age_s,
@@ -145,8 +117,8 @@ pub fn read(pin_dir: &Path, rate_interval: std::time::Duration) -> anyhow::Resul
 }
 
 /// Every pinned link, and whether it runs the generation read.
-fn link_statuses(live: &pins::Live) -> Vec<LinkStatus> {
-    live.links
+fn link_statuses(maps: &PinnedMaps) -> Vec<LinkStatus> {
+    maps.links
         .iter()
         .map(|l| LinkStatus {
             interface: l.ifname.clone(),
@@ -154,7 +126,7 @@ fn link_statuses(live: &pins::Live) -> Vec<LinkStatus> {
             ifindex: l.ifindex,
             prog_id: l.prog_id,
             link_id: l.link_id,
-            runs_live_generation: live.fast_path_id == Some(l.prog_id),
+            runs_live_generation: maps.fast_path_id == Some(l.prog_id),
         })
         .collect()
 }
@@ -162,16 +134,16 @@ fn link_statuses(live: &pins::Live) -> Vec<LinkStatus> {
 /// The counters, each with its rate over `rate_interval` unless that is zero
 /// (then the counters are read once).
 fn counter_values(
-    counters: &PerCpuArray<MapData, u64>,
+    maps: &PinnedMaps,
     rate_interval: std::time::Duration,
 ) -> anyhow::Result<Vec<CounterValue>> {
-    let first = read_counters(counters)?;
+    let first = maps.counters()?;
     let (last, rates) = if rate_interval.is_zero() {
         (first.clone(), None)
     } else {
         let started = std::time::Instant::now();
         std::thread::sleep(rate_interval);
-        let last = read_counters(counters)?;
+        let last = maps.counters()?;
         let seconds = started.elapsed().as_secs_f64();
         let rates: Vec<f64> = first
             .iter()
@@ -192,53 +164,30 @@ fn counter_values(
 }
 
 /// Table capacities from the pinned maps; their use only the daemon knows.
-fn occupancy(pin_dir: &Path, daemon: Option<&DaemonState>) -> Vec<Occupancy> {
+fn occupancy(maps: &PinnedMaps, daemon: Option<&DaemonState>) -> Vec<Occupancy> {
     let used = |f: fn(&DaemonState) -> u64| daemon.map(f);
     vec![
         Occupancy {
             table: "IPv4 second-level groups (V4_TBL8)",
             used: used(|d| d.v4_tbl8_groups as u64),
-            capacity: capacity(pin_dir, names::V4_TBL8),
+            capacity: maps.capacity(names::V4_TBL8),
         },
         Occupancy {
             table: "IPv6 routes (V6_ROUTES)",
             used: used(|d| d.control.v6_entries as u64),
-            capacity: capacity(pin_dir, names::V6_ROUTES),
+            capacity: maps.capacity(names::V6_ROUTES),
         },
         Occupancy {
             table: "nexthops (NH_PTR)",
             used: used(|d| d.control.nexthops as u64),
-            capacity: capacity(pin_dir, names::NH_PTR),
+            capacity: maps.capacity(names::NH_PTR),
         },
         Occupancy {
             table: "ECMP groups (GRP_PTR)",
             used: used(|d| d.control.ecmp_groups as u64),
-            capacity: capacity(pin_dir, names::GRP_PTR),
+            capacity: maps.capacity(names::GRP_PTR),
         },
     ]
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock the datapath's heartbeat uses.
-fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The ids of the generation's pinned programs that can be read.
-fn program_ids(pin_dir: &Path) -> Vec<(String, u32)> {
-    let mut program_ids = Vec::new();
-    for name in [names::PROG_FAST_PATH, names::PROG_FINALIZE] {
-        let path = pin_dir.join(format!("prog_{name}"));
-        if let Ok(info) = aya::programs::ProgramInfo::from_pin(&path) {
-            program_ids.push((name.to_string(), info.id()));
-        }
-    }
-    program_ids
 }
 
 /// [`crate::frr_offload::warnings`] for each zebra of this namespace,

@@ -310,6 +310,18 @@ pub fn prog_jited_len(prog: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(info.jited_prog_len)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: `bpf_ktime_get_ns`'s clock, which the
+/// datapath's heartbeat is compared with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// One `struct bpf_insn` as it lies in memory on a little-endian host
 /// (x86_64, aarch64): `dst_reg` in the low four bits of byte 1.
 pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {

@@ -8,7 +8,7 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::BorrowedFd,
+    os::fd::{AsFd, BorrowedFd},
     time::Instant,
 };
 
@@ -75,14 +75,38 @@ struct Row {
     min: u32,
 }
 
-fn main() {
-    assert!(
-        integration_tests::is_root(),
-        "the benchmark loads BPF programs: run it as root"
-    );
-    println!("{}", machine());
-    println!("method: BPF_PROG_TEST_RUN, {ROUNDS} calls of repeat {REPEAT} per case, median of the per-call means, frames cycled\n");
+impl Row {
+    /// A row from `measure`'s (median, minimum).
+    fn new(case: &str, routes: &str, (median, min): (u32, u32)) -> Self {
+        Self {
+            case: case.into(),
+            routes: routes.into(),
+            median,
+            min,
+        }
+    }
+}
 
+/// The source of every IPv4 test frame, on the router's r0 subnet.
+const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// A UDP frame from `SRC` to 203.0.113.9, which only the kernel's FIB routes.
+fn probe_frame(ttl: u8) -> Vec<u8> {
+    frames::udp4(
+        Tagging::Untagged,
+        SRC,
+        Ipv4Addr::new(203, 0, 113, 9),
+        ttl,
+        1000,
+        53,
+    )
+}
+
+/// The router namespace with r0 towards one peer and r1 towards the other,
+/// a kernel route to 203.0.113.0/24 via r1 and a permanent neighbour for
+/// its gateway, so `bpf_fib_lookup` resolves it. The peer namespaces are
+/// returned too: each is deleted when dropped.
+fn wire_router() -> (NetNs, NetNs, NetNs) {
     let router = NetNs::new("bench-r");
     let peer_in = NetNs::new("bench-in");
     let peer_out = NetNs::new("bench-out");
@@ -111,98 +135,209 @@ fn main() {
         "permanent",
     ]);
     router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    let (r0, r1) = (router.ifindex("r0"), router.ifindex("r1"));
+    (router, peer_in, peer_out)
+}
 
-    let rows = router.enter(|| {
-        let caps = Capacities { tbl8_groups: 65_536, v6_routes: 300_000, nexthops: 4096, ecmp_groups: 64, ports: 64 };
-        let mut dp = Datapath::load(&caps).expect("load the datapath");
-        dp.maps.add_tx_port(LOOPBACK).unwrap();
-        dp.maps.add_tx_port(r1).unwrap();
-        dp.maps.set_config(&Config { mode: Mode::CacheAndFib as u32, ..Default::default() }).unwrap();
-        for id in 1..=NEXTHOPS {
-            dp.maps.write_nexthop(id, id, &resolved(LOOPBACK, [2, 0, 0, 0, (id >> 8) as u8, id as u8])).unwrap();
+/// A fresh datapath in cache-and-fib mode with `NEXTHOPS` resolved nexthops
+/// on the loopback and `r1` as a transmit port.
+fn load_datapath(r1: u32) -> Datapath {
+    let caps = Capacities {
+        tbl8_groups: 65_536,
+        v6_routes: 300_000,
+        nexthops: 4096,
+        ecmp_groups: 64,
+        ports: 64,
+    };
+    let mut dp = Datapath::load(&caps).expect("load the datapath");
+    dp.maps.add_tx_port(LOOPBACK).unwrap();
+    dp.maps.add_tx_port(r1).unwrap();
+    dp.maps
+        .set_config(&Config {
+            mode: Mode::CacheAndFib as u32,
+            ..Default::default()
+        })
+        .unwrap();
+    for id in 1..=NEXTHOPS {
+        dp.maps
+            .write_nexthop(
+                id,
+                id,
+                &resolved(LOOPBACK, [2, 0, 0, 0, (id >> 8) as u8, id as u8]),
+            )
+            .unwrap();
+    }
+    dp
+}
+
+/// Grows the IPv4 table in `loaded` to `target` random routes and prints
+/// how fast the map took them.
+fn load_v4_routes(dp: &Datapath, rng: &mut Rng, loaded: &mut Vec<Ipv4Net>, target: usize) {
+    let started = Instant::now();
+    let before = loaded.len();
+    let mut deferred = 0;
+    while loaded.len() < target {
+        let prefix = v4_prefix(rng);
+        let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
+        if dp
+            .maps
+            .v4
+            .lock()
+            .insert(prefix, RouteAction::new(RouteKind::Nexthop, id))
+            .is_err()
+        {
+            deferred += 1;
         }
-        let fast_path = dp.program_fd(names::PROG_FAST_PATH).unwrap().try_clone_to_owned().unwrap();
-        let floor_prog = dp.program_fd(names::PROG_PASS).unwrap().try_clone_to_owned().unwrap();
-        let fast_path = std::os::fd::AsFd::as_fd(&fast_path);
-        let src = Ipv4Addr::new(192, 0, 2, 10);
-        let mut rows = Vec::new();
+        loaded.push(prefix);
+    }
+    let took = started.elapsed();
+    println!(
+        "loaded {} IPv4 routes (total {target}) in {:.3} s: {:.0} routes/s; {} tbl8 groups in use, {deferred} deferred",
+        target - before,
+        took.as_secs_f64(),
+        (target - before) as f64 / took.as_secs_f64(),
+        dp.maps.v4.lock().groups_in_use(),
+    );
+}
 
-        let probe = frames::udp4(Tagging::Untagged, src, Ipv4Addr::new(203, 0, 113, 9), TTL, 1000, 53);
-        let (m, n) = measure(std::os::fd::AsFd::as_fd(&floor_prog), std::slice::from_ref(&probe), None, XDP_PASS, "floor");
-        rows.push(Row { case: "floor: empty XDP program".into(), routes: "-".into(), median: m, min: n });
+/// 64 frames to random hosts inside random prefixes of `loaded`.
+fn v4_hit_frames(rng: &mut Rng, loaded: &[Ipv4Net]) -> Vec<Vec<u8>> {
+    (0..64)
+        .map(|_| {
+            let p = loaded[(rng.next_u64() % loaded.len() as u64) as usize];
+            let host = u32::from(p.network()) | (rng.next_u64() as u32 & !u32::from(p.netmask()));
+            frames::udp4(Tagging::Untagged, SRC, Ipv4Addr::from(host), TTL, 1000, 53)
+        })
+        .collect()
+}
 
-        let (m, n) = measure(fast_path, std::slice::from_ref(&probe), Some(r0), XDP_REDIRECT, "miss -> fib");
-        rows.push(Row { case: "miss -> bpf_fib_lookup -> redirect".into(), routes: "0".into(), median: m, min: n });
+/// Loads 250,000 random IPv6 routes, one map update each, prints how fast,
+/// and returns them.
+fn load_v6_routes(dp: &mut Datapath, rng: &mut Rng) -> Vec<Ipv6Net> {
+    let started = Instant::now();
+    let mut v6: Vec<Ipv6Net> = Vec::with_capacity(250_000);
+    while v6.len() < 250_000 {
+        let prefix = v6_prefix(rng);
+        let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
+        dp.maps
+            .set_v6_route(
+                prefix.network().octets(),
+                prefix.prefix_len(),
+                RouteAction::new(RouteKind::Nexthop, id).0,
+            )
+            .unwrap();
+        v6.push(prefix);
+    }
+    let took = started.elapsed();
+    println!(
+        "loaded 250000 IPv6 routes in {:.3} s: {:.0} routes/s (one map update each)",
+        took.as_secs_f64(),
+        250_000.0 / took.as_secs_f64()
+    );
+    v6
+}
 
-        let ttl1 = frames::udp4(Tagging::Untagged, src, Ipv4Addr::new(203, 0, 113, 9), 1, 1000, 53);
-        let (m, n) = measure(fast_path, &[ttl1], None, XDP_PASS, "pass");
-        rows.push(Row { case: "pass (TTL 1)".into(), routes: "-".into(), median: m, min: n });
+/// 64 frames to random hosts inside random prefixes of `v6`.
+fn v6_hit_frames(rng: &mut Rng, v6: &[Ipv6Net]) -> Vec<Vec<u8>> {
+    let src6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    (0..64)
+        .map(|_| {
+            let p = v6[(rng.next_u64() % v6.len() as u64) as usize];
+            let host = u128::from(p.network())
+                | (((rng.next_u64() as u128) << 64 | rng.next_u64() as u128)
+                    & !u128::from(p.netmask()));
+            frames::udp6(Tagging::Untagged, src6, Ipv6Addr::from(host), TTL, 1000, 53)
+        })
+        .collect()
+}
 
-        let mut rng = Rng(0x5eed_cafe_f00d_d00d);
-        let mut loaded: Vec<Ipv4Net> = Vec::new();
-        for target in [1_000usize, 100_000, 1_000_000] {
-            let started = Instant::now();
-            let before = loaded.len();
-            let mut deferred = 0;
-            while loaded.len() < target {
-                let prefix = v4_prefix(&mut rng);
-                let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
-                if dp.maps.v4.lock().insert(prefix, RouteAction::new(RouteKind::Nexthop, id)).is_err() {
-                    deferred += 1;
-                }
-                loaded.push(prefix);
-            }
-            let took = started.elapsed();
-            println!(
-                "loaded {} IPv4 routes (total {target}) in {:.3} s: {:.0} routes/s; {} tbl8 groups in use, {deferred} deferred",
-                target - before,
-                took.as_secs_f64(),
-                (target - before) as f64 / took.as_secs_f64(),
-                dp.maps.v4.lock().groups_in_use(),
-            );
-            let hits: Vec<Vec<u8>> = (0..64)
-                .map(|_| {
-                    let p = loaded[(rng.next_u64() % loaded.len() as u64) as usize];
-                    let host = u32::from(p.network()) | (rng.next_u64() as u32 & !u32::from(p.netmask()));
-                    frames::udp4(Tagging::Untagged, src, Ipv4Addr::from(host), TTL, 1000, 53)
-                })
-                .collect();
-            let (m, n) = measure(fast_path, &hits, None, XDP_REDIRECT, "IPv4 hit");
-            rows.push(Row { case: "IPv4 cache hit".into(), routes: target.to_string(), median: m, min: n });
-        }
-        let (m, n) = measure(fast_path, std::slice::from_ref(&probe), Some(r0), XDP_REDIRECT, "miss -> fib with 1M routes");
-        rows.push(Row { case: "miss -> bpf_fib_lookup -> redirect".into(), routes: "1000000".into(), median: m, min: n });
+/// Every case, in the order of the report. Runs inside the router
+/// namespace, so the fib lookups see its routes.
+fn run_cases(r0: u32, r1: u32) -> Vec<Row> {
+    let mut dp = load_datapath(r1);
+    let fast_path = dp
+        .program_fd(names::PROG_FAST_PATH)
+        .unwrap()
+        .try_clone_to_owned()
+        .unwrap();
+    let floor_prog = dp
+        .program_fd(names::PROG_PASS)
+        .unwrap()
+        .try_clone_to_owned()
+        .unwrap();
+    let fast_path = fast_path.as_fd();
+    let mut rows = Vec::new();
 
-        let started = Instant::now();
-        let mut v6: Vec<Ipv6Net> = Vec::with_capacity(250_000);
-        while v6.len() < 250_000 {
-            let prefix = v6_prefix(&mut rng);
-            let id = 1 + (rng.next_u64() % NEXTHOPS as u64) as u32;
-            dp.maps.set_v6_route(prefix.network().octets(), prefix.prefix_len(), RouteAction::new(RouteKind::Nexthop, id).0).unwrap();
-            v6.push(prefix);
-        }
-        let took = started.elapsed();
-        println!("loaded 250000 IPv6 routes in {:.3} s: {:.0} routes/s (one map update each)", took.as_secs_f64(), 250_000.0 / took.as_secs_f64());
-        let src6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
-        let hits6: Vec<Vec<u8>> = (0..64)
-            .map(|_| {
-                let p = v6[(rng.next_u64() % v6.len() as u64) as usize];
-                let host = u128::from(p.network()) | (((rng.next_u64() as u128) << 64 | rng.next_u64() as u128) & !u128::from(p.netmask()));
-                frames::udp6(Tagging::Untagged, src6, Ipv6Addr::from(host), TTL, 1000, 53)
-            })
-            .collect();
-        let (m, n) = measure(fast_path, &hits6, None, XDP_REDIRECT, "IPv6 hit");
-        rows.push(Row { case: "IPv6 cache hit (LPM trie)".into(), routes: "250000".into(), median: m, min: n });
-        rows
-    });
+    let probe = probe_frame(TTL);
+    rows.push(Row::new(
+        "floor: empty XDP program",
+        "-",
+        measure(
+            floor_prog.as_fd(),
+            std::slice::from_ref(&probe),
+            None,
+            XDP_PASS,
+            "floor",
+        ),
+    ));
+    rows.push(Row::new(
+        "miss -> bpf_fib_lookup -> redirect",
+        "0",
+        measure(
+            fast_path,
+            std::slice::from_ref(&probe),
+            Some(r0),
+            XDP_REDIRECT,
+            "miss -> fib",
+        ),
+    ));
+    rows.push(Row::new(
+        "pass (TTL 1)",
+        "-",
+        measure(fast_path, &[probe_frame(1)], None, XDP_PASS, "pass"),
+    ));
 
+    let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+    let mut loaded: Vec<Ipv4Net> = Vec::new();
+    for target in [1_000usize, 100_000, 1_000_000] {
+        load_v4_routes(&dp, &mut rng, &mut loaded, target);
+        let hits = v4_hit_frames(&mut rng, &loaded);
+        rows.push(Row::new(
+            "IPv4 cache hit",
+            &target.to_string(),
+            measure(fast_path, &hits, None, XDP_REDIRECT, "IPv4 hit"),
+        ));
+    }
+    rows.push(Row::new(
+        "miss -> bpf_fib_lookup -> redirect",
+        "1000000",
+        measure(
+            fast_path,
+            std::slice::from_ref(&probe),
+            Some(r0),
+            XDP_REDIRECT,
+            "miss -> fib with 1M routes",
+        ),
+    ));
+
+    let v6 = load_v6_routes(&mut dp, &mut rng);
+    let hits6 = v6_hit_frames(&mut rng, &v6);
+    rows.push(Row::new(
+        "IPv6 cache hit (LPM trie)",
+        "250000",
+        measure(fast_path, &hits6, None, XDP_REDIRECT, "IPv6 hit"),
+    ));
+    rows
+}
+
+/// The table of cases against the floor, then the 1M-route comparison
+/// of a cache hit with the `bpf_fib_lookup` path.
+fn print_report(rows: &[Row]) {
     let floor = rows[0].median.max(1) as f64;
     println!(
         "\n{:<38} {:>9} {:>11} {:>8} {:>9}",
         "case", "routes", "median ns", "min ns", "x floor"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<38} {:>9} {:>11} {:>8} {:>9.2}",
             r.case,
@@ -227,4 +362,18 @@ fn main() {
         hit_1m as f64 / fib_1m as f64,
         hit_1m as i64 - rows[0].median as i64
     );
+}
+
+fn main() {
+    assert!(
+        integration_tests::is_root(),
+        "the benchmark loads BPF programs: run it as root"
+    );
+    println!("{}", machine());
+    println!("method: BPF_PROG_TEST_RUN, {ROUNDS} calls of repeat {REPEAT} per case, median of the per-call means, frames cycled\n");
+
+    let (router, _peer_in, _peer_out) = wire_router();
+    let (r0, r1) = (router.ifindex("r0"), router.ifindex("r1"));
+    let rows = router.enter(|| run_cases(r0, r1));
+    print_report(&rows);
 }

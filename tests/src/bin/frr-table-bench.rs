@@ -8,8 +8,8 @@
 
 use std::{
     fmt::Write as _,
-    path::PathBuf,
-    process::{Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -36,8 +36,8 @@ fn zebra_fib_routes(frr: &Frr, v6: bool) -> u64 {
         .unwrap_or(0)
 }
 
-fn main() {
-    assert!(integration_tests::is_root(), "run as root");
+/// The `pf-sidecar` binary next to this one.
+fn sidecar_binary() -> PathBuf {
     let sidecar: PathBuf = std::env::current_exe()
         .unwrap()
         .parent()
@@ -47,28 +47,19 @@ fn main() {
         sidecar.exists(),
         "build pf-sidecar first (cargo build --release)"
     );
-    println!("{}", machine());
+    sidecar
+}
 
-    let router = NetNs::new("frrtb-r");
-    let peer = NetNs::new("frrtb-p");
-    veth_pair(&router, "r1", &peer, "p1");
-    router.ip(&["addr", "add", "198.51.100.1/24", "dev", "r1"]);
-    router.ip(&["addr", "add", "2001:db8:2::1/64", "dev", "r1", "nodad"]);
-    peer.ip(&["addr", "add", "198.51.100.2/24", "dev", "p1"]);
-    peer.ip(&["addr", "add", "2001:db8:2::2/64", "dev", "p1", "nodad"]);
-
-    let mut rng = Rng(0xf447_ab1e_0000_0001);
-    let v4: Vec<Ipv4Net> = distinct(V4_ROUTES, || v4_prefix(&mut rng));
-    let v6: Vec<Ipv6Net> = distinct(V6_ROUTES, || v6_doc_prefix(&mut rng));
-    let dir = std::env::temp_dir().join(format!("pf-frrtb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// BIRD's configuration: `v4` and `v6` as static blackholes, exported over
+/// passive eBGP sessions to the router.
+fn bird_config(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> String {
     let mut bird =
         String::from("router id 198.51.100.2;\nprotocol device { }\nprotocol static s4 { ipv4;\n");
-    for p in &v4 {
+    for p in v4 {
         let _ = writeln!(bird, "route {p} blackhole;");
     }
     bird.push_str("}\nprotocol static s6 { ipv6;\n");
-    for p in &v6 {
+    for p in v6 {
         let _ = writeln!(bird, "route {p} blackhole;");
     }
     bird.push_str(
@@ -77,10 +68,12 @@ fn main() {
          protocol bgp r6 { local 2001:db8:2::2 as 65002; neighbor 2001:db8:2::1 as 65001; passive on; \
          ipv6 { import none; export where proto = \"s6\"; }; }\n",
     );
+    bird
+}
 
-    // The sidecar first, so it sees zebra's first connection.
-    let pin_dir = format!("/sys/fs/bpf/pf-frrtb-{}", std::process::id());
-    let port = 31000 + (std::process::id() % 1000) as u16;
+/// Writes the sidecar's configuration into `dir` and starts `pf-sidecar
+/// run` in the router namespace with FPM listening on `port`.
+fn start_sidecar(sidecar: &Path, router: &NetNs, dir: &Path, pin_dir: &str, port: u16) -> Child {
     let config = dir.join("pf-sidecar.toml");
     std::fs::write(
         &config,
@@ -91,16 +84,21 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(&sidecar)
+    Command::new(sidecar)
         .args(["--netns", &router.name, "run", "--config"])
         .arg(&config)
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
-    let frr = Frr::start(
-        &router,
+        .unwrap()
+}
+
+/// FRR in the router namespace: bgpd peering with BIRD over IPv4 and IPv6,
+/// zebra streaming FPM to `fpm_port`.
+fn start_frr(router: &NetNs, fpm_port: u16) -> Frr {
+    Frr::start(
+        router,
         &FrrConfig {
-            fpm_port: Some(port),
+            fpm_port: Some(fpm_port),
             zebra: &[],
             staticd: None,
             bgpd: Some(&[
@@ -120,12 +118,46 @@ fn main() {
                 " exit-address-family",
             ]),
         },
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    )
+}
 
-    let bird_started = Instant::now();
-    let bird = integration_tests::bird::Bird::start(&peer, &bird);
-    let (last4, last6) = (v4[V4_ROUTES - 1], v6[V6_ROUTES - 1]);
+/// Whether the sidecar reports the whole table programmed and the pinned
+/// maps route `last4` and `last6`, the table's last prefixes, to a nexthop.
+fn maps_hold_table(pin_dir: &Path, last4: Ipv4Net, last6: Ipv6Net) -> bool {
+    let state = pf_sidecar::state::read_state(pin_dir);
+    let programmed = state
+        .map(|s| s.control.programmer.routes_v4 + s.control.programmer.routes_v6)
+        .unwrap_or(0);
+    let maps = pf_sidecar::pinned_maps::PinnedMaps::open(pin_dir);
+    let has = |a: std::net::IpAddr| {
+        maps.as_ref()
+            .ok()
+            .and_then(|m| m.action(a).ok())
+            .is_some_and(|a| a.kind() == Some(pf_common::RouteKind::Nexthop))
+    };
+    programmed >= (V4_ROUTES + V6_ROUTES) as u64
+        && has(last4.network().into())
+        && has(last6.network().into())
+}
+
+/// When the table arrived, from BIRD's start.
+struct Arrival {
+    /// The first routes in zebra's FIB.
+    first: Duration,
+    /// All routes in zebra's FIB.
+    zebra: Duration,
+    /// All routes in the pinned maps.
+    maps: Duration,
+}
+
+/// Polls zebra and the pinned maps until both hold the whole table.
+fn wait_for_table(
+    frr: &Frr,
+    pin_dir: &Path,
+    bird_started: Instant,
+    last4: Ipv4Net,
+    last6: Ipv6Net,
+) -> Arrival {
     let mut zebra_done = None;
     let mut maps_done = None;
     let mut first_route = None;
@@ -137,7 +169,7 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(200));
         if zebra_done.is_none() {
-            let (n4, n6) = (zebra_fib_routes(&frr, false), zebra_fib_routes(&frr, true));
+            let (n4, n6) = (zebra_fib_routes(frr, false), zebra_fib_routes(frr, true));
             if first_route.is_none() && n4 + n6 > 10 {
                 first_route = Some(bird_started.elapsed());
             }
@@ -145,31 +177,19 @@ fn main() {
                 zebra_done = Some(bird_started.elapsed());
             }
         }
-        if maps_done.is_none() {
-            let state = pf_sidecar::state::read_state(std::path::Path::new(&pin_dir));
-            let programmed = state
-                .map(|s| s.control.programmer.routes_v4 + s.control.programmer.routes_v6)
-                .unwrap_or(0);
-            let maps = pf_sidecar::pinned_maps::PinnedMaps::open(std::path::Path::new(&pin_dir));
-            let has = |a: std::net::IpAddr| {
-                maps.as_ref()
-                    .ok()
-                    .and_then(|m| m.action(a).ok())
-                    .is_some_and(|a| a.kind() == Some(pf_common::RouteKind::Nexthop))
-            };
-            if programmed >= (V4_ROUTES + V6_ROUTES) as u64
-                && has(last4.network().into())
-                && has(last6.network().into())
-            {
-                maps_done = Some(bird_started.elapsed());
-            }
+        if maps_done.is_none() && maps_hold_table(pin_dir, last4, last6) {
+            maps_done = Some(bird_started.elapsed());
         }
     }
-    let (first, zebra, maps) = (
-        first_route.unwrap_or_default(),
-        zebra_done.unwrap(),
-        maps_done.unwrap(),
-    );
+    Arrival {
+        first: first_route.unwrap_or_default(),
+        zebra: zebra_done.unwrap(),
+        maps: maps_done.unwrap(),
+    }
+}
+
+fn print_report(arrival: &Arrival) {
+    let Arrival { first, zebra, maps } = *arrival;
     let routes = (V4_ROUTES + V6_ROUTES) as f64;
     println!("\nfull table through real FRR (BIRD -> bgpd -> zebra -> kernel + FPM -> pf-sidecar), times from BIRD's start:");
     println!(
@@ -186,6 +206,40 @@ fn main() {
         maps.as_secs_f64(),
         maps.as_secs_f64() - zebra.as_secs_f64()
     );
+}
+
+fn main() {
+    assert!(integration_tests::is_root(), "run as root");
+    let sidecar = sidecar_binary();
+    println!("{}", machine());
+
+    let router = NetNs::new("frrtb-r");
+    let peer = NetNs::new("frrtb-p");
+    veth_pair(&router, "r1", &peer, "p1");
+    router.ip(&["addr", "add", "198.51.100.1/24", "dev", "r1"]);
+    router.ip(&["addr", "add", "2001:db8:2::1/64", "dev", "r1", "nodad"]);
+    peer.ip(&["addr", "add", "198.51.100.2/24", "dev", "p1"]);
+    peer.ip(&["addr", "add", "2001:db8:2::2/64", "dev", "p1", "nodad"]);
+
+    let mut rng = Rng(0xf447_ab1e_0000_0001);
+    let v4: Vec<Ipv4Net> = distinct(V4_ROUTES, || v4_prefix(&mut rng));
+    let v6: Vec<Ipv6Net> = distinct(V6_ROUTES, || v6_doc_prefix(&mut rng));
+    let dir = std::env::temp_dir().join(format!("pf-frrtb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bird = bird_config(&v4, &v6);
+
+    // The sidecar first, so it sees zebra's first connection.
+    let pin_dir = format!("/sys/fs/bpf/pf-frrtb-{}", std::process::id());
+    let port = 31000 + (std::process::id() % 1000) as u16;
+    let mut daemon = start_sidecar(&sidecar, &router, &dir, &pin_dir, port);
+    let frr = start_frr(&router, port);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let bird_started = Instant::now();
+    let bird = integration_tests::bird::Bird::start(&peer, &bird);
+    let (last4, last6) = (v4[V4_ROUTES - 1], v6[V6_ROUTES - 1]);
+    let arrival = wait_for_table(&frr, Path::new(&pin_dir), bird_started, last4, last6);
+    print_report(&arrival);
 
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let _ = daemon.wait();

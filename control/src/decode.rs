@@ -102,8 +102,10 @@ pub enum NexthopDef {
     Encapsulated,
 }
 
+/// One change a source reports: what the RIB applies. (What the daemon
+/// publishes about its own work is [`crate::events::Event`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum Change {
     Route(Op, Route),
     Nexthop(Op, u32, Option<NexthopDef>),
     /// `None` with `Remove`.
@@ -136,7 +138,7 @@ impl Skip {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
-    Event(Event),
+    Change(Change),
     Skipped(Skip),
 }
 
@@ -178,10 +180,10 @@ pub fn decode(message: &[u8]) -> Result<Decoded, DecodeError> {
     };
     Ok(match inner {
         RouteNetlinkMessage::NewLink(m) => {
-            Decoded::Event(Event::Link(Op::Upsert, m.header.index, Some(link(&m))))
+            Decoded::Change(Change::Link(Op::Upsert, m.header.index, Some(link(&m))))
         }
         RouteNetlinkMessage::DelLink(m) => {
-            Decoded::Event(Event::Link(Op::Remove, m.header.index, None))
+            Decoded::Change(Change::Link(Op::Remove, m.header.index, None))
         }
         RouteNetlinkMessage::NewNeighbour(m) => neighbour(&m, true),
         RouteNetlinkMessage::DelNeighbour(m) => neighbour(&m, false),
@@ -262,7 +264,7 @@ fn decode_route(op: Op, message: &[u8]) -> Result<Decoded, DecodeError> {
             )
         })?
         .trunc();
-    Ok(Decoded::Event(Event::Route(
+    Ok(Decoded::Change(Change::Route(
         op,
         Route {
             key: RouteKey {
@@ -464,7 +466,7 @@ fn neighbour(m: &NeighbourMessage, new: bool) -> Decoded {
                 | NeighbourState::Permanent
                 | NeighbourState::Noarp
         );
-    Decoded::Event(Event::Neighbour(
+    Decoded::Change(Change::Neighbour(
         m.header.ifindex,
         ip,
         // An all-zero address is never a neighbour's MAC (the kernel can
@@ -487,7 +489,7 @@ fn address(op: Op, m: &AddressMessage) -> Decoded {
         })
     });
     match address {
-        Some(ip) => Decoded::Event(Event::Address(op, m.header.index, ip)),
+        Some(ip) => Decoded::Change(Change::Address(op, m.header.index, ip)),
         None => Decoded::Skipped(Skip::Family),
     }
 }
@@ -556,7 +558,7 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
     }
     let id = id.ok_or_else(|| DecodeError::new("missing_attribute", "nexthop without NHA_ID"))?;
     if message_type == RTM_DELNEXTHOP {
-        return Ok(Decoded::Event(Event::Nexthop(Op::Remove, id, None)));
+        return Ok(Decoded::Change(Change::Nexthop(Op::Remove, id, None)));
     }
     let def = if let Some(members) = group {
         NexthopDef::Group(members)
@@ -576,7 +578,7 @@ fn decode_nexthop(message_type: u16, message: &[u8]) -> Result<Decoded, DecodeEr
         }
         NexthopDef::Gateway { ifindex, gateway }
     };
-    Ok(Decoded::Event(Event::Nexthop(Op::Upsert, id, Some(def))))
+    Ok(Decoded::Change(Change::Nexthop(Op::Upsert, id, Some(def))))
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ impl MapWriter for Maps {
 fuzz_target!(|data: &[u8]| {
     let events: Vec<_> = split_netlink_messages(data)
         .filter_map(|m| match decode(m) {
-            Ok(Decoded::Event(e)) => Some(e),
+            Ok(Decoded::Change(e)) => Some(e),
             _ => None,
         })
         .collect();

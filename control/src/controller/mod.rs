@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::status::ControlStatus;
 use crate::{
-    decode::{decode, Decoded, Event as Change},
+    decode::{decode, Change, Decoded},
     events::Event,
     fpm::{Expiry, Frame, FrameError},
     left_to_kernel,
@@ -509,7 +509,7 @@ impl<W: MapWriter> Controller<W> {
 /// Decodes `message` onto `changes`; false when it could not be decoded.
 fn decode_into(message: &[u8], changes: &mut Vec<Change>) -> bool {
     match decode(message) {
-        Ok(Decoded::Event(change)) => changes.push(change),
+        Ok(Decoded::Change(change)) => changes.push(change),
         Ok(Decoded::Skipped(_)) => {}
         Err(error) => {
             tracing::warn!(%error, "undecodable message skipped");

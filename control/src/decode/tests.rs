@@ -37,7 +37,7 @@ fn route_message(prefix: &str, kind: RouteType, attributes: Vec<RouteAttribute>)
 
 fn route_event(bytes: &[u8]) -> (Op, Route) {
     match decode(bytes).unwrap() {
-        Decoded::Event(Event::Route(op, route)) => (op, route),
+        Decoded::Change(Change::Route(op, route)) => (op, route),
         other => panic!("not a route: {other:?}"),
     }
 }
@@ -53,13 +53,13 @@ fn a_real_frr_replay_decodes_to_nexthop_objects_then_routes() {
     let mut events = Vec::new();
     while let Some(frame) = FpmCodec.decode(&mut buf).unwrap() {
         for message in frame.messages() {
-            if let Decoded::Event(e) = decode(message).unwrap() {
+            if let Decoded::Change(e) = decode(message).unwrap() {
                 events.push(e);
             }
         }
     }
     let static_route = events.iter().find_map(|e| match e {
-        Event::Route(Op::Upsert, r)
+        Change::Route(Op::Upsert, r)
             if r.key.prefix == "198.51.100.0/24".parse::<IpNet>().unwrap() =>
         {
             Some(r)
@@ -73,7 +73,7 @@ fn a_real_frr_replay_decodes_to_nexthop_objects_then_routes() {
         panic!("FRR 8.4 names a nexthop group: {:?}", route.next)
     };
     let object = events.iter().find_map(|e| match e {
-        Event::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
+        Change::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
         _ => None,
     });
     assert!(
@@ -89,7 +89,7 @@ fn a_real_frr_bgp_replay_decodes_ecmp_groups_blackholes_and_ipv4_over_ipv6() {
     let mut events = Vec::new();
     while let Some(frame) = FpmCodec.decode(&mut buf).unwrap() {
         for message in frame.messages() {
-            if let Decoded::Event(e) = decode(message).unwrap() {
+            if let Decoded::Change(e) = decode(message).unwrap() {
                 events.push(e);
             }
         }
@@ -97,13 +97,13 @@ fn a_real_frr_bgp_replay_decodes_ecmp_groups_blackholes_and_ipv4_over_ipv6() {
     let route = |prefix: &str| {
         let prefix: IpNet = prefix.parse().unwrap();
         events.iter().find_map(|e| match e {
-            Event::Route(Op::Upsert, r) if r.key.prefix == prefix => Some(r.clone()),
+            Change::Route(Op::Upsert, r) if r.key.prefix == prefix => Some(r.clone()),
             _ => None,
         })
     };
     let object = |id: u32| {
         events.iter().find_map(|e| match e {
-            Event::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
+            Change::Nexthop(Op::Upsert, i, Some(def)) if *i == id => Some(def.clone()),
             _ => None,
         })
     };
@@ -244,7 +244,7 @@ fn encapsulated_routes_are_left_to_the_kernel_whole_or_in_one_leg() {
     );
     assert_eq!(
         decode(&m).unwrap(),
-        Decoded::Event(Event::Nexthop(
+        Decoded::Change(Change::Nexthop(
             Op::Upsert,
             9,
             Some(NexthopDef::Encapsulated)
@@ -359,7 +359,7 @@ fn a_nexthop_group_decodes_with_weights() {
     );
     assert_eq!(
         decode(&m).unwrap(),
-        Decoded::Event(Event::Nexthop(
+        Decoded::Change(Change::Nexthop(
             Op::Upsert,
             7,
             Some(NexthopDef::Group(vec![(10, 1), (11, 3)]))
@@ -386,7 +386,7 @@ fn bad_attribute_lengths_are_errors_and_unknown_attributes_are_ignored() {
     );
     assert_eq!(
         decode(&unknown).unwrap(),
-        Decoded::Event(Event::Nexthop(
+        Decoded::Change(Change::Nexthop(
             Op::Upsert,
             1,
             Some(NexthopDef::Gateway {

@@ -205,7 +205,7 @@ mod tests {
 
         use super::*;
         use crate::{
-            decode::{Event, Kind, NextHops, Op, Route, RouteKey},
+            decode::{Change, Kind, NextHops, Op, Route, RouteKey},
             fast_maps::PrefixHashMap,
             programmer::LinkInfo,
             rib::{FibSink, Rib, RibEntry, Source},
@@ -232,8 +232,8 @@ mod tests {
             fn set_neighbour(&mut self, _: u32, _: IpAddr, _: Option<[u8; 6]>) {}
         }
 
-        fn inline_route(prefix: &str, legs: Vec<Leg>) -> Event {
-            Event::Route(
+        fn inline_route(prefix: &str, legs: Vec<Leg>) -> Change {
+            Change::Route(
                 Op::Upsert,
                 Route {
                     key: RouteKey {
@@ -270,7 +270,7 @@ mod tests {
             // the kernel objects even without `fpm use-next-hop-groups`).
             rib.apply_batch(
                 Source::Kernel,
-                [Event::Nexthop(Op::Upsert, 16, Some(gateway(3, peer)))],
+                [Change::Nexthop(Op::Upsert, 16, Some(gateway(3, peer)))],
                 &mut sink,
             );
             let through_peer = Target::Forward(vec![leg(3, peer)]);
@@ -290,7 +290,7 @@ mod tests {
             sink.upserts.clear();
             rib.apply_batch(
                 Source::Kernel,
-                [Event::Nexthop(Op::Remove, 16, None)],
+                [Change::Nexthop(Op::Remove, 16, None)],
                 &mut sink,
             );
             sink.upserts.sort_by_key(|(p, _)| *p);

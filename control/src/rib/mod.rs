@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::decode::{Event, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
+use super::decode::{Change, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
 use link_local::LinkLocalPeers;
 use users::ObjectUsers;
 
@@ -204,7 +204,7 @@ impl Rib {
     pub fn apply_batch(
         &mut self,
         source: Source,
-        events: impl IntoIterator<Item = Event>,
+        events: impl IntoIterator<Item = Change>,
         sink: &mut impl FibSink,
     ) {
         let mut touched = Touched::default();
@@ -251,14 +251,14 @@ impl Rib {
     fn apply(
         &mut self,
         source: Source,
-        event: Event,
+        event: Change,
         touched: &mut Touched,
         sink: &mut impl FibSink,
     ) {
         match event {
-            Event::Route(op, route) => self.apply_route(source, op, route, touched, sink),
-            Event::Nexthop(op, id, def) => self.apply_object(source, op, id, def, touched, sink),
-            Event::Link(op, ifindex, info) => {
+            Change::Route(op, route) => self.apply_route(source, op, route, touched, sink),
+            Change::Nexthop(op, id, def) => self.apply_object(source, op, id, def, touched, sink),
+            Change::Link(op, ifindex, info) => {
                 let info = if op == Op::Upsert { info } else { None };
                 match info {
                     Some(info) => {
@@ -274,7 +274,7 @@ impl Rib {
                     }
                 }
             }
-            Event::Neighbour(ifindex, ip, mac) => match mac {
+            Change::Neighbour(ifindex, ip, mac) => match mac {
                 Some(mac) => {
                     let previous = self.neighbours.insert((ifindex, ip), Entry::new(mac));
                     if previous.map(|p| p.value) != Some(mac) {
@@ -287,7 +287,7 @@ impl Rib {
                     }
                 }
             },
-            Event::Address(op, ifindex, ip) => {
+            Change::Address(op, ifindex, ip) => {
                 match op {
                     Op::Upsert => self.insert_address(ifindex, ip),
                     Op::Remove => self.remove_address(ifindex, ip),

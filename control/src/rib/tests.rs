@@ -39,8 +39,8 @@ fn key(prefix: &str) -> RouteKey {
     }
 }
 
-fn via(prefix: &str, gateway: &str) -> Event {
-    Event::Route(
+fn via(prefix: &str, gateway: &str) -> Change {
+    Change::Route(
         Op::Upsert,
         Route {
             key: key(prefix),
@@ -55,8 +55,8 @@ fn via(prefix: &str, gateway: &str) -> Event {
     )
 }
 
-fn via_object(prefix: &str, id: u32) -> Event {
-    Event::Route(
+fn via_object(prefix: &str, id: u32) -> Change {
+    Change::Route(
         Op::Upsert,
         Route {
             key: key(prefix),
@@ -67,8 +67,8 @@ fn via_object(prefix: &str, id: u32) -> Event {
     )
 }
 
-fn delete(prefix: &str) -> Event {
-    Event::Route(
+fn delete(prefix: &str) -> Change {
+    Change::Route(
         Op::Remove,
         Route {
             key: key(prefix),
@@ -79,8 +79,8 @@ fn delete(prefix: &str) -> Event {
     )
 }
 
-fn gateway_object(id: u32, gateway: &str) -> Event {
-    Event::Nexthop(
+fn gateway_object(id: u32, gateway: &str) -> Change {
+    Change::Nexthop(
         Op::Upsert,
         id,
         Some(NexthopDef::Gateway {
@@ -133,7 +133,7 @@ fn a_group_naming_an_unknown_member_leaves_its_routes_to_the_kernel_until_the_me
         Source::Fpm,
         [
             gateway_object(1, "192.0.2.1"),
-            Event::Nexthop(
+            Change::Nexthop(
                 Op::Upsert,
                 10,
                 Some(NexthopDef::Group(vec![(1, 1), (99, 1)])),
@@ -159,7 +159,7 @@ fn a_group_object_becomes_weighted_legs_and_a_member_change_updates_its_routes()
         [
             gateway_object(1, "192.0.2.1"),
             gateway_object(2, "192.0.2.2"),
-            Event::Nexthop(
+            Change::Nexthop(
                 Op::Upsert,
                 10,
                 Some(NexthopDef::Group(vec![(1, 3), (2, 1)])),
@@ -202,7 +202,7 @@ fn an_object_change_re_publishes_exactly_the_prefixes_naming_it_now() {
     // Every prefix moves between the two objects many times; the even ones
     // end on object 2, and every tenth is removed.
     for round in 0..40u32 {
-        let events: Vec<Event> = prefixes
+        let events: Vec<Change> = prefixes
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -218,7 +218,7 @@ fn an_object_change_re_publishes_exactly_the_prefixes_naming_it_now() {
             .collect();
         rib.apply_batch(Source::Fpm, events, &mut log);
     }
-    let gone: Vec<Event> = prefixes.iter().step_by(10).map(|p| delete(p)).collect();
+    let gone: Vec<Change> = prefixes.iter().step_by(10).map(|p| delete(p)).collect();
     rib.apply_batch(Source::Fpm, gone, &mut log);
     log.calls.clear();
     rib.apply_batch(Source::Fpm, [gateway_object(2, "192.0.2.9")], &mut log);
@@ -277,16 +277,16 @@ fn a_kernel_resync_forgets_neighbours_and_links_that_are_gone() {
     rib.apply_batch(
         Source::Kernel,
         [
-            Event::Link(Op::Upsert, 2, Some(link)),
-            Event::Link(Op::Upsert, 3, Some(link)),
-            Event::Neighbour(2, ip, Some([2; 6])),
+            Change::Link(Op::Upsert, 2, Some(link)),
+            Change::Link(Op::Upsert, 3, Some(link)),
+            Change::Neighbour(2, ip, Some([2; 6])),
         ],
         &mut log,
     );
     rib.begin_resync(Source::Kernel, &mut log);
     rib.apply_batch(
         Source::Kernel,
-        [Event::Link(Op::Upsert, 2, Some(link))],
+        [Change::Link(Op::Upsert, 2, Some(link))],
         &mut log,
     );
     log.calls.clear();
@@ -309,8 +309,8 @@ fn unchanged_links_and_neighbours_are_not_repeated_downstream() {
     rib.apply_batch(
         Source::Kernel,
         [
-            Event::Neighbour(2, ip, Some([2; 6])),
-            Event::Neighbour(2, ip, Some([2; 6])),
+            Change::Neighbour(2, ip, Some([2; 6])),
+            Change::Neighbour(2, ip, Some([2; 6])),
         ],
         &mut log,
     );
@@ -327,7 +327,7 @@ fn routes_from_the_other_source_and_other_tables_are_ignored() {
         &mut log,
     );
     let mut other_table = via("203.0.113.0/24", "192.0.2.1");
-    if let Event::Route(_, r) = &mut other_table {
+    if let Change::Route(_, r) = &mut other_table {
         r.key.table = 100;
     }
     rib.apply_batch(Source::Fpm, [other_table], &mut log);
@@ -352,7 +352,7 @@ fn the_first_configured_table_then_the_lowest_metric_wins() {
         (100, 20, "192.0.2.3"),
     ] {
         let mut e = via("198.51.100.0/24", gw);
-        if let Event::Route(_, r) = &mut e {
+        if let Change::Route(_, r) = &mut e {
             r.key.table = table;
             r.key.metric = metric;
         }
@@ -375,7 +375,7 @@ fn the_routers_own_addresses_are_local_and_win_over_routes() {
         Source::Kernel,
         [
             via("198.51.100.1/32", "192.0.2.1"),
-            Event::Address(Op::Upsert, 2, ip),
+            Change::Address(Op::Upsert, 2, ip),
         ],
         &mut log,
     );
@@ -386,7 +386,7 @@ fn the_routers_own_addresses_are_local_and_win_over_routes() {
     );
     rib.apply_batch(
         Source::Kernel,
-        [Event::Address(Op::Remove, 2, ip)],
+        [Change::Address(Op::Remove, 2, ip)],
         &mut log,
     );
     assert!(
@@ -424,7 +424,7 @@ fn rib_with_two_routes(log: &mut Log) -> Rib {
     );
     rib.apply_batch(
         Source::Kernel,
-        [Event::Address(Op::Upsert, 2, "192.0.2.9".parse().unwrap())],
+        [Change::Address(Op::Upsert, 2, "192.0.2.9".parse().unwrap())],
         log,
     );
     log.calls.clear();
@@ -581,7 +581,7 @@ fn loading_two_hundred_thousand_routes_reports_its_time() {
     let mut count = 0;
     let started = Instant::now();
     for batch in 0..200u32 {
-        let events: Vec<Event> = (0..1000u32)
+        let events: Vec<Change> = (0..1000u32)
             .map(|i| {
                 let n = batch * 1000 + i;
                 let prefix = format!("{}.{}.{}.0/24", 10 + (n >> 16), (n >> 8) & 0xff, n & 0xff);
@@ -600,7 +600,7 @@ fn loading_two_hundred_thousand_routes_reports_its_time() {
 fn routes_with_the_same_inline_gateways_share_one_leg_set_until_the_last_goes() {
     let mut rib = Rib::new(Source::Kernel, vec![254]);
     let mut log = Log::default();
-    let routes: Vec<Event> = (0..100)
+    let routes: Vec<Change> = (0..100)
         .map(|i| via(&format!("10.0.{i}.0/24"), "192.0.2.1"))
         .chain([via("10.1.0.0/16", "192.0.2.2")])
         .collect();
@@ -613,7 +613,7 @@ fn routes_with_the_same_inline_gateways_share_one_leg_set_until_the_last_goes() 
     assert_eq!(rib.leg_sets.len(), 2);
     rib.apply_batch(Source::Kernel, [via("10.1.0.0/16", "192.0.2.1")], &mut log);
     assert_eq!(rib.leg_sets.len(), 1, "nothing goes via 192.0.2.2 any more");
-    let gone: Vec<Event> = (0..100)
+    let gone: Vec<Change> = (0..100)
         .map(|i| delete(&format!("10.0.{i}.0/24")))
         .collect();
     rib.apply_batch(Source::Kernel, gone, &mut log);
@@ -632,9 +632,9 @@ fn routes_through_an_encapsulated_object_or_group_member_are_left_to_the_kernel(
     rib.apply_batch(
         Source::Fpm,
         [
-            Event::Nexthop(Op::Upsert, 1, Some(NexthopDef::Encapsulated)),
+            Change::Nexthop(Op::Upsert, 1, Some(NexthopDef::Encapsulated)),
             gateway_object(2, "192.0.2.2"),
-            Event::Nexthop(Op::Upsert, 3, Some(NexthopDef::Group(vec![(1, 1), (2, 1)]))),
+            Change::Nexthop(Op::Upsert, 3, Some(NexthopDef::Group(vec![(1, 1), (2, 1)]))),
             via_object("198.51.100.0/24", 1),
             via_object("203.0.113.0/24", 3),
         ],
@@ -669,7 +669,7 @@ fn the_table_shared_with_the_programmer_keeps_each_prefix_once_and_nothing_after
     let routed: Vec<String> = (0..20).map(|i| format!("203.0.113.{}/32", i * 4)).collect();
     let mut batch = vec![
         gateway_object(1, "192.0.2.1"),
-        Event::Address(Op::Upsert, 2, own),
+        Change::Address(Op::Upsert, 2, own),
     ];
     batch.extend(routed.iter().map(|p| via_object(p, 1)));
     // The router's own address also has a route: one entry for both.
@@ -690,7 +690,7 @@ fn the_table_shared_with_the_programmer_keeps_each_prefix_once_and_nothing_after
 
     // A replay that repeats half the routes sweeps the rest.
     rib.begin_resync(Source::Fpm, &mut programmer);
-    let half: Vec<Event> = std::iter::once(gateway_object(1, "192.0.2.1"))
+    let half: Vec<Change> = std::iter::once(gateway_object(1, "192.0.2.1"))
         .chain(routed[..10].iter().map(|p| via_object(p, 1)))
         .collect();
     rib.apply_batch(Source::Fpm, half, &mut programmer);
@@ -698,11 +698,11 @@ fn the_table_shared_with_the_programmer_keeps_each_prefix_once_and_nothing_after
     assert_eq!(programmer.entries().len(), 11, "10 routes and the address");
     assert_eq!(rib.route_count(), 10);
 
-    let gone: Vec<Event> = routed[..10].iter().map(|p| delete(p)).collect();
+    let gone: Vec<Change> = routed[..10].iter().map(|p| delete(p)).collect();
     rib.apply_batch(Source::Fpm, gone, &mut programmer);
     rib.apply_batch(
         Source::Kernel,
-        [Event::Address(Op::Remove, 2, own)],
+        [Change::Address(Op::Remove, 2, own)],
         &mut programmer,
     );
     assert!(programmer.entries().is_empty());

@@ -133,7 +133,7 @@ fn kernel_rib(tables: Vec<u32>, routes: bool) -> anyhow::Result<(Rib, Neighbourh
     let mut rib = Rib::new(route_source, tables);
     let mut events = Vec::new();
     kernel::dump_all(&mut |message| {
-        if let Ok(Decoded::Event(event)) = decode(message) {
+        if let Ok(Decoded::Change(event)) = decode(message) {
             events.push(event);
         }
     })

@@ -13,7 +13,7 @@ use integration_tests::{
     synthetic::machine,
 };
 use pf_control::{
-    decode::{decode, Decoded, Event},
+    decode::{decode, Change, Decoded},
     programmer::{Limits, Programmer},
     rib::{Rib, RibEntry, Source},
 };
@@ -49,13 +49,13 @@ struct Figures {
 
 fn run(table: &FullTable, messages: &[Vec<u8>]) -> Figures {
     let started = Instant::now();
-    let batches: Vec<Vec<Event>> = messages
+    let batches: Vec<Vec<Change>> = messages
         .chunks(BATCH)
         .map(|chunk| {
             chunk
                 .iter()
                 .filter_map(|m| match decode(m) {
-                    Ok(Decoded::Event(e)) => Some(e),
+                    Ok(Decoded::Change(e)) => Some(e),
                     _ => None,
                 })
                 .collect()

@@ -2,13 +2,14 @@
 //!
 //! The path a reader can follow: bytes from a source are split into
 //! netlink messages ([`fpm`] frames them for FRR's FPM stream, [`netlink`]
-//! walks them), [`decode`]d into events, applied to the desired forwarding
+//! walks them), [`decode`]d into changes, applied to the desired forwarding
 //! state ([`rib`]), and turned by the [`programmer`] into writes through
 //! its `MapWriter` trait: IPv4 routes into the [`dir24`] table, ECMP legs
-//! into [`ecmp`] groups. [`diff`] compares maps with a source by
+//! into [`ecmp`] groups. [`drift`] compares maps with a source by
 //! behaviour, [`offload`] builds zebra's offload replies, [`replay`] tracks
 //! zebra's replay after a connect, and [`events`] are what the daemon
-//! publishes. pf-sidecar owns the sockets, the maps and the clock.
+//! publishes. The [`controller`] runs all of it as one pure step, the
+//! time passed in; pf-sidecar owns the sockets, the maps and the clock.
 
 pub mod controller;
 pub mod decode;

@@ -234,6 +234,15 @@ fn load_config(path: Option<&Path>, overrides: &Overrides) -> Option<Config> {
     }
 }
 
+/// The configuration with `--pin-dir` over it (the verbs that log nothing).
+fn load_config_with_pin_dir(path: Option<&Path>, pin_dir: Option<PathBuf>) -> Option<Config> {
+    let overrides = Overrides {
+        pin_dir,
+        log_level: None,
+    };
+    load_config(path, &overrides)
+}
+
 fn init_logging(log_level: &str) {
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
     // WARN and ERROR lines repeated from one place are rate-limited.
@@ -339,11 +348,7 @@ fn check_feasibility(
     config: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let overrides = Overrides {
-        pin_dir,
-        log_level: None,
-    };
-    let Some(loaded) = load_config(config.as_deref(), &overrides) else {
+    let Some(loaded) = load_config_with_pin_dir(config.as_deref(), pin_dir) else {
         return Ok(exit::ERROR);
     };
     let options = feasibility::Options {
@@ -390,11 +395,7 @@ fn diff_maps(
     frr_pathspace: Option<String>,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let overrides = Overrides {
-        pin_dir,
-        log_level: None,
-    };
-    let Some(loaded) = load_config(config.as_deref(), &overrides) else {
+    let Some(loaded) = load_config_with_pin_dir(config.as_deref(), pin_dir) else {
         return Ok(exit::ERROR);
     };
     let outcome = diff::run(&diff::DiffOptions {

@@ -501,6 +501,35 @@ impl Config {
         })
     }
 
+    /// What the control loop needs of the configuration, with what the
+    /// daemon found at start: links forwarding from an earlier generation
+    /// (wait until reconciled before going live), its fail-safe engaged,
+    /// and whether events are published.
+    pub fn control_settings(
+        &self,
+        wait_for_reconcile: bool,
+        fail_safe_at_start: bool,
+        record_events: bool,
+    ) -> pf_control::controller::Settings {
+        use std::time::Duration;
+        pf_control::controller::Settings {
+            route_source: self.route_source(),
+            tables: self.routes.tables.clone(),
+            offload_replies: self.fpm.offload_replies,
+            replay_quiet: Duration::from_millis(self.fpm.replay_quiet_ms),
+            replay_max: Duration::from_millis(self.fpm.replay_max_ms),
+            stale_after: Duration::from_millis(self.routes.stale_after_ms),
+            record_events,
+            wait_for_reconcile,
+            fail_safe_at_start,
+            limits: pf_control::programmer::Limits {
+                nexthops: self.capacity.nexthops,
+                ecmp_groups: self.capacity.ecmp_groups,
+                v6_routes: self.capacity.v6_routes,
+            },
+        }
+    }
+
     /// `routes.from` (validated: anything but `kernel` is `fpm`).
     pub fn route_source(&self) -> pf_control::rib::Source {
         match self.routes.from.as_str() {

@@ -10,21 +10,19 @@
 
 use std::{
     path::PathBuf,
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig};
 use tokio::{
-    net::TcpListener,
     signal::unix::{signal, SignalKind},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 
 use pf_control::{
-    controller::{Action, Controller, Input, Settings},
-    programmer::Limits,
+    controller::{Action, Controller, Input},
     rib::Source,
 };
 
@@ -33,16 +31,19 @@ use crate::{
     config::Config,
     datapath::{pins, route_writer::RouteWriter, sys, Datapath, Programs},
     events::Publisher,
-    metrics::{self, TableUse},
     ports::{Ports, StartGuard},
-    query::{self, RouteView},
+    query,
     source::{
-        fpm::{serve_sessions, ListenerStats, ReadLimits, SessionFeed},
-        fpm_peer::Admission,
+        fpm::{ListenerStats, SessionFeed},
         kernel::{self, KernelConfig},
     },
     state::{state_path, write_state, DaemonState},
 };
+
+mod report;
+mod services;
+
+use services::start_query;
 
 /// How often freed ids, slots and groups move one step towards reuse.
 const GRACE_PERIOD: Duration = Duration::from_millis(50);
@@ -126,24 +127,11 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         tracing::info!(endpoint = %config.events.endpoint, "publishing events");
         publisher
     };
-    let settings = Settings {
-        route_source: config.route_source(),
-        tables: config.routes.tables.clone(),
-        offload_replies: config.fpm.offload_replies,
-        replay_quiet: Duration::from_millis(config.fpm.replay_quiet_ms),
-        replay_max: Duration::from_millis(config.fpm.replay_max_ms),
-        stale_after: Duration::from_millis(config.routes.stale_after_ms),
-        record_events: publisher.is_on(),
-        wait_for_reconcile: live_before.is_some(),
-        // Whether the datapath we take over had fallen back to bpf_fib_lookup.
-        fail_safe_at_start: crate::cli::status::read(&pin_dir, Duration::ZERO)
-            .is_ok_and(|s| s.fail_safe_active),
-        limits: Limits {
-            nexthops: config.capacity.nexthops,
-            ecmp_groups: config.capacity.ecmp_groups,
-            v6_routes: config.capacity.v6_routes,
-        },
-    };
+    // Whether the datapath we take over had fallen back to bpf_fib_lookup.
+    let fail_safe_at_start =
+        crate::cli::status::read(&pin_dir, Duration::ZERO).is_ok_and(|s| s.fail_safe_active);
+    let settings =
+        config.control_settings(live_before.is_some(), fail_safe_at_start, publisher.is_on());
     // IPv6 route writes go through a writer thread (see `datapath::route_writer`).
     let writer = RouteWriter::new(&mut datapath_maps)?;
     let mut daemon = Daemon {
@@ -189,22 +177,8 @@ impl Daemon<'_> {
         }
         let state_file = state_path(&pin_dir);
         let _ = std::fs::create_dir_all(state_file.parent().expect("has a parent"));
-        let (query_tx, mut query_rx) = mpsc::channel::<oneshot::Sender<RouteView>>(4);
-        let query_socket = query::socket_path(&pin_dir);
-        tokio::spawn(async move {
-            if let Err(err) = query::serve(query_socket, query_tx).await {
-                tracing::error!(%err, "the query socket failed; `diff --against fpm` is unavailable");
-            }
-        });
-        let (pages_tx, mut pages_rx) = mpsc::channel::<oneshot::Sender<String>>(4);
-        if !self.config.metrics.listen.is_empty() {
-            let listen: std::net::SocketAddr = self.config.metrics.listen.parse()?;
-            let listener = metrics::bind(listen)
-                .await
-                .with_context(|| format!("binding the metrics listener on {listen}"))?;
-            tracing::info!(%listen, "serving Prometheus metrics on /metrics");
-            tokio::spawn(metrics::serve(listener, pages_tx));
-        }
+        let mut query_rx = start_query(&pin_dir);
+        let mut pages_rx = self.start_metrics().await?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut hangup = signal(SignalKind::hangup())?;
@@ -295,126 +269,9 @@ impl Daemon<'_> {
         Ok(())
     }
 
-    async fn start_fpm(&mut self, feed: mpsc::Sender<SessionFeed>) -> anyhow::Result<()> {
-        let fpm = &self.config.fpm;
-        let listen = self.config.fpm_listen()?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding the FPM listener on {listen}"))?;
-        tracing::info!(%listen, "waiting for zebra's FPM connection");
-        let users = self.config.fpm_allowed_users()?;
-        if !users.missing.is_empty() {
-            tracing::info!(
-                missing = users.missing.join(", "),
-                "fpm.allowed_users names users this system does not have; they are left out"
-            );
-        }
-        tracing::info!(uids = ?users.uids, "loopback FPM connections are accepted from sockets owned by these uids only");
-        self.state.fpm_allowed_uids = users.uids.clone();
-        let admission = Admission {
-            listen,
-            allow: self.config.fpm_allow()?,
-            users,
-        };
-        let limits = ReadLimits {
-            idle: Duration::from_millis(fpm.idle_timeout_ms),
-            frame: Duration::from_millis(fpm.frame_timeout_ms),
-        };
-        let serving = serve_sessions(
-            listener,
-            admission,
-            self.listener.clone(),
-            limits,
-            fpm.offload_replies,
-            feed,
-        );
-        tokio::spawn(async move {
-            if let Err(err) = serving.await {
-                tracing::error!(%err, "the FPM listener stopped");
-            }
-        });
-        Ok(())
-    }
-
     fn heartbeat_interval(&self) -> tokio::time::Interval {
         tokio::time::interval(Duration::from_millis(
             self.config.datapath.heartbeat_interval_ms,
         ))
-    }
-
-    /// SIGHUP: the settings that apply without a restart.
-    fn reload(&mut self, config_path: Option<&std::path::Path>) {
-        match Config::load(config_path, &Default::default()) {
-            Ok(new) => {
-                tracing::info!("configuration reloaded (mode, dry-run, hash seed, fail-safe, heartbeat, interfaces)");
-                // Attaches what was added (or detached from outside),
-                // detaches what was removed.
-                self.ports.apply(
-                    &new.general.interfaces,
-                    &mut self.programs,
-                    self.controller.writer_mut(),
-                );
-                let kept = self.config.needs_restart(&new);
-                if !kept.is_empty() {
-                    tracing::warn!(
-                        keys = kept.join(", "),
-                        "these changes are not applied until a restart"
-                    );
-                }
-                self.config.datapath = new.datapath;
-                self.config.general.interfaces = new.general.interfaces;
-            }
-            Err(err) => tracing::error!(%err, "reload refused; keeping the running configuration"),
-        }
-    }
-
-    fn refresh_state(&mut self) -> &DaemonState {
-        let state = &mut self.state;
-        let listener = &self.listener;
-        state.control = self.controller.status(Instant::now()).clone();
-        state.fpm_sessions = listener.sessions.load(Ordering::Relaxed);
-        state.fpm_refused_address = listener.refused_peer.load(Ordering::Relaxed);
-        state.fpm_refused_user = listener.refused_user.load(Ordering::Relaxed);
-        state.fpm_refused_busy = listener.refused_busy.load(Ordering::Relaxed);
-        state.fpm_refused =
-            state.fpm_refused_address + state.fpm_refused_user + state.fpm_refused_busy;
-        state.v4_tbl8_groups = self.controller.writer().v4.lock().groups_in_use();
-        state.interfaces = self.ports.states();
-        state.live = state.control.taken_over && self.ports.live();
-        state.redirect_failures = self.ports.redirect_failures();
-        &self.state
-    }
-
-    fn metrics_page(&mut self) -> String {
-        let fail_safe_active =
-            !self.controller.taken_over() && self.controller.settings().fail_safe_at_start;
-        self.refresh_state();
-        let capacity = &self.config.capacity;
-        let programmer = self.controller.programmer();
-        let tables = [
-            TableUse::new(
-                "v4_tbl8_groups",
-                self.state.v4_tbl8_groups,
-                capacity.tbl8_groups,
-            ),
-            TableUse::new(
-                "v6_routes",
-                programmer.v6_entries() as usize,
-                capacity.v6_routes,
-            ),
-            TableUse::new("nexthops", programmer.nexthops_in_use(), capacity.nexthops),
-            TableUse::new(
-                "ecmp_groups",
-                programmer.groups_in_use(),
-                capacity.ecmp_groups,
-            ),
-        ];
-        metrics::render(&metrics::Snapshot {
-            state: &self.state,
-            counters: &self.controller.writer().counters().unwrap_or_default(),
-            tables: &tables,
-            fail_safe_active,
-            events_dropped: self.publisher.dropped.load(Ordering::Relaxed),
-        })
     }
 }

@@ -58,6 +58,19 @@ pub enum Event {
     },
 }
 
+/// Every topic, as [`Event::topic`] names them (what `watch --topic` takes).
+pub const TOPICS: [&str; 9] = [
+    "route",
+    "nexthop",
+    "neighbour",
+    "bulk",
+    "resync",
+    "resync_done",
+    "drift",
+    "fail_safe",
+    "stale",
+];
+
 impl Event {
     pub fn topic(&self) -> &'static str {
         match self {
@@ -71,5 +84,65 @@ impl Event {
             Event::FailSafe { .. } => "fail_safe",
             Event::Stale { .. } => "stale",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_names_a_topic_of_the_list() {
+        let events = [
+            Event::Bulk {
+                routes: 0,
+                nexthops: 0,
+            },
+            Event::Resync {
+                source: "fpm".into(),
+                reason: String::new(),
+            },
+            Event::ResyncDone {
+                source: "fpm".into(),
+                swept: 0,
+            },
+            Event::Drift {
+                detail: String::new(),
+                entries: 0,
+            },
+            Event::FailSafe {
+                active: true,
+                detail: String::new(),
+            },
+            Event::Stale {
+                source: "fpm".into(),
+                active: true,
+                prefixes: 0,
+                detail: String::new(),
+            },
+            Event::Neighbour {
+                ifindex: 1,
+                ip: "192.0.2.1".parse().unwrap(),
+                mac: None,
+            },
+            Event::Nexthop {
+                id: 1,
+                ifindex: 1,
+                gateway: "192.0.2.1".parse().unwrap(),
+                resolved: false,
+                dmac: String::new(),
+            },
+            Event::Route {
+                prefix: "192.0.2.0/24".parse().unwrap(),
+                op: "upsert".into(),
+                action: "kernel".into(),
+                deferred: false,
+            },
+        ];
+        let mut topics: Vec<_> = events.iter().map(Event::topic).collect();
+        topics.sort_unstable();
+        let mut listed = TOPICS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(topics, listed);
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{
 use tokio::sync::mpsc;
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
-pub use pf_control::events::Event;
+pub use pf_control::events::{Event, TOPICS};
 
 /// Events queued for the publisher before new ones are dropped.
 const QUEUE: usize = 4096;

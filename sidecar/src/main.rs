@@ -80,6 +80,10 @@ enum Command {
         /// Count what would happen, pass everything.
         #[arg(long)]
         dry_run: bool,
+        /// Configuration file, for general.pin_dir (default:
+        /// /etc/pf-sidecar/pf-sidecar.toml if present; --pin-dir wins).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Detach interfaces; with --all, also remove every pin. Refused while
     /// `pf-sidecar run` holds the pin directory, unless --force.
@@ -92,6 +96,10 @@ enum Command {
         /// not attach them again until a reload or a restart.
         #[arg(long)]
         force: bool,
+        /// Configuration file, for general.pin_dir (default:
+        /// /etc/pf-sidecar/pf-sidecar.toml if present; --pin-dir wins).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check that this host can run the datapath: kernel, JIT, BPF
     /// features, the datapath loaded as `run` loads it, and a trial attach
@@ -113,6 +121,10 @@ enum Command {
         address: std::net::IpAddr,
         #[arg(long)]
         json: bool,
+        /// Configuration file, for general.pin_dir (default:
+        /// /etc/pf-sidecar/pf-sidecar.toml if present; --pin-dir wins).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Compare the pinned maps, per prefix and per nexthop, with the kernel
     /// FIB or FRR's RIB. Exits 0 in sync, 1 on drift, 2 when it could not
@@ -140,8 +152,8 @@ enum Command {
         /// The event endpoint, overriding the configuration.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Only these topics (route, nexthop, neighbour, bulk, resync, resync_done, drift, fail_safe).
-        #[arg(long = "topic")]
+        /// Only these topics.
+        #[arg(long = "topic", value_parser = clap::builder::PossibleValuesParser::new(pf_sidecar::events::TOPICS))]
         topics: Vec<String>,
         /// Exit after this many events.
         #[arg(long, default_value_t = 0)]
@@ -154,9 +166,14 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
-        /// Read the counters twice this far apart to give each a rate (0: no rates).
-        #[arg(long, default_value_t = 1000)]
+        /// Read the counters twice this far apart to give each a rate (0,
+        /// the default: read once, no rates).
+        #[arg(long, default_value_t = 0)]
         rate_interval_ms: u64,
+        /// Configuration file, for general.pin_dir (default:
+        /// /etc/pf-sidecar/pf-sidecar.toml if present; --pin-dir wins).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -175,10 +192,24 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(name) = &cli.netns {
         pf_sidecar::cli::enter_netns(name)?;
     }
-    let pin_dir = cli
-        .pin_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A command whose output is cut short (`| head`) ends quietly, as
+        // other tools do; the daemon keeps ignoring SIGPIPE for its sockets.
+        // SAFETY: restoring a signal's default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    // The pin directory of the verbs that read or change the pins:
+    // --pin-dir, else general.pin_dir of the configuration.
+    let pins = |config: Option<PathBuf>| -> Option<PathBuf> {
+        match (&cli.pin_dir, config) {
+            (Some(pin_dir), _) => Some(pin_dir.clone()),
+            (None, None) if !Path::new(pf_sidecar::config::DEFAULT_PATH).exists() => {
+                Some(PathBuf::from(DEFAULT_PIN_DIR))
+            }
+            (None, config) => load_config_with_pin_dir(config.as_deref(), None)
+                .map(|loaded| loaded.general.pin_dir),
+        }
+    };
     match cli.command {
         Command::Run {
             config,
@@ -190,18 +221,33 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             xdp_mode,
             mode,
             dry_run,
-        } => attach_interfaces(&pin_dir, &interfaces, xdp_mode, mode, dry_run),
+            config,
+        } => match pins(config) {
+            Some(pin_dir) => attach_interfaces(&pin_dir, &interfaces, xdp_mode, mode, dry_run),
+            None => Ok(exit::ERROR),
+        },
         Command::Detach {
             interfaces,
             all,
             force,
-        } => detach_interfaces(&pin_dir, &interfaces, all, force),
+            config,
+        } => match pins(config) {
+            Some(pin_dir) => detach_interfaces(&pin_dir, &interfaces, all, force),
+            None => Ok(exit::ERROR),
+        },
         Command::Feasibility {
             interfaces,
             config,
             json,
         } => check_feasibility(cli.pin_dir, interfaces, config, json),
-        Command::Lookup { address, json } => look_up(&pin_dir, address, json),
+        Command::Lookup {
+            address,
+            json,
+            config,
+        } => match pins(config) {
+            Some(pin_dir) => look_up(&pin_dir, address, json),
+            None => Ok(exit::ERROR),
+        },
         Command::Diff {
             against,
             config,
@@ -218,7 +264,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status {
             json,
             rate_interval_ms,
-        } => show_status(&pin_dir, json, rate_interval_ms),
+            config,
+        } => match pins(config) {
+            Some(pin_dir) => show_status(&pin_dir, json, rate_interval_ms),
+            None => Ok(exit::ERROR),
+        },
     }
 }
 

@@ -98,6 +98,26 @@ else
   mount -t bpf bpf /sys/fs/bpf || die "could not mount bpffs on /sys/fs/bpf"
 fi
 
+# promtool checks the alerting rules in observability/. It comes from
+# Debian's prometheus package, unpacked into the cache rather than
+# installed: installing would start a Prometheus server on this machine.
+PROMTOOL_DIR=/var/cache/pf-sidecar/prometheus
+step "promtool (from Debian's prometheus package, unpacked into $PROMTOOL_DIR)"
+if [ -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
+  skip "promtool"
+else
+  workdir=$(mktemp -d)
+  ( cd "$workdir" && apt-get download prometheus >/tmp/pf-setup-promtool.log 2>&1 ) \
+    || { apt-get update -qq && ( cd "$workdir" && apt-get download prometheus >>/tmp/pf-setup-promtool.log 2>&1 ); } \
+    || die "could not download the prometheus package (log: /tmp/pf-setup-promtool.log)"
+  mkdir -p "$PROMTOOL_DIR"
+  dpkg-deb -x "$workdir"/prometheus_*.deb "$PROMTOOL_DIR/unpacked"
+  mkdir -p "$PROMTOOL_DIR/usr/bin"
+  mv "$PROMTOOL_DIR/unpacked/usr/bin/promtool" "$PROMTOOL_DIR/usr/bin/promtool"
+  rm -rf "$PROMTOOL_DIR/unpacked" "$workdir"
+  "$PROMTOOL_DIR/usr/bin/promtool" --version >/dev/null 2>&1 || die "the unpacked promtool does not run"
+fi
+
 step "FRR matrix chroots: ${FRR_SUITES[*]} (scripts/frr-matrix/prepare.sh)"
 for suite in "${FRR_SUITES[@]}"; do
   bash "$(dirname "$0")/frr-matrix/prepare.sh" "$suite" || die "could not prepare the FRR chroot for $suite"

@@ -41,7 +41,10 @@ apt_opts=(
 apt_update() {
   mkdir -p "$aptroot/state/lists/partial" "$aptroot/cache/archives/partial"
   touch "$aptroot/state/status"
-  local m
+  # `suite` is local: bash scoping is dynamic, and fetch_kernel (which gets
+  # here on a fresh cache) has a `suite` of its own that this loop would
+  # overwrite, caching sid's kernel under the first guest's name.
+  local m suite
   m=$(mirror)
   {
     for suite in bullseye bookworm trixie sid; do
@@ -89,6 +92,7 @@ extract_kernel() {
 fetch_kernel() {
   local suite=$1 arch=$2
   local dest=$cache/kernels/$suite-$arch
+  local requested=$suite/$arch
   if [ -f "$dest/release" ]; then
     echo "    cached: $suite/$arch $(cat "$dest/release")"
     return 0
@@ -116,6 +120,7 @@ fetch_kernel() {
     deb=""
   done
   [ -n "$deb" ] || die "no downloadable kernel for $suite/$arch"
+  [ "$suite/$arch" = "$requested" ] || die "fetching $requested turned into $suite/$arch"
   local tmp
   tmp=$(mktemp -d)
   extract_kernel "$deb" "$tmp"

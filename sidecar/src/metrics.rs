@@ -40,6 +40,37 @@ pub struct Snapshot<'a> {
     pub tables: &'a [TableUse],
     pub fail_safe_active: bool,
     pub events_dropped: u64,
+    /// Seconds since the daemon last wrote the heartbeat (none before the
+    /// first: it beats once reconciled).
+    pub heartbeat_age_s: Option<f64>,
+    pub build: &'a BuildInfo,
+}
+
+/// What runs: the daemon's version and the kernel's release.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub kernel: String,
+}
+
+impl BuildInfo {
+    /// This binary on this kernel.
+    pub fn current() -> Self {
+        // SAFETY: uname fills the struct it is given.
+        let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+        let kernel = if unsafe { libc::uname(&mut name) } == 0 {
+            // SAFETY: uname NUL-terminates its fields.
+            unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            "unknown".into()
+        };
+        Self {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel,
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -83,6 +114,27 @@ fn flag(value: bool) -> f64 {
 pub fn render(s: &Snapshot<'_>) -> String {
     let mut out = String::new();
     let d = s.state;
+    family(
+        &mut out,
+        "pf_sidecar_build_info",
+        "gauge",
+        "Always 1: the daemon's version and the kernel it runs on.",
+    );
+    sample(
+        &mut out,
+        "pf_sidecar_build_info",
+        &[("version", s.build.version), ("kernel", &s.build.kernel)],
+        1.0,
+    );
+    if let Some(age) = s.heartbeat_age_s {
+        single(
+            &mut out,
+            "pf_sidecar_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since the daemon last wrote the datapath's heartbeat (the fail-safe engages past datapath.fail_safe_after_ms).",
+            age,
+        );
+    }
     datapath_families(&mut out, s);
     programmed_route_families(&mut out, d);
     attachment_families(&mut out, s);
@@ -552,7 +604,14 @@ mod tests {
             }],
             fail_safe_active: false,
             events_dropped: 0,
+            heartbeat_age_s: Some(0.25),
+            build: &BuildInfo {
+                version: "9.9.9",
+                kernel: "6.1.0-test".into(),
+            },
         });
+        assert!(page.contains("pf_sidecar_build_info{version=\"9.9.9\",kernel=\"6.1.0-test\"} 1\n"));
+        assert!(page.contains("pf_sidecar_heartbeat_age_seconds 0.25\n"));
         assert!(page.contains("pf_sidecar_datapath_packets_total{counter=\"redirect_cache\"} 42\n"));
         assert!(page.contains("pf_sidecar_table_used{table=\"nexthops \\\"ids\\\"\"} 3\n"));
         assert!(page.contains("pf_sidecar_fpm_connected 1\n"));

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, path::Path, process::Command};
 
 use pf_common::Counter;
 use pf_sidecar::{
-    metrics::{render, Snapshot, TableUse},
+    metrics::{render, BuildInfo, Snapshot, TableUse},
     ports::PortState,
     state::DaemonState,
 };
@@ -47,6 +47,8 @@ fn exported() -> BTreeSet<String> {
         tables: &[TableUse::new("nexthops", 1, 4096)],
         fail_safe_active: false,
         events_dropped: 0,
+        heartbeat_age_s: Some(0.5),
+        build: &BuildInfo::current(),
     });
     page.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -84,6 +84,9 @@ struct Daemon<'m> {
     listener: Arc<ListenerStats>,
     replies: Option<mpsc::Sender<Vec<u8>>>,
     state: DaemonState,
+    /// When the heartbeat was last written.
+    last_heartbeat: Option<Instant>,
+    build: crate::metrics::BuildInfo,
 }
 
 async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -147,6 +150,8 @@ async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Resu
         publisher,
         listener: Arc::new(ListenerStats::default()),
         replies: None,
+        last_heartbeat: None,
+        build: crate::metrics::BuildInfo::current(),
         config,
     };
     match &live_before {
@@ -251,8 +256,9 @@ impl Daemon<'_> {
                 Action::GoLive => self.go_live()?,
                 Action::Heartbeat => {
                     let beat = datapath_config(&self.config, sys::monotonic_ns());
-                    if let Err(err) = self.controller.writer_mut().set_config(&beat) {
-                        tracing::error!(%err, "writing the heartbeat failed");
+                    match self.controller.writer_mut().set_config(&beat) {
+                        Ok(()) => self.last_heartbeat = Some(Instant::now()),
+                        Err(err) => tracing::error!(%err, "writing the heartbeat failed"),
                     }
                 }
                 Action::FollowLinks => {

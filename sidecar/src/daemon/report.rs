@@ -50,6 +50,11 @@ impl Daemon<'_> {
                 programmer.groups_in_use(),
                 capacity.ecmp_groups,
             ),
+            TableUse::new(
+                "ports",
+                self.state.interfaces.iter().filter(|p| p.attached).count(),
+                capacity.ports,
+            ),
         ];
         metrics::render(&metrics::Snapshot {
             state: &self.state,
@@ -57,6 +62,8 @@ impl Daemon<'_> {
             tables: &tables,
             fail_safe_active,
             events_dropped: self.publisher.dropped.load(Ordering::Relaxed),
+            heartbeat_age_s: self.last_heartbeat.map(|t| t.elapsed().as_secs_f64()),
+            build: &self.build,
         })
     }
 }

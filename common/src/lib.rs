@@ -11,6 +11,7 @@ pub mod hash;
 pub mod layout;
 pub mod maps;
 pub mod route;
+pub mod special;
 
 pub use config::{Config, Mode};
 pub use counters::Counter;

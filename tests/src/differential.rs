@@ -51,25 +51,9 @@ pub fn decide(pin_dir: &Path, router: &NetNs, destinations: &[IpAddr]) -> Vec<De
         .collect()
 }
 
-/// Destinations `fast_path` hands to the kernel before any lookup (the
-/// `pass_special_address` and `pass_l3_multicast` rules).
+/// Destinations `fast_path` hands to the kernel before any lookup.
 pub fn passed_before_lookup(address: IpAddr) -> bool {
-    match address {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            o[0] == 0
-                || o[0] == 127
-                || (o[0] == 169 && o[1] == 254)
-                || a.is_multicast()
-                || a.is_broadcast()
-        }
-        IpAddr::V6(a) => {
-            a.is_unspecified()
-                || a.is_loopback()
-                || a.is_multicast()
-                || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
+    pf_common::special::passed_before_lookup(address).is_some()
 }
 
 /// Whether the datapath's decision for an address is the kernel's: the same

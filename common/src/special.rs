@@ -26,9 +26,7 @@ pub fn passed_before_lookup(address: IpAddr) -> Option<Counter> {
         IpAddr::V6(a) => {
             if a.is_multicast() {
                 Some(Counter::PassL3Multicast)
-            } else if a.is_unspecified()
-                || a.is_loopback()
-                || (a.segments()[0] & 0xffc0) == 0xfe80
+            } else if a.is_unspecified() || a.is_loopback() || (a.segments()[0] & 0xffc0) == 0xfe80
             {
                 Some(Counter::PassSpecialAddress)
             } else {

@@ -297,7 +297,11 @@ fn init_logging(log_level: &str) {
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
     // WARN and ERROR lines repeated from one place are rate-limited.
     tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new(log_level))
+        // The ZeroMQ library logs every subscriber's connect and disconnect
+        // at INFO: only its warnings belong in the daemon's log.
+        .with(tracing_subscriber::EnvFilter::new(format!(
+            "{log_level},zeromq=warn"
+        )))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_target(false)

@@ -170,6 +170,11 @@ fn watch_receives_route_neighbour_and_nexthop_events_and_metrics_scrape_and_pars
             seen.push(serde_json::from_str(&line).expect("watch --json prints JSON lines"));
         }
     }
+    assert!(
+        seen.iter()
+            .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z'))),
+        "every event carries the time it arrived: {seen:#?}"
+    );
     let _ = watch.kill();
     let _ = watch.wait();
     let _ = std::fs::remove_file(&socket);

@@ -78,10 +78,16 @@ pub fn run(options: &WatchOptions) -> anyhow::Result<()> {
         .build()?;
     let mut seen = 0u64;
     runtime.block_on(subscribe(&options.endpoint, &options.topics, |event| {
+        // When the event arrived here (events carry no time of their own).
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         if options.json {
-            println!("{}", serde_json::to_string(&event).unwrap_or_default());
+            let mut value = serde_json::to_value(&event).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("time".into(), time.into());
+            }
+            println!("{value}");
         } else {
-            println!("{}", line(&event));
+            println!("{time} {}", line(&event));
         }
         seen += 1;
         options.count == 0 || seen < options.count

@@ -33,6 +33,8 @@ use crate::datapath::{mmap::MmapRegion, pins};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LegAnswer {
     pub ifindex: u32,
+    /// The interface's name in this namespace, if it has one now.
+    pub interface: Option<String>,
     pub gateway: Option<IpAddr>,
     /// Share of the 256 buckets (1 for a single nexthop).
     pub weight: u32,
@@ -41,14 +43,19 @@ pub struct LegAnswer {
     pub dmac: String,
     pub smac: String,
     pub tx_ifindex: u32,
+    /// The device frames leave by (the VLAN's parent for a VLAN egress).
+    pub tx_interface: Option<String>,
     pub vlan_id: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Answer {
     pub kind: String,
-    /// The raw route action.
-    pub action: u32,
+    /// What the route action does: `nexthop 3`, `group 1`, `blackhole`,
+    /// `kernel` (a miss or `Fib`: `bpf_fib_lookup` decides), …
+    pub action: String,
+    /// The route action as the map holds it.
+    pub action_raw: u32,
     pub legs: Vec<LegAnswer>,
 }
 
@@ -106,6 +113,25 @@ fn mmap_pinned(dir: &Path, name: &str, element_size: usize) -> anyhow::Result<Mm
     let entries = data.info()?.max_entries() as usize;
     MmapRegion::map(data.fd().as_fd(), entries * element_size, false)
         .with_context(|| format!("mapping {name} read-only"))
+}
+
+/// The name of interface `ifindex` in the calling thread's namespace.
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    if ifindex == 0 {
+        return None;
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the name is NUL-terminated inside `buf`.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn mac(m: [u8; 6]) -> String {
@@ -209,8 +235,10 @@ impl PinnedMaps {
         let slot = self.nh_ptr.get(&id, 0)?;
         let nexthop = self.nexthops.get(&slot, 0)?;
         let key: Option<NexthopKey> = nexthop_key(&self.nh_info.get(&id, 0)?);
+        let ifindex = key.map_or(nexthop.tx_ifindex, |k| k.ifindex);
         Ok(LegAnswer {
-            ifindex: key.map_or(nexthop.tx_ifindex, |k| k.ifindex),
+            ifindex,
+            interface: interface_name(ifindex),
             gateway: key.map(|k| k.gateway),
             weight,
             nexthop_id: id,
@@ -218,6 +246,7 @@ impl PinnedMaps {
             dmac: mac(nexthop.dmac),
             smac: mac(nexthop.smac),
             tx_ifindex: nexthop.tx_ifindex,
+            tx_interface: interface_name(nexthop.tx_ifindex),
             vlan_id: nexthop.vlan_id,
         })
     }
@@ -246,7 +275,8 @@ impl PinnedMaps {
         };
         Ok(Answer {
             kind,
-            action: action.0,
+            action: pf_control::programmer::describe_action(action),
+            action_raw: action.0,
             legs,
         })
     }

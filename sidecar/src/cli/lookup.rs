@@ -12,13 +12,15 @@ use netlink_packet_route::{
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use serde::Serialize;
 
-use crate::pinned_maps::{Answer, PinnedMaps};
+use crate::pinned_maps::{interface_name, Answer, PinnedMaps};
 
 /// The kernel's answer (`ip route get`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KernelAnswer {
     pub kind: String,
     pub ifindex: Option<u32>,
+    /// The egress interface's name in this namespace.
+    pub interface: Option<String>,
     pub gateway: Option<IpAddr>,
 }
 
@@ -80,6 +82,7 @@ pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
             return Ok(KernelAnswer {
                 kind,
                 ifindex: None,
+                interface: None,
                 gateway: None,
             });
         }
@@ -88,6 +91,7 @@ pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
     let mut answer = KernelAnswer {
         kind: format!("{:?}", route.header.kind),
         ifindex: None,
+        interface: None,
         gateway: None,
     };
     for attribute in &route.attributes {
@@ -104,6 +108,7 @@ pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
     if route.header.kind == RouteType::Local {
         answer.kind = "Local".into();
     }
+    answer.interface = answer.ifindex.and_then(interface_name);
     Ok(answer)
 }
 
@@ -116,7 +121,7 @@ pub fn run(pin_dir: &Path, address: IpAddr) -> anyhow::Result<Lookup> {
         Some(counter) => (
             true,
             format!(
-                "fast_path passes it to the kernel before any lookup ({})",
+                "fast_path passes it to the kernel before any lookup: {}",
                 counter.name()
             ),
         ),
@@ -173,11 +178,20 @@ fn compare(maps: &Answer, kernel: &KernelAnswer) -> (bool, String) {
     }
 }
 
+/// `eth0 (ifindex 3)`, or the ifindex alone when it has no name here.
+fn interface_text(name: Option<&str>, ifindex: u32) -> String {
+    match name {
+        Some(name) => format!("{name} (ifindex {ifindex})"),
+        None => format!("ifindex {ifindex}"),
+    }
+}
+
 pub fn render(lookup: &Lookup) -> String {
     let mut out = format!(
-        "address   {}\nmaps      {} (generation {}{})\n",
+        "address   {}\nmaps      {}: {} (generation {}{})\n",
         lookup.address,
         lookup.maps.kind,
+        lookup.maps.action,
         lookup.generation,
         match lookup.generation_source {
             crate::datapath::pins::LiveSource::Links => ", the one the links run",
@@ -187,12 +201,18 @@ pub fn render(lookup: &Lookup) -> String {
     for note in &lookup.generation_notes {
         out.push_str(&format!("note      {note}\n"));
     }
+    let multipath = lookup.maps.legs.len() > 1;
     for leg in &lookup.maps.legs {
         out.push_str(&format!(
-            "  leg     ifindex {} via {} weight {}/256 nexthop {} {} dmac {} smac {} tx {}{}\n",
-            leg.ifindex,
-            leg.gateway.map_or("-".to_string(), |g| g.to_string()),
-            leg.weight,
+            "  leg     out {}{}{} nexthop {} {} dmac {} smac {}{}{}\n",
+            interface_text(leg.interface.as_deref(), leg.ifindex),
+            leg.gateway
+                .map_or(" on-link".to_string(), |g| format!(" via {g}")),
+            if multipath {
+                format!(" weight {}/256", leg.weight)
+            } else {
+                String::new()
+            },
             leg.nexthop_id,
             if leg.resolved {
                 "resolved"
@@ -201,7 +221,14 @@ pub fn render(lookup: &Lookup) -> String {
             },
             leg.dmac,
             leg.smac,
-            leg.tx_ifindex,
+            if leg.tx_ifindex != leg.ifindex {
+                format!(
+                    " tx {}",
+                    interface_text(leg.tx_interface.as_deref(), leg.tx_ifindex)
+                )
+            } else {
+                String::new()
+            },
             if leg.vlan_id != 0 {
                 format!(" vlan {}", leg.vlan_id)
             } else {
@@ -209,17 +236,17 @@ pub fn render(lookup: &Lookup) -> String {
             },
         ));
     }
+    let kernel = &lookup.kernel;
     out.push_str(&format!(
-        "kernel    {} ifindex {} via {}\n",
-        lookup.kernel.kind,
-        lookup
-            .kernel
-            .ifindex
-            .map_or("-".to_string(), |i| i.to_string()),
-        lookup
-            .kernel
+        "kernel    {}{}{}\n",
+        kernel.kind,
+        kernel.ifindex.map_or(String::new(), |i| format!(
+            " out {}",
+            interface_text(kernel.interface.as_deref(), i)
+        )),
+        kernel
             .gateway
-            .map_or("-".to_string(), |g| g.to_string()),
+            .map_or(String::new(), |g| format!(" via {g}")),
     ));
     out.push_str(&format!(
         "agree     {}{}\n",

@@ -64,6 +64,9 @@ listen = "127.0.0.1:9469"
 
 [events]
 endpoint = ""
+
+[frr]
+pathspace = ""
 "#;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ pub struct Config {
     pub kernel: Kernel,
     pub metrics: Metrics,
     pub events: Events,
+    pub frr: Frr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +144,14 @@ pub struct Metrics {
 #[serde(deny_unknown_fields)]
 pub struct Events {
     pub endpoint: String,
+}
+
+/// The FRR instance the CLI asks (`diff --against frr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frr {
+    /// `vtysh -N`: empty for the default instance.
+    pub pathspace: String,
 }
 
 /// A configuration problem, naming the key, the value and what is allowed.

@@ -137,7 +137,8 @@ enum Command {
         /// (default: /etc/pf-sidecar/pf-sidecar.toml if present).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The pathspace of the FRR instance to ask (`vtysh -N`).
+        /// The pathspace of the FRR instance to ask (`vtysh -N`; default:
+        /// frr.pathspace of the configuration).
         #[arg(long)]
         frr_pathspace: Option<String>,
         #[arg(long)]
@@ -456,7 +457,10 @@ fn diff_maps(
         pin_dir: Path::new(&loaded.general.pin_dir),
         against,
         tables: loaded.routes.tables.clone(),
-        frr_pathspace: frr_pathspace.as_deref(),
+        // --frr-pathspace, else frr.pathspace of the configuration.
+        frr_pathspace: frr_pathspace
+            .as_deref()
+            .or(Some(loaded.frr.pathspace.as_str()).filter(|p| !p.is_empty())),
         progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     })?;
     if json {

@@ -163,6 +163,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the manual pages (pf-sidecar.1 and one per command) and the
+    /// bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate { dir: PathBuf },
     /// Show the mode, attachments and counters of the pinned datapath.
     Status {
         #[arg(long)]
@@ -192,6 +196,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(name) = &cli.netns {
         pf_sidecar::cli::enter_netns(name)?;
+    }
+    if let Command::Generate { dir } = &cli.command {
+        generate(dir)?;
+        return Ok(exit::OK);
     }
     if !matches!(cli.command, Command::Run { .. }) {
         // A command whose output is cut short (`| head`) ends quietly, as
@@ -262,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             count,
             json,
         } => watch_events(config, endpoint, topics, count, json),
+        Command::Generate { .. } => unreachable!("handled before the namespace is entered"),
         Command::Status {
             json,
             rate_interval_ms,
@@ -271,6 +280,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             None => Ok(exit::ERROR),
         },
     }
+}
+
+/// Manual pages and shell completions, generated from the command line's
+/// own definition so they never disagree with `--help`.
+fn generate(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let command = Cli::command();
+    clap_mangen::generate_to(command.clone(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut command.clone(), "pf-sidecar", &completions)?;
+    }
+    Ok(())
 }
 
 /// The configuration, or `None` once the error is printed (the command

@@ -518,3 +518,43 @@ fn status_diff_and_lookup_as_a_user_say_permission_denied() {
     let out = pf_sidecar(&a, &pins.0, &["detach", "--all"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn the_manual_and_the_completions_cover_every_command() {
+    let dir = std::env::temp_dir().join(format!("pf-generate-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+        .arg("generate")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let commands = [
+        "run",
+        "attach",
+        "detach",
+        "feasibility",
+        "lookup",
+        "diff",
+        "watch",
+        "status",
+    ];
+    for page in std::iter::once("pf-sidecar".to_string())
+        .chain(commands.iter().map(|c| format!("pf-sidecar-{c}")))
+    {
+        let text = std::fs::read_to_string(dir.join("man").join(format!("{page}.1")))
+            .unwrap_or_else(|e| panic!("{page}.1: {e}"));
+        assert!(text.contains(".SH SYNOPSIS"), "{page}.1 is a manual page");
+    }
+    let bash = std::fs::read_to_string(dir.join("completions/pf-sidecar.bash")).unwrap();
+    for command in commands {
+        assert!(bash.contains(command), "bash completes {command}");
+    }
+    for file in ["_pf-sidecar", "pf-sidecar.fish"] {
+        assert!(dir.join("completions").join(file).exists(), "{file}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: all setup build static kernel-matrix demo test lint bench clean
+.PHONY: all setup build static deb kernel-matrix demo test lint bench clean
 
 # `make`: the host binary, and static binaries for amd64 and arm64 routers.
 all: build static
@@ -21,6 +21,11 @@ build: setup
 # target/kernel-matrix/bin/pf-sidecar-{amd64,arm64}.
 static: setup
 	bash scripts/kernel-matrix/build.sh
+
+# Debian packages for amd64 and arm64 (cargo-deb): target/package/*.deb
+deb: static
+	bash scripts/package/build.sh amd64
+	bash scripts/package/build.sh arm64
 
 # Debian's stock kernels (5.10, 6.1, 6.12, newest; amd64 and arm64) under qemu.
 kernel-matrix: static
@@ -48,6 +53,16 @@ test: setup lint static
 	  echo "==> FRR matrix: the FRR tests on $$suite's FRR ($$(cat /var/cache/pf-sidecar/frr/$$suite/.frr-version))" | tee -a target/test.log; \
 	  PF_FRR=$$suite PF_REQUIRE_ROOT=1 $(CARGO) test --locked --no-fail-fast -p pf-sidecar $(FRR_MATRIX_TESTS) 2>&1 | tee -a target/test.log || status=1; \
 	done; \
+	echo "==> Debian package: build (amd64), install into a clean Debian 12 chroot, use it, lintian" | tee -a target/test.log; \
+	if bash scripts/package/build.sh amd64 > target/package-test.log 2>&1 \
+	  && bash scripts/package/test.sh >> target/package-test.log 2>&1; then \
+	  tail -1 target/package-test.log | tee -a target/test.log; \
+	  echo "test result: ok. 1 passed; 0 failed; 0 ignored (Debian package)" | tee -a target/test.log; \
+	else \
+	  tail -30 target/package-test.log | tee -a target/test.log; \
+	  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (Debian package)" | tee -a target/test.log; \
+	  status=1; \
+	fi; \
 	cat target/kernel-matrix/matrix.txt 2>/dev/null || true; \
 	scripts/test-summary.sh target/test.log && exit $$status
 

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   frr frr-pythontools bird2 bpftool iproute2 xdp-tools tcpdump iputils-ping
   netcat-openbsd jq procps ethtool iperf3
   qemu-system-x86 qemu-system-arm cpio xz-utils zstd
-  mmdebstrap
+  mmdebstrap lintian
 )
 # FRR releases besides the host's, each in a chroot for the FRR matrix:
 # trixie has 10.3, sid the newest.
@@ -88,6 +88,14 @@ else
   [ -x "/usr/lib/llvm-${LLVM_MAJOR}/bin/llvm-config" ] || die "llvm-${LLVM_MAJOR}-dev did not install llvm-config"
   LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install --locked "bpf-linker@${BPF_LINKER_VERSION}" \
     --no-default-features --features "llvm-${LLVM_MAJOR}" || die "cargo install bpf-linker failed"
+fi
+
+CARGO_DEB_VERSION=3.8.0
+step "cargo-deb $CARGO_DEB_VERSION (make deb)"
+if command -v cargo-deb >/dev/null && cargo-deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  skip "cargo-deb $CARGO_DEB_VERSION"
+else
+  cargo install --locked "cargo-deb@${CARGO_DEB_VERSION}" || die "cargo install cargo-deb failed"
 fi
 
 step "bpffs on /sys/fs/bpf"

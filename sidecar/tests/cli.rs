@@ -558,3 +558,67 @@ fn the_manual_and_the_completions_cover_every_command() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn watch_refuses_an_unknown_topic_with_the_list() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+        .args([
+            "watch",
+            "--endpoint",
+            "ipc:///nonexistent",
+            "--topic",
+            "foo",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'foo'") && stderr.contains("resync_done"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_reading_verbs_take_the_pin_directory_from_the_configuration() {
+    let dir = std::env::temp_dir().join(format!("pf-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pf-sidecar.toml");
+    let pin_dir = format!("/sys/fs/bpf/pf-test-from-config-{}", std::process::id());
+    std::fs::write(&config, format!("[general]\npin_dir = \"{pin_dir}\"\n")).unwrap();
+    for args in [vec!["status"], vec!["lookup", "192.0.2.1"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&pin_dir),
+            "{args:?} used general.pin_dir of --config: {stderr}{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_command_whose_output_is_cut_short_ends_quietly() {
+    require_root!();
+    let ns = NetNs::new("pipe");
+    let pins = pins("pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+        .args(["--netns", &ns.name, "--pin-dir", &pins.0])
+        .args(["feasibility", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before a byte is read (`| head -c 0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "it panicked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

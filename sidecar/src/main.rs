@@ -62,6 +62,9 @@ enum Command {
         /// Log level, overriding the configuration.
         #[arg(long)]
         log_level: Option<String>,
+        /// Log lines as text, or as one JSON object each.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
         /// On SIGTERM or SIGINT, also detach every interface and remove the
         /// pins (by default the datapath stays pinned and forwarding).
         #[arg(long)]
@@ -223,8 +226,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run {
             config,
             log_level,
+            log_format,
             detach_on_exit,
-        } => run_daemon(cli.pin_dir, config, log_level, detach_on_exit),
+        } => run_daemon(cli.pin_dir, config, log_level, log_format, detach_on_exit),
         Command::Attach {
             interfaces,
             xdp_mode,
@@ -323,22 +327,34 @@ fn load_config_with_pin_dir(path: Option<&Path>, pin_dir: Option<PathBuf>) -> Op
     load_config(path, &overrides)
 }
 
-fn init_logging(log_level: &str) {
+/// How the daemon's log lines look.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// One line of text per event (colours only on a terminal).
+    Text,
+    /// One JSON object per event, for log shippers.
+    Json,
+}
+
+fn init_logging(log_level: &str, format: LogFormat) {
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
-    // WARN and ERROR lines repeated from one place are rate-limited.
+    let lines = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => lines.json().with_ansi(false).boxed(),
+    };
     tracing_subscriber::registry()
         // The ZeroMQ library logs every subscriber's connect and disconnect
         // at INFO: only its warnings belong in the daemon's log.
         .with(tracing_subscriber::EnvFilter::new(format!(
             "{log_level},zeromq=warn"
         )))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_writer(std::io::stderr)
-                .with_filter(pf_sidecar::log_limit::RateLimit::install()),
-        )
+        // WARN and ERROR lines repeated from one place are rate-limited.
+        .with(lines.with_filter(pf_sidecar::log_limit::RateLimit::install()))
         .init();
 }
 
@@ -347,13 +363,14 @@ fn run_daemon(
     pin_dir: Option<PathBuf>,
     config: Option<PathBuf>,
     log_level: Option<String>,
+    log_format: LogFormat,
     detach_on_exit: bool,
 ) -> anyhow::Result<u8> {
     let overrides = Overrides { pin_dir, log_level };
     let Some(loaded) = load_config(config.as_deref(), &overrides) else {
         return Ok(exit::ERROR);
     };
-    init_logging(&loaded.general.log_level);
+    init_logging(&loaded.general.log_level, log_format);
     let pin_dir = loaded.general.pin_dir.clone();
     pf_sidecar::daemon::run(loaded, config)?;
     if detach_on_exit {

@@ -622,3 +622,48 @@ fn a_command_whose_output_is_cut_short_ends_quietly() {
     assert_ne!(out.status.code(), Some(101), "it panicked: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn the_daemon_logs_one_json_object_per_line_with_log_format_json() {
+    require_root!();
+    let ns = NetNs::new("logjson");
+    let pins = pins("logjson");
+    let dir = std::env::temp_dir().join(format!("pf-logjson-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("pf-sidecar.toml");
+    std::fs::write(
+        &config,
+        "[routes]\nfrom = \"kernel\"\n[metrics]\nlisten = \"\"\n",
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_pf-sidecar"))
+        .args(["--netns", &ns.name, "--pin-dir", &pins.0, "run", "--config"])
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let first = lines_rx.recv_timeout(std::time::Duration::from_secs(20));
+    // SIGTERM: the daemon removes its state file and socket on the way out.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = first.expect("the daemon logged a line");
+    let line: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert!(
+        line["level"].is_string() && line["fields"]["message"].is_string(),
+        "{line}"
+    );
+}

@@ -54,6 +54,28 @@ fn median(mut v: Vec<u32>) -> u32 {
     v[v.len() / 2]
 }
 
+/// Median and minimum ns per packet of one call per frame of `calls`, each
+/// repeating its frame `repeat` times; every run must end in `expect`.
+fn measure_calls<'f>(
+    prog: BorrowedFd<'_>,
+    calls: impl ExactSizeIterator<Item = &'f Vec<u8>>,
+    repeat: u32,
+    ingress: Option<u32>,
+    expect: u32,
+    what: &str,
+) -> (u32, u32) {
+    let mut samples = Vec::with_capacity(calls.len());
+    for frame in calls {
+        let out = run_xdp(prog, frame, ingress, repeat).expect("test run");
+        assert_eq!(
+            out.action, expect,
+            "{what}: the frame did not take the measured path"
+        );
+        samples.push(out.ns_per_run);
+    }
+    (median(samples.clone()), *samples.iter().min().unwrap())
+}
+
 /// Median and minimum ns per packet over rounds, cycling through `frames`.
 fn measure(
     prog: BorrowedFd<'_>,
@@ -62,17 +84,8 @@ fn measure(
     expect: u32,
     what: &str,
 ) -> (u32, u32) {
-    let mut samples = Vec::with_capacity(ROUNDS);
-    for round in 0..ROUNDS {
-        let frame = &frames[round % frames.len()];
-        let out = run_xdp(prog, frame, ingress, REPEAT).expect("test run");
-        assert_eq!(
-            out.action, expect,
-            "{what}: the frame did not take the measured path"
-        );
-        samples.push(out.ns_per_run);
-    }
-    (median(samples.clone()), *samples.iter().min().unwrap())
+    let calls = (0..ROUNDS).map(|round| &frames[round % frames.len()]);
+    measure_calls(prog, calls, REPEAT, ingress, expect, what)
 }
 
 /// Median and minimum ns of one run per call, each call on the next of
@@ -85,16 +98,7 @@ fn measure_cold(
     expect: u32,
     what: &str,
 ) -> (u32, u32) {
-    let mut samples = Vec::with_capacity(frames.len());
-    for frame in frames {
-        let out = run_xdp(prog, frame, ingress, 1).expect("test run");
-        assert_eq!(
-            out.action, expect,
-            "{what}: the frame did not take the measured path"
-        );
-        samples.push(out.ns_per_run);
-    }
-    (median(samples.clone()), *samples.iter().min().unwrap())
+    measure_calls(prog, frames.iter(), 1, ingress, expect, what)
 }
 
 struct Row {

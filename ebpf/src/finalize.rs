@@ -23,6 +23,14 @@ pub fn finalize(ctx: XdpContext) -> u32 {
         count(Counter::PassDevmapMiss);
         return XDP_PASS;
     }
+    // Never a frame to 00:00:00:00:00:00: a neighbour replaced while it was
+    // read (bpf_fib_lookup copies the kernel's without its lock) can show
+    // a MAC not yet written. The kernel resolves and forwards it instead.
+    let d = xmit.dmac;
+    if d[0] | d[1] | d[2] | d[3] | d[4] | d[5] == 0 {
+        count(Counter::PassFibNoNeigh);
+        return XDP_PASS;
+    }
     let ingress_tag_bytes = xmit.l3_offset as i32 - ETH_HLEN as i32;
     if !(0..=2 * VLAN_HLEN as i32).contains(&ingress_tag_bytes) {
         count(Counter::PassCorruptEntry);

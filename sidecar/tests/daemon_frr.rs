@@ -39,6 +39,7 @@ fn the_maps_follow_real_frr_through_adds_ecmp_blackholes_and_deletes() {
     let installed = || [frr.installed_routes(false), frr.installed_routes(true)].concat();
     converge(&installed, &daemon, &own, "the first replay");
     daemon.assert_diff_clean_everywhere(&frr.name, "the first replay");
+    diff_reads_frr_pathspace_from_the_configuration(&daemon, &lab, &frr.name);
 
     // Traffic to the server takes the fast path.
     let ping = lab
@@ -321,4 +322,45 @@ fn bgp_announcements_and_withdrawals_from_a_bird_peer_reach_the_maps() {
     wait_for_bgp(true);
     converge(&installed, &daemon, &own, "BGP re-announcement");
     daemon.assert_diff_clean_everywhere(&frr.name, "BGP re-announcement");
+}
+
+/// `diff --against frr` finds this FRR instance (it runs with `-N`) through
+/// `frr.pathspace` in the configuration, with no `--frr-pathspace`; with
+/// no pathspace it asks the default instance, which does not exist here.
+fn diff_reads_frr_pathspace_from_the_configuration(daemon: &Daemon, lab: &Lab, pathspace: &str) {
+    let config = std::env::temp_dir().join(format!(
+        "pf-test-dfrr-{}-pathspace.toml",
+        std::process::id()
+    ));
+    let diff = |frr_section: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[general]\npin_dir = \"{}\"\n{frr_section}",
+                daemon.pin_dir.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(SIDECAR)
+            .args(["--netns", &lab.router.name])
+            .args(["diff", "--json", "--against", "frr", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run pf-sidecar diff");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = diff(&format!("[frr]\npathspace = \"{pathspace}\"\n"));
+    assert_eq!(code, Some(0), "with frr.pathspace: {stdout}\n{stderr}");
+    let (code, stdout, stderr) = diff("");
+    assert_eq!(
+        code,
+        Some(2),
+        "without a pathspace there is no FRR to ask: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("vtysh"), "{stderr}");
+    let _ = std::fs::remove_file(&config);
 }

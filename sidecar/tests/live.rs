@@ -329,6 +329,14 @@ fn a_second_run_is_refused_and_status_diff_and_lookup_read_the_generation_the_li
         "{lookup:#}\n{stderr}"
     );
     assert_eq!(lookup["maps"]["kind"], "Nexthop", "{lookup:#}");
+    // No daemon runs: the matched prefix is unknown, and lookup says why.
+    assert!(lookup["route"].is_null(), "{lookup:#}");
+    assert!(
+        lookup["route_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("is `pf-sidecar run` running")),
+        "{lookup:#}"
+    );
 
     // The next start takes over from gen-1 and removes the leftover.
     let _third = Run::start(&lab.router, &kernel, &log);
@@ -339,6 +347,23 @@ fn a_second_run_is_refused_and_status_diff_and_lookup_read_the_generation_the_li
         || daemon_live(&s) && s.generations() == vec!["gen-3"],
     );
     assert!(s.status()["pin_dir"].as_str().unwrap().ends_with("/gen-3"));
+
+    // With a daemon: the programmed prefix the maps answer from, and none
+    // for an address no route holds.
+    let (code, lookup, stderr) = s.json(&["lookup", SERVER_V4, "--json"]);
+    assert_eq!(code, Some(0), "{lookup:#}\n{stderr}");
+    assert_eq!(lookup["route"]["prefix"], "203.0.113.0/24", "{lookup:#}");
+    assert_eq!(lookup["route"]["route_source"], "kernel", "{lookup:#}");
+    let text = String::from_utf8_lossy(&s.cli(&["lookup", SERVER_V4]).stdout).into_owned();
+    assert!(
+        text.contains("prefix    203.0.113.0/24 (nexthop "),
+        "{text}"
+    );
+    let (_, unrouted, stderr) = s.json(&["lookup", "2001:db8:ffff::1", "--json"]);
+    assert!(
+        unrouted["route"]["prefix"].is_null(),
+        "{unrouted:#}\n{stderr}"
+    );
 }
 
 #[test]

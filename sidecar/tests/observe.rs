@@ -177,6 +177,16 @@ fn watch_receives_route_neighbour_and_nexthop_events_and_metrics_scrape_and_pars
     );
     let _ = watch.kill();
     let _ = watch.wait();
+    // The subscriber is gone. ZeroMQ logs that at INFO; the daemon's log
+    // (at info) must not carry it. An event makes the publisher notice.
+    lab.router
+        .ip(&["route", "add", "198.51.100.128/25", "via", "198.51.100.2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = daemon.log();
+    assert!(
+        !log.contains("Client disconnected"),
+        "ZeroMQ's INFO noise reached the log:\n{log}"
+    );
     let _ = std::fs::remove_file(&socket);
 }
 

@@ -13,7 +13,8 @@
 //!   - `fpm-connect PEER`, `fpm-frames FILE [first N]` (each FPM frame of
 //!     the file, or its first N, in order, as zebra sent them), `fpm-close`;
 //!   - `tick`, `heartbeat`;
-//!   - `lookup ADDR…`: no input; prints what the maps answer for each.
+//!   - `lookup ADDR…`: no input; prints what the maps answer for each, and
+//!     the route the controller says they answer it from (`lookup`'s prefix).
 
 use std::{
     fmt::Write as _,
@@ -341,10 +342,13 @@ fn run_script(path: &Path) -> Result<String, String> {
             ("lookup", addrs) => {
                 for addr in addrs.iter() {
                     let addr: IpAddr = addr.parse().map_err(|_| fail("bad address"))?;
+                    let route = controller.route_for(addr);
                     let _ = writeln!(
                         out,
-                        "  {}",
-                        describe_lookup(&controller.writer().maps, addr)
+                        "  {} [route {}{}]",
+                        describe_lookup(&controller.writer().maps, addr),
+                        route.prefix.map_or("none".to_string(), |p| p.to_string()),
+                        if route.deferred { ", deferred" } else { "" }
                     );
                 }
                 continue;

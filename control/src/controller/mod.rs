@@ -152,6 +152,22 @@ pub struct RouteView {
     pub routes: Vec<(ipnet::IpNet, Target)>,
 }
 
+/// The route the maps answer an address from, for `lookup`: the longest
+/// programmed prefix that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteMatch {
+    pub address: std::net::IpAddr,
+    pub route_source: Source,
+    /// None when no programmed prefix holds the address (the datapath then
+    /// asks `bpf_fib_lookup`).
+    pub prefix: Option<ipnet::IpNet>,
+    /// The prefix's programmed action, as events name it.
+    pub action: Option<String>,
+    /// Deferred: an IPv4 prefix that found no tbl8 group; its block is left
+    /// to the kernel.
+    pub deferred: bool,
+}
+
 /// The map programmer of the controller, with the RIB's routes kept in
 /// its per-prefix table.
 pub type ControlProgrammer<W> = Programmer<W, RibEntry>;
@@ -484,6 +500,18 @@ impl<W: MapWriter> Controller<W> {
                 .last_fpm_message
                 .map(|t| now.duration_since(t).as_millis() as u64),
             routes: self.rib.desired(&self.programmer),
+        }
+    }
+
+    /// The route the maps answer `address` from.
+    pub fn route_for(&self, address: std::net::IpAddr) -> RouteMatch {
+        let found = self.programmer.longest_match(address);
+        RouteMatch {
+            address,
+            route_source: self.settings.route_source,
+            prefix: found.map(|(prefix, _, _)| prefix),
+            action: found.map(|(_, action, _)| crate::programmer::describe_action(action)),
+            deferred: found.is_some_and(|(_, _, deferred)| deferred),
         }
     }
 

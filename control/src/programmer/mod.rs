@@ -412,6 +412,21 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         Some((programmed.action, programmed.deferred))
     }
 
+    /// The longest programmed prefix holding `address`, with its action and
+    /// whether it is deferred: the route the maps answer `address` from.
+    /// One probe per prefix length, for `lookup`, not for the data path.
+    pub fn longest_match(&self, address: IpAddr) -> Option<(IpNet, RouteAction, bool)> {
+        let max = match address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        (0..=max).rev().find_map(|len| {
+            let prefix = IpNet::new(address, len).ok()?.trunc();
+            self.programmed(&prefix)
+                .map(|(action, deferred)| (prefix, action, deferred))
+        })
+    }
+
     pub fn route_count(&self) -> usize {
         (self.stats.routes_v4 + self.stats.routes_v6) as usize
     }

@@ -1,5 +1,6 @@
-//! `lookup <ip>`: what the maps do with an address, what the kernel says,
-//! and whether they agree.
+//! `lookup <ip>`: what the maps do with an address, the programmed prefix
+//! they answer it from (the daemon's, over its query socket), what the
+//! kernel says, and whether they agree.
 
 use std::{net::IpAddr, path::Path};
 
@@ -12,7 +13,10 @@ use netlink_packet_route::{
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use serde::Serialize;
 
-use crate::pinned_maps::{interface_name, Answer, PinnedMaps};
+use crate::{
+    pinned_maps::{interface_name, Answer, PinnedMaps},
+    query::{self, RouteMatch},
+};
 
 /// The kernel's answer (`ip route get`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +38,11 @@ pub struct Lookup {
     pub generation_source: crate::datapath::pins::LiveSource,
     pub generation_notes: Vec<String>,
     pub maps: Answer,
+    /// The programmed prefix the maps answer from, as the daemon says (the
+    /// maps hold actions per address, not prefixes).
+    pub route: Option<RouteMatch>,
+    /// Why `route` is missing: no daemon answered.
+    pub route_note: Option<String>,
     pub kernel: KernelAnswer,
     pub agree: bool,
     pub note: String,
@@ -115,6 +124,10 @@ pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
 pub fn run(pin_dir: &Path, address: IpAddr) -> anyhow::Result<Lookup> {
     let pinned = PinnedMaps::open(pin_dir)?;
     let maps = pinned.answer(address)?;
+    let (route, route_note) = match query::route_for(pin_dir, address) {
+        Ok(route) => (Some(route), None),
+        Err(error) => (None, Some(format!("{error:#}"))),
+    };
     let kernel = kernel_route_get(address)?;
     let (agree, note) = match pf_common::special::passed_before_lookup(address) {
         // The maps are never consulted: whatever they hold does not matter.
@@ -133,6 +146,8 @@ pub fn run(pin_dir: &Path, address: IpAddr) -> anyhow::Result<Lookup> {
         generation_source: pinned.source,
         generation_notes: pinned.notes,
         maps,
+        route,
+        route_note,
         kernel,
         agree,
         note,
@@ -178,6 +193,27 @@ fn compare(maps: &Answer, kernel: &KernelAnswer) -> (bool, String) {
     }
 }
 
+/// The programmed prefix line: what the daemon answered, or why nothing.
+fn route_text(lookup: &Lookup) -> String {
+    match (&lookup.route, &lookup.route_note) {
+        (Some(route), _) => match (&route.prefix, &route.action) {
+            (Some(prefix), action) => format!(
+                "{prefix} ({}{}, from {})",
+                action.as_deref().unwrap_or("?"),
+                if route.deferred {
+                    "; deferred, left to the kernel"
+                } else {
+                    ""
+                },
+                pf_control::controller::source_name(route.route_source)
+            ),
+            (None, _) => "none programmed: the datapath asks bpf_fib_lookup".to_string(),
+        },
+        (None, Some(note)) => format!("unknown: {note}"),
+        (None, None) => "unknown".to_string(),
+    }
+}
+
 /// `eth0 (ifindex 3)`, or the ifindex alone when it has no name here.
 fn interface_text(name: Option<&str>, ifindex: u32) -> String {
     match name {
@@ -201,6 +237,7 @@ pub fn render(lookup: &Lookup) -> String {
     for note in &lookup.generation_notes {
         out.push_str(&format!("note      {note}\n"));
     }
+    out.push_str(&format!("prefix    {}\n", route_text(lookup)));
     let multipath = lookup.maps.legs.len() > 1;
     for leg in &lookup.maps.legs {
         out.push_str(&format!(
@@ -258,4 +295,111 @@ pub fn render(lookup: &Lookup) -> String {
         }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{datapath::pins::LiveSource, pinned_maps::LegAnswer};
+
+    fn leg(ifindex: u32, gateway: Option<&str>, weight: u32) -> LegAnswer {
+        LegAnswer {
+            ifindex,
+            interface: Some(format!("r{ifindex}")),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            weight,
+            nexthop_id: 2 + ifindex,
+            resolved: true,
+            dmac: "02:00:00:00:00:01".into(),
+            smac: "02:00:00:00:00:02".into(),
+            tx_ifindex: ifindex,
+            tx_interface: Some(format!("r{ifindex}")),
+            vlan_id: 0,
+        }
+    }
+
+    fn lookup(address: &str, maps: Answer, route: Option<RouteMatch>, note: &str) -> Lookup {
+        Lookup {
+            address: address.parse().unwrap(),
+            generation: "/sys/fs/bpf/pf/gen-1".into(),
+            generation_source: LiveSource::Links,
+            generation_notes: vec![],
+            maps,
+            route_note: route.is_none().then(|| "no daemon answered".to_string()),
+            route,
+            kernel: KernelAnswer {
+                kind: "Unicast".into(),
+                ifindex: Some(1),
+                interface: Some("r1".into()),
+                gateway: Some("198.51.100.2".parse().unwrap()),
+            },
+            agree: true,
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn a_single_nexthop_reads_without_a_weight_and_names_its_interface_and_prefix() {
+        let maps = Answer {
+            kind: "Nexthop".into(),
+            action: "nexthop 3".into(),
+            action_raw: 0x2000_0003,
+            legs: vec![leg(1, Some("198.51.100.2"), 1)],
+        };
+        let route = RouteMatch {
+            address: "203.0.113.10".parse().unwrap(),
+            route_source: pf_control::rib::Source::Fpm,
+            prefix: Some("203.0.113.0/24".parse().unwrap()),
+            action: Some("nexthop 3".into()),
+            deferred: false,
+        };
+        let text = render(&lookup("203.0.113.10", maps, Some(route), ""));
+        assert_eq!(
+            text,
+            "address   203.0.113.10\n\
+             maps      Nexthop: nexthop 3 (generation /sys/fs/bpf/pf/gen-1, the one the links run)\n\
+             prefix    203.0.113.0/24 (nexthop 3, from fpm)\n  \
+             leg     out r1 (ifindex 1) via 198.51.100.2 nexthop 3 resolved dmac 02:00:00:00:00:01 smac 02:00:00:00:00:02\n\
+             kernel    Unicast out r1 (ifindex 1) via 198.51.100.2\n\
+             agree     yes\n"
+        );
+    }
+
+    #[test]
+    fn legs_show_weights_only_when_there_are_several_and_on_link_without_a_gateway() {
+        let maps = Answer {
+            kind: "Group".into(),
+            action: "group 1".into(),
+            action_raw: 0x4000_0001,
+            legs: vec![leg(1, Some("198.51.100.2"), 128), leg(2, None, 128)],
+        };
+        let text = render(&lookup("203.0.113.10", maps, None, ""));
+        assert!(
+            text.contains("out r1 (ifindex 1) via 198.51.100.2 weight 128/256 nexthop 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("out r2 (ifindex 2) on-link weight 128/256 nexthop 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prefix    unknown: no daemon answered\n"),
+            "{text}"
+        );
+        assert!(!text.contains(" - "), "{text}");
+    }
+
+    #[test]
+    fn json_carries_the_action_decoded_beside_the_raw_value() {
+        let maps = Answer {
+            kind: "Blackhole".into(),
+            action: "blackhole".into(),
+            action_raw: 0x6000_0000,
+            legs: vec![],
+        };
+        let json = serde_json::to_value(lookup("192.0.2.1", maps, None, "")).unwrap();
+        assert_eq!(json["maps"]["action"], "blackhole");
+        assert_eq!(json["maps"]["action_raw"], 0x6000_0000u32);
+        assert!(json["route"].is_null());
+    }
 }

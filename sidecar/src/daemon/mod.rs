@@ -32,7 +32,7 @@ use crate::{
     datapath::{pins, route_writer::RouteWriter, sys, Datapath, Programs},
     events::Publisher,
     ports::{Ports, StartGuard},
-    query,
+    query::{self, Query},
     source::{
         fpm::{ListenerStats, SessionFeed},
         kernel::{self, KernelConfig},
@@ -218,9 +218,14 @@ impl Daemon<'_> {
                 Some(reply) = pages_rx.recv() => {
                     let _ = reply.send(self.metrics_page());
                 }
-                Some(reply) = query_rx.recv() => {
-                    let _ = reply.send(self.controller.route_view(Instant::now()));
-                }
+                Some(query) = query_rx.recv() => match query {
+                    Query::RouteView(reply) => {
+                        let _ = reply.send(self.controller.route_view(Instant::now()));
+                    }
+                    Query::RouteFor(address, reply) => {
+                        let _ = reply.send(self.controller.route_for(address));
+                    }
+                },
                 _ = hangup.recv() => {
                     self.reload(config_path.as_deref());
                     heartbeat = self.heartbeat_interval();

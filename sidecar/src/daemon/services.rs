@@ -13,16 +13,17 @@ use super::Daemon;
 use crate::{
     config::Config,
     metrics,
-    query::{self, RouteView},
+    query::{self, Query},
     source::{
         fpm::{serve_sessions, ReadLimits, SessionFeed},
         fpm_peer::Admission,
     },
 };
 
-/// Answers `diff --against fpm` on the query socket beside the state file.
-pub(super) fn start_query(pin_dir: &Path) -> mpsc::Receiver<oneshot::Sender<RouteView>> {
-    let (query_tx, query_rx) = mpsc::channel::<oneshot::Sender<RouteView>>(4);
+/// Answers `diff --against fpm` and `lookup` on the query socket beside
+/// the state file.
+pub(super) fn start_query(pin_dir: &Path) -> mpsc::Receiver<Query> {
+    let (query_tx, query_rx) = mpsc::channel::<Query>(4);
     let query_socket = query::socket_path(pin_dir);
     tokio::spawn(async move {
         if let Err(err) = query::serve(query_socket, query_tx).await {

@@ -94,6 +94,10 @@ fn feasibility_passes_on_this_host_for_a_prepared_namespace() {
         "{text}"
     );
     assert!(!text.contains("FAIL"), "{text}");
+    assert!(
+        !text.contains("Ok(") && !text.contains("Err("),
+        "details are sentences, not Rust values: {text}"
+    );
     let shown = a.ip(&["-d", "link", "show", "v0"]);
     assert!(
         !shown.contains("prog/xdp"),
@@ -293,6 +297,22 @@ fn feasibility_fails_with_a_fix_when_something_is_missing() {
         failed.iter().all(|c| c["fix"].is_string()),
         "every failure says how to fix it"
     );
+    for check in &checks {
+        let detail = check["detail"].as_str().unwrap_or("");
+        let parts: Vec<&str> = detail.split(": ").map(str::trim).collect();
+        let mut unique = parts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            parts.len(),
+            "a detail says each thing once: {check}"
+        );
+        assert!(
+            !detail.contains("Ok(") && !detail.contains("Err("),
+            "{check}"
+        );
+    }
 }
 
 #[test]
@@ -321,6 +341,10 @@ fn attach_status_and_detach_all_leave_nothing_behind() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["mode"], "fib-only");
     assert_eq!(status["attached"], serde_json::json!(["v0"]));
+    assert_eq!(
+        status["rate_interval_s"], 0.0,
+        "status reads once unless asked for rates"
+    );
     assert!(status["counters"]
         .as_array()
         .unwrap()

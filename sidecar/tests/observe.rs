@@ -187,6 +187,10 @@ fn watch_receives_route_neighbour_and_nexthop_events_and_metrics_scrape_and_pars
         !log.contains("Client disconnected"),
         "ZeroMQ's INFO noise reached the log:\n{log}"
     );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log that is not a terminal carries no colour codes:\n{log}"
+    );
     let _ = std::fs::remove_file(&socket);
 }
 

@@ -364,6 +364,19 @@ fn a_second_run_is_refused_and_status_diff_and_lookup_read_the_generation_the_li
         unrouted["route"]["prefix"].is_null(),
         "{unrouted:#}\n{stderr}"
     );
+    // Addresses fast_path hands to the kernel before any lookup are named
+    // as such, whatever the maps hold for them.
+    for special in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        let (code, answer, stderr) = s.json(&["lookup", special, "--json"]);
+        assert_eq!(code, Some(0), "{special}: {answer:#}\n{stderr}");
+        assert_eq!(answer["agree"], true, "{special}: {answer:#}");
+        assert!(
+            answer["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("passes it to the kernel before any lookup")),
+            "{special}: {answer:#}"
+        );
+    }
 }
 
 #[test]

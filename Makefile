@@ -53,8 +53,9 @@ test: setup lint static
 	  echo "==> FRR matrix: the FRR tests on $$suite's FRR ($$(cat /var/cache/pf-sidecar/frr/$$suite/.frr-version))" | tee -a target/test.log; \
 	  PF_FRR=$$suite PF_REQUIRE_ROOT=1 $(CARGO) test --locked --no-fail-fast -p pf-sidecar $(FRR_MATRIX_TESTS) 2>&1 | tee -a target/test.log || status=1; \
 	done; \
-	echo "==> Debian package: build (amd64), install into a clean Debian 12 chroot, use it, lintian" | tee -a target/test.log; \
+	echo "==> Debian packages: build (amd64, arm64), install amd64 into a clean Debian 12 chroot, use it, lintian both" | tee -a target/test.log; \
 	if bash scripts/package/build.sh amd64 > target/package-test.log 2>&1 \
+	  && bash scripts/package/build.sh arm64 >> target/package-test.log 2>&1 \
 	  && bash scripts/package/test.sh >> target/package-test.log 2>&1; then \
 	  tail -1 target/package-test.log | tee -a target/test.log; \
 	  echo "test result: ok. 1 passed; 0 failed; 0 ignored (Debian package)" | tee -a target/test.log; \

@@ -2,17 +2,21 @@
 //!
 //! The path a reader can follow: bytes from a source are split into
 //! netlink messages ([`fpm`] frames them for FRR's FPM stream, [`netlink`]
-//! walks them), [`decode`]d into changes, applied to the desired forwarding
-//! state ([`rib`]), and turned by the [`programmer`] into writes through
-//! its `MapWriter` trait: IPv4 routes into the [`dir24`] table, ECMP legs
-//! into [`ecmp`] groups. [`drift`] compares maps with a source by
-//! behaviour, [`offload`] builds zebra's offload replies, [`replay`] tracks
-//! zebra's replay after a connect, and [`events`] are what the daemon
-//! publishes. The [`controller`] runs all of it as one pure step, the
-//! time passed in; pf-sidecar owns the sockets, the maps and the clock.
+//! walks them), decoded by `pf-wire` into [`change`]s, applied to the
+//! desired forwarding state ([`rib`]), and turned by the [`programmer`]
+//! into writes through its `MapWriter` trait: IPv4 routes into the
+//! [`dir24`] table, ECMP legs into [`ecmp`] groups. [`drift`] compares maps
+//! with a source by behaviour, [`offload`] decides zebra's offload replies
+//! (`pf-wire` encodes them), [`replay`] tracks zebra's replay after a
+//! connect, and [`events`] are what the daemon publishes. The
+//! [`controller`] runs all of it as one pure step, the time passed in;
+//! pf-sidecar owns the sockets, the maps and the clock.
+//!
+//! No netlink parser lives here: `netlink-packet-route` brings libc, and
+//! this crate has no libc, aya, tokio or netlink-sys dependency.
 
+pub mod change;
 pub mod controller;
-pub mod decode;
 pub mod dir24;
 pub mod drift;
 pub mod ecmp;

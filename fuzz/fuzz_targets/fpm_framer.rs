@@ -3,7 +3,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pf_control::{decode::decode, fpm::FpmCodec};
+use pf_control::fpm::FpmCodec;
+use pf_wire::decode;
 
 fuzz_target!(|data: &[u8]| {
     let mut codec = FpmCodec;

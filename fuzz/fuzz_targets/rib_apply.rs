@@ -7,12 +7,12 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use libfuzzer_sys::fuzz_target;
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction};
 use pf_control::{
-    decode::{decode, Decoded},
     dir24::{Covering, Dir24Error},
     netlink::split_netlink_messages,
     programmer::{Limits, MapWriter, Programmer},
     rib::{Rib, RibEntry, Source},
 };
+use pf_wire::{decode, Decoded};
 
 #[derive(Default)]
 struct Maps {

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pf_control::{decode::decode, netlink::split_netlink_messages};
+use pf_control::netlink::split_netlink_messages;
+use pf_wire::decode;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode(data);

@@ -3,21 +3,14 @@
 use std::time::Duration;
 
 use integration_tests::{netns::NetNs, require_root};
+use pf_control::change::{Change, Op};
 use pf_sidecar::source::kernel::{self, KernelConfig, KernelItem};
-
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTM_NEWNEIGH: u16 = 28;
 
 async fn next(rx: &mut tokio::sync::mpsc::Receiver<KernelItem>) -> KernelItem {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("feed stalled")
         .expect("source alive")
-}
-
-fn message_type(message: &[u8]) -> u16 {
-    u16::from_ne_bytes([message[4], message[5]])
 }
 
 #[test]
@@ -44,10 +37,8 @@ fn the_kernel_source_dumps_then_follows_route_and_neighbour_changes() {
             let mut dumped_routes = 0;
             loop {
                 match next(&mut rx).await {
-                    KernelItem::Message(m) if message_type(&m) == RTM_NEWROUTE => {
-                        dumped_routes += 1
-                    }
-                    KernelItem::Message(_) => {}
+                    KernelItem::Change(Change::Route(Op::Upsert, _)) => dumped_routes += 1,
+                    KernelItem::Change(_) => {}
                     KernelItem::ResyncDone => break,
                     other => panic!("unexpected {other:?}"),
                 }
@@ -80,12 +71,19 @@ fn the_kernel_source_dumps_then_follows_route_and_neighbour_changes() {
             ]);
             let mut seen = (false, false);
             while seen != (true, true) {
-                if let KernelItem::Message(m) = next(&mut rx).await {
-                    match message_type(&m) {
-                        RTM_DELROUTE => seen.0 = true,
-                        RTM_NEWNEIGH => seen.1 = true,
-                        _ => {}
+                match next(&mut rx).await {
+                    KernelItem::Change(Change::Route(Op::Remove, route))
+                        if route.key.prefix.to_string() == "198.51.100.0/24" =>
+                    {
+                        seen.0 = true
                     }
+                    KernelItem::Change(Change::Neighbour(_, address, Some(_)))
+                        if address.to_string() == "192.0.2.9" =>
+                    {
+                        seen.1 = true
+                    }
+                    KernelItem::Undecodable => panic!("the kernel sent an undecodable message"),
+                    _ => {}
                 }
             }
         });

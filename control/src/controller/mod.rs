@@ -10,8 +10,6 @@
 //! Map writes are the exception: they go through the writer, because the
 //! RIB and the programmer decide them one prefix at a time.
 
-#[cfg(test)]
-mod conformance;
 mod status;
 
 use std::time::{Duration, Instant};
@@ -20,11 +18,11 @@ use serde::{Deserialize, Serialize};
 
 pub use self::status::ControlStatus;
 use crate::{
-    decode::{decode, Change, Decoded},
+    change::Change,
     events::Event,
-    fpm::{Expiry, Frame, FrameError},
+    fpm::{Expiry, FrameError},
     left_to_kernel,
-    offload::{self, Forwarder},
+    offload::{Forwarder, OffloadReply},
     programmer::{Limits, MapWriter, Programmer, Target},
     replay::{ReplayTracker, StaleClock},
     rib::{Rib, RibEntry, Source},
@@ -59,31 +57,22 @@ pub struct Settings {
 pub enum KernelItem {
     /// A full dump follows; mark everything the kernel contributed.
     ResyncStart { reason: String },
-    /// One netlink message (from a dump or a notification).
-    Message(Vec<u8>),
+    /// One netlink message (from a dump or a notification), decoded.
+    Change(Change),
+    /// One netlink message that could not be decoded (counted).
+    Undecodable,
     /// The dump is complete; sweep what was not seen again.
     ResyncDone,
     /// The source hit an error it cannot get past; it will retry.
     Failed { error: String },
 }
 
-/// One FPM frame, decoded (on the session's task, beside the control loop).
+/// One FPM frame, decoded (by `pf-wire`, on the session's task beside the
+/// control loop).
 #[derive(Debug, Clone, Default)]
 pub struct DecodedFrame {
     pub changes: Vec<Change>,
     pub decode_errors: u64,
-}
-
-impl DecodedFrame {
-    pub fn of(frame: &Frame) -> Self {
-        let mut decoded = DecodedFrame::default();
-        for message in frame.messages() {
-            if !decode_into(message, &mut decoded.changes) {
-                decoded.decode_errors += 1;
-            }
-        }
-        decoded
-    }
 }
 
 /// What happened, with the time passed to [`Controller::step`].
@@ -105,7 +94,7 @@ pub enum Input {
     Tick,
     /// The heartbeat interval.
     Heartbeat,
-    /// Replies queued by an [`Action::Reply`] that zebra's queue refused.
+    /// Replies of an [`Action::Reply`] that zebra's queue refused.
     RepliesDropped(ReplyCounts),
 }
 
@@ -119,13 +108,27 @@ pub struct ReplyCounts {
     pub failed: u64,
 }
 
+impl ReplyCounts {
+    /// Counts one more reply for a route `forwarder` forwards.
+    pub fn add(&mut self, forwarder: Forwarder) {
+        self.routes += 1;
+        match forwarder {
+            Forwarder::FastPath => {}
+            Forwarder::Kernel => self.kernel += 1,
+            Forwarder::Nobody => self.failed += 1,
+        }
+    }
+}
+
 /// What the daemon must do for the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Publish on the event stream.
     Publish(Event),
-    /// Write these offload-reply frames to zebra.
-    Reply { bytes: Vec<u8>, counts: ReplyCounts },
+    /// Send these offload replies to zebra, in order (`pf-wire` frames
+    /// them); the counts of any that cannot be sent come back as
+    /// [`Input::RepliesDropped`].
+    Reply(Vec<OffloadReply>),
     /// Move the links to this generation: its maps hold everything decided.
     GoLive,
     /// Write the heartbeat (the datapath config with the time now).
@@ -270,12 +273,11 @@ impl<W: MapWriter> Controller<W> {
         let mut links_changed = false;
         for item in items {
             match item {
-                KernelItem::Message(bytes) => {
-                    links_changed |= is_link_message(&bytes);
-                    if !decode_into(&bytes, &mut batch) {
-                        self.status.decode_errors += 1;
-                    }
+                KernelItem::Change(change) => {
+                    links_changed |= matches!(change, Change::Link(..));
+                    batch.push(change);
                 }
+                KernelItem::Undecodable => self.status.decode_errors += 1,
                 KernelItem::ResyncStart { reason } => {
                     self.apply(Source::Kernel, std::mem::take(&mut batch), actions);
                     tracing::info!(%reason, "kernel resync");
@@ -436,35 +438,28 @@ impl<W: MapWriter> Controller<W> {
     /// last FPM batch changed (see [`crate::offload`]): one reply per route,
     /// each in its own frame.
     fn offload_replies(&mut self, actions: &mut Vec<Action>) {
-        let mut messages = Vec::new();
-        let mut forwarders = Vec::new();
+        let mut replies = Vec::new();
+        let mut counts = ReplyCounts::default();
         for prefix in self.rib.last_published() {
             let Some(route) = self.rib.winning_route(prefix, &self.programmer) else {
                 continue;
             };
             let forwarder = Forwarder::of(self.programmer.programmed(prefix));
-            forwarders.push(forwarder);
-            messages.push(offload::reply(
-                *prefix,
-                route.table,
-                route.protocol,
+            counts.add(forwarder);
+            replies.push(OffloadReply {
+                prefix: *prefix,
+                table: route.table,
+                protocol: route.protocol,
                 forwarder,
-            ));
+            });
         }
-        let mut first = 0;
-        for (bytes, count) in offload::writes(&messages) {
-            let answered = &forwarders[first..first + count];
-            first += count;
-            let counts = ReplyCounts {
-                routes: count as u64,
-                kernel: answered.iter().filter(|f| **f == Forwarder::Kernel).count() as u64,
-                failed: answered.iter().filter(|f| **f == Forwarder::Nobody).count() as u64,
-            };
-            self.status.offload_replies_sent += counts.routes;
-            self.status.offload_replies_kernel += counts.kernel;
-            self.status.offload_replies_failed += counts.failed;
-            actions.push(Action::Reply { bytes, counts });
+        if replies.is_empty() {
+            return;
         }
+        self.status.offload_replies_sent += counts.routes;
+        self.status.offload_replies_kernel += counts.kernel;
+        self.status.offload_replies_failed += counts.failed;
+        actions.push(Action::Reply(replies));
     }
 
     /// The status as of `now`.
@@ -532,24 +527,6 @@ impl<W: MapWriter> Controller<W> {
     pub fn writer_mut(&mut self) -> &mut W {
         self.programmer.writer_mut()
     }
-}
-
-/// Decodes `message` onto `changes`; false when it could not be decoded.
-fn decode_into(message: &[u8], changes: &mut Vec<Change>) -> bool {
-    match decode(message) {
-        Ok(Decoded::Change(change)) => changes.push(change),
-        Ok(Decoded::Skipped(_)) => {}
-        Err(error) => {
-            tracing::warn!(%error, "undecodable message skipped");
-            return false;
-        }
-    }
-    true
-}
-
-/// Whether a netlink message is a link's (RTM_NEWLINK, RTM_DELLINK).
-fn is_link_message(message: &[u8]) -> bool {
-    message.len() >= 6 && matches!(u16::from_ne_bytes([message[4], message[5]]), 16 | 17)
 }
 
 pub fn source_name(source: Source) -> &'static str {

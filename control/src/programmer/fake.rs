@@ -1,4 +1,5 @@
-//! Maps in memory for unit tests of the programmer and of `diff`.
+//! Maps in memory for unit tests of the programmer and of `diff`, and for
+//! the controller's conformance tests (feature `fake-maps`).
 
 use std::{
     collections::HashMap,
@@ -12,7 +13,7 @@ use super::{FailedWrite, MapWriter, Refusals};
 use crate::dir24::{Covering, Dir24, Dir24Error, VecStore};
 
 /// Maps in memory, with a log of writes in order.
-pub(crate) struct FakeMaps {
+pub struct FakeMaps {
     pub v4: Dir24<VecStore>,
     pub v6: HashMap<Ipv6Net, RouteAction>,
     pub nh_ptr: HashMap<u32, u32>,
@@ -29,6 +30,12 @@ pub(crate) struct FakeMaps {
     /// at the end of the batch, as the writer thread does.
     pub queue_v4: bool,
     deferred_blocks: Vec<u32>,
+}
+
+impl Default for FakeMaps {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FakeMaps {

@@ -17,8 +17,8 @@
 //! it is counted, left to `bpf_fib_lookup`, and its covering prefix is made
 //! to defer to the kernel too, so it never answers for the longer prefix.
 
-#[cfg(test)]
-pub(crate) mod fake;
+#[cfg(any(test, feature = "fake-maps"))]
+pub mod fake;
 mod nexthops;
 pub mod slots;
 mod v6;

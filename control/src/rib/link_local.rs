@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::decode::NexthopDef;
+use crate::change::NexthopDef;
 use crate::{
     fast_maps::{FastMap, HashMapExt},
     programmer::{Leg, Target},
@@ -205,7 +205,7 @@ mod tests {
 
         use super::*;
         use crate::{
-            decode::{Change, Kind, NextHops, Op, Route, RouteKey},
+            change::{Change, Kind, NextHops, Op, Route, RouteKey},
             fast_maps::PrefixHashMap,
             programmer::LinkInfo,
             rib::{FibSink, Rib, RibEntry, Source},

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::decode::{Change, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
+use super::change::{Change, Kind, NextHops, NexthopDef, Op, Route, RouteKey};
 use link_local::LinkLocalPeers;
 use users::ObjectUsers;
 

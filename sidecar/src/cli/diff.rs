@@ -17,7 +17,6 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use pf_control::{
-    decode::{decode, Decoded},
     drift::{compare, DriftKind, Report},
     fast_maps::{FastMap, PrefixHashMap},
     programmer::{resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
@@ -133,7 +132,7 @@ fn kernel_rib(tables: Vec<u32>, routes: bool) -> anyhow::Result<(Rib, Neighbourh
     let mut rib = Rib::new(route_source, tables);
     let mut events = Vec::new();
     kernel::dump_all(&mut |message| {
-        if let Ok(Decoded::Change(event)) = decode(message) {
+        if let Ok(pf_wire::Decoded::Change(event)) = pf_wire::decode(message) {
             events.push(event);
         }
     })

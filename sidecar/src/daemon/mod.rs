@@ -14,8 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
-use pf_common::{config::CFG_F_DRY_RUN, Config as DatapathConfig};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -27,9 +25,8 @@ use pf_control::{
 };
 
 use crate::{
-    attach::AttachMode,
     config::Config,
-    datapath::{pins, route_writer::RouteWriter, sys, Datapath, Programs},
+    datapath::{route_writer::RouteWriter, sys, Programs},
     events::Publisher,
     ports::{Ports, StartGuard},
     query::{self, Query},
@@ -42,35 +39,26 @@ use crate::{
 
 mod report;
 mod services;
+mod startup;
 
 use services::start_query;
+use startup::{datapath_config, Start};
 
 /// How often freed ids, slots and groups move one step towards reuse.
 const GRACE_PERIOD: Duration = Duration::from_millis(50);
 /// Most kernel messages applied as one batch.
 const KERNEL_BATCH: usize = 4096;
 
-fn datapath_config(config: &Config, heartbeat_ns: u64) -> DatapathConfig {
-    DatapathConfig {
-        mode: config.datapath_mode().expect("validated") as u32,
-        flags: if config.datapath.dry_run {
-            CFG_F_DRY_RUN
-        } else {
-            0
-        },
-        hash_seed: config.datapath.hash_seed,
-        reserved: 0,
-        heartbeat_ns,
-        stale_after_ns: config.datapath.fail_safe_after_ms * 1_000_000,
-    }
-}
-
 pub fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(config, config_path))
+    runtime.block_on(async {
+        let (mut maps, start) = Start::load(config).await?;
+        let mut daemon = start.daemon(&mut maps)?;
+        daemon.serve(config_path).await
+    })
 }
 
 /// The daemon's parts that live outside the controller.
@@ -87,83 +75,6 @@ struct Daemon<'m> {
     /// When the heartbeat was last written.
     last_heartbeat: Option<Instant>,
     build: crate::metrics::BuildInfo,
-}
-
-async fn run_async(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let pin_dir = config.general.pin_dir.clone();
-    // One daemon per pin directory, for its whole life; when it stops, its
-    // generation goes unless a link runs it (see `ports::StartGuard`).
-    let mut guard = StartGuard::lock(&pin_dir)?;
-    if let Some(warning) = config.memory_warning() {
-        tracing::warn!("{warning}");
-    }
-    // A link that runs on a device forwards now: the new generation then
-    // waits until it is reconciled. A generation no link runs (a failed or
-    // killed start's) is not live and is not waited for.
-    let live_before = pins::live_generation(&pin_dir)
-        .ok()
-        .filter(|live| live.links.iter().any(|l| l.attached()));
-    let (mut datapath, generation) = Datapath::load_next_generation(&config.capacity, &pin_dir)
-        .with_context(|| format!("loading a new generation under {}", pin_dir.display()))?;
-    guard.pinned(&generation, &datapath.programs);
-    tracing::info!(generation = %generation.display(), "loaded a new datapath generation");
-    let ports = Ports::new(
-        &config.general.interfaces,
-        AttachMode::from_config(&config.general.xdp_mode),
-        &pin_dir,
-        &generation,
-        &datapath.programs,
-        &mut datapath.maps,
-        config.capacity.ports,
-    )?;
-    // Until reconciled the heartbeat stays zero, so a fresh generation that
-    // goes live early (first start) forwards with bpf_fib_lookup only.
-    datapath.maps.set_config(&datapath_config(&config, 0))?;
-    let Datapath {
-        programs,
-        maps: mut datapath_maps,
-    } = datapath;
-    let publisher = if config.events.endpoint.is_empty() {
-        Publisher::off()
-    } else {
-        let publisher = Publisher::bind(&config.events.endpoint).await?;
-        tracing::info!(endpoint = %config.events.endpoint, "publishing events");
-        publisher
-    };
-    // Whether the datapath we take over had fallen back to bpf_fib_lookup.
-    let fail_safe_at_start =
-        crate::cli::status::read(&pin_dir, Duration::ZERO).is_ok_and(|s| s.fail_safe_active);
-    let settings =
-        config.control_settings(live_before.is_some(), fail_safe_at_start, publisher.is_on());
-    // IPv6 route writes go through a writer thread (see `datapath::route_writer`).
-    let writer = RouteWriter::new(&mut datapath_maps)?;
-    let mut daemon = Daemon {
-        state: DaemonState {
-            pid: std::process::id(),
-            generation: generation.display().to_string(),
-            ..Default::default()
-        },
-        controller: Controller::new(settings, writer, Instant::now()),
-        programs,
-        ports,
-        guard,
-        publisher,
-        listener: Arc::new(ListenerStats::default()),
-        replies: None,
-        last_heartbeat: None,
-        build: crate::metrics::BuildInfo::current(),
-        config,
-    };
-    match &live_before {
-        // Nothing forwards yet, so there is nothing to keep: go live now.
-        None => daemon.go_live()?,
-        Some(live) => tracing::info!(
-            links = live.links.len(),
-            live = %live.dir.display(),
-            "the links stay on the live generation until this one is reconciled (kernel synced and, with FPM, zebra's replay complete or fpm.replay_max_ms)"
-        ),
-    }
-    daemon.serve(config_path).await
 }
 
 impl Daemon<'_> {
@@ -248,14 +159,16 @@ impl Daemon<'_> {
         for action in self.controller.step(Instant::now(), input) {
             match action {
                 Action::Publish(event) => self.publisher.publish(event),
-                Action::Reply { bytes, counts } => {
-                    let sent = self
-                        .replies
-                        .as_ref()
-                        .is_some_and(|r| r.try_send(bytes).is_ok());
-                    if !sent {
-                        self.controller
-                            .step(Instant::now(), Input::RepliesDropped(counts));
+                Action::Reply(replies) => {
+                    for (bytes, counts) in pf_wire::offload::writes(&replies) {
+                        let sent = self
+                            .replies
+                            .as_ref()
+                            .is_some_and(|r| r.try_send(bytes).is_ok());
+                        if !sent {
+                            self.controller
+                                .step(Instant::now(), Input::RepliesDropped(counts));
+                        }
                     }
                 }
                 Action::GoLive => self.go_live()?,

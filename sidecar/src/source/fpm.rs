@@ -36,7 +36,7 @@ use tokio::{
 use super::fpm_peer::{peer_socket, Admission, Decision, RateLimit, Refusal};
 pub use pf_control::fpm::Expiry;
 use pf_control::{
-    controller::{DecodedFrame, Input},
+    controller::Input,
     fpm::{FpmCodec, Frame, FrameError},
 };
 
@@ -253,7 +253,7 @@ pub async fn serve_sessions(
             let end = loop {
                 match frames.next().await {
                     Ok(frame) => {
-                        let input = Input::FpmFrame(DecodedFrame::of(&frame));
+                        let input = Input::FpmFrame(pf_wire::decode_frame(&frame));
                         if feed.send(SessionFeed::Input(input)).await.is_err() {
                             return;
                         }

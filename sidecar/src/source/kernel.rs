@@ -117,8 +117,11 @@ fn follow(
     }
     let mut gone = false;
     dump_all(&mut |message| {
-        if !gone && !send(KernelItem::Message(message.to_vec())) {
-            gone = true;
+        // Decoded here, on the source's thread, not in the control loop.
+        if let Some(item) = pf_wire::kernel_item(message) {
+            if !gone && !send(item) {
+                gone = true;
+            }
         }
     })?;
     if gone || !send(KernelItem::ResyncDone) {
@@ -134,7 +137,10 @@ fn follow(
             Err(err) => return Err(err),
         };
         for message in split_netlink_messages(&buffer[..len]) {
-            if !send(KernelItem::Message(message.to_vec())) {
+            let Some(item) = pf_wire::kernel_item(message) else {
+                continue;
+            };
+            if !send(item) {
                 return Ok(Stop::ReceiverGone);
             }
         }

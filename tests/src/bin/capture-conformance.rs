@@ -28,7 +28,7 @@ use integration_tests::{
     lab::Lab,
     require_root,
 };
-use pf_sidecar::source::kernel::{self, KernelConfig, KernelItem};
+use pf_sidecar::source::kernel;
 
 /// The stream is taken as complete after this long without a byte.
 const QUIET: Duration = Duration::from_millis(1500);
@@ -58,23 +58,11 @@ fn read_until_quiet(stream: &mut std::net::TcpStream) -> Vec<u8> {
     bytes
 }
 
+/// The kernel's dump, as the kernel source reads it at a (re)sync.
 fn kernel_dump() -> Vec<u8> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(65536);
-    let _thread = kernel::spawn(
-        KernelConfig {
-            receive_buffer: 4 << 20,
-        },
-        tx,
-    );
     let mut bytes = Vec::new();
-    loop {
-        match rx.blocking_recv().expect("the kernel source ended") {
-            KernelItem::ResyncStart { .. } => {}
-            KernelItem::Message(message) => bytes.extend_from_slice(&message),
-            KernelItem::ResyncDone => return bytes,
-            KernelItem::Failed { error } => panic!("kernel dump: {error}"),
-        }
-    }
+    kernel::dump_all(&mut |message| bytes.extend_from_slice(message)).expect("kernel dump");
+    bytes
 }
 
 fn main() {

@@ -13,11 +13,12 @@ use integration_tests::{
     synthetic::machine,
 };
 use pf_control::{
-    decode::{decode, Change, Decoded},
+    change::Change,
     programmer::{Limits, Programmer},
     rib::{Rib, RibEntry, Source},
 };
 use pf_sidecar::datapath::{route_writer::RouteWriter, Datapath};
+use pf_wire::{decode, Decoded};
 
 /// Messages per batch, about what one 60 KB FPM frame carries.
 const BATCH: usize = 1000;

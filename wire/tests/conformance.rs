@@ -1,5 +1,5 @@
-//! Conformance tests of the [`Controller`]: each `*.script` under
-//! `control/tests/conformance/` feeds recorded inputs (real FRR and kernel
+//! Conformance tests of pf-control's `Controller`, from wire bytes to map
+//! writes: each `*.script` under `wire/tests/conformance/` feeds recorded inputs (real FRR and kernel
 //! captures) through [`Controller::step`] over maps in memory, and the
 //! transcript (map writes, events, offload replies, go-live, heartbeats and
 //! what the datapath would look up) must equal the `*.golden` beside it.
@@ -32,8 +32,8 @@ use netlink_packet_route::{
 };
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
 
-use super::{Action, Controller, DecodedFrame, Input, KernelItem, Settings};
-use crate::{
+use pf_control::{
+    controller::{Action, Controller, Input, KernelItem, Settings},
     dir24::{Covering, Dir24Error},
     fpm::FpmCodec,
     netlink::split_netlink_messages,
@@ -305,9 +305,7 @@ fn run_script(path: &Path) -> Result<String, String> {
                 let mut items = vec![KernelItem::ResyncStart {
                     reason: "start".into(),
                 }];
-                for message in split_netlink_messages(&bytes) {
-                    items.push(KernelItem::Message(message.to_vec()));
-                }
+                items.extend(split_netlink_messages(&bytes).filter_map(pf_wire::kernel_item));
                 items.push(KernelItem::ResyncDone);
                 vec![Input::Kernel(items)]
             }
@@ -324,7 +322,7 @@ fn run_script(path: &Path) -> Result<String, String> {
                     .decode(&mut buf)
                     .map_err(|e| fail(&e.to_string()))?
                 {
-                    frames.push(Input::FpmFrame(DecodedFrame::of(&frame)));
+                    frames.push(Input::FpmFrame(pf_wire::decode_frame(&frame)));
                 }
                 if !buf.is_empty() {
                     return Err(fail("the capture ends inside a frame"));
@@ -366,9 +364,11 @@ fn run_script(path: &Path) -> Result<String, String> {
                         let json = serde_json::to_string(&event).unwrap();
                         let _ = writeln!(out, "  publish {json}");
                     }
-                    Action::Reply { bytes, .. } => {
-                        for reply in describe_replies(&bytes) {
-                            let _ = writeln!(out, "  {reply}");
+                    Action::Reply(replies) => {
+                        for (bytes, _) in pf_wire::offload::writes(&replies) {
+                            for reply in describe_replies(&bytes) {
+                                let _ = writeln!(out, "  {reply}");
+                            }
                         }
                     }
                     Action::GoLive => out.push_str("  go-live\n"),

@@ -2,7 +2,7 @@ use netlink_packet_core::NetlinkHeader;
 use netlink_packet_route::route::{RouteMessage, RouteNextHop, RouteProtocol};
 
 use super::*;
-use crate::fpm::FpmCodec;
+use pf_control::fpm::FpmCodec;
 
 fn emit(message: RouteNetlinkMessage) -> Vec<u8> {
     let mut packet = NetlinkMessage::new(NetlinkHeader::default(), message.into());

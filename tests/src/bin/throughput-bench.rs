@@ -328,29 +328,35 @@ impl Lab {
                 break p;
             }
         });
-        let batch = std::env::temp_dir().join(format!("pf-tput6-{}.batch", std::process::id()));
-        let text: String = prefixes
+        let routes = prefixes
             .iter()
-            .map(|p| format!("route add {p} via 2001:db8:ffff:2::2\n"))
-            .collect();
+            .map(|p| format!("{p} via 2001:db8:ffff:2::2"));
+        self.install_routes("-6", routes, &format!("{V6_TABLE} IPv6 routes"));
+        prefixes
+    }
+
+    /// Adds `routes` (`PREFIX via GATEWAY`) to the router's kernel FIB
+    /// with one `ip -batch` (`family`: `-4` or `-6`).
+    fn install_routes(&self, family: &str, routes: impl Iterator<Item = String>, what: &str) {
+        let batch = std::env::temp_dir().join(format!("pf-tput-{}.batch", std::process::id()));
+        let text: String = routes.map(|r| format!("route add {r}\n")).collect();
         std::fs::write(&batch, text).unwrap();
         let started = Instant::now();
         let out = Command::new("ip")
-            .args(["-n", &self.router.name, "-6", "-batch"])
+            .args(["-n", &self.router.name, family, "-batch"])
             .arg(&batch)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "ip -6 -batch: {}",
+            "ip {family} -batch: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let _ = std::fs::remove_file(&batch);
         println!(
-            "installed {V6_TABLE} IPv6 routes in the router's kernel FIB in {:.1} s",
+            "installed {what} in the router's kernel FIB in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        prefixes
     }
 
     /// Installs `FULL_TABLE` synthetic routes in the router's kernel FIB
@@ -358,28 +364,8 @@ impl Lab {
     fn install_full_table(&self) -> Vec<Ipv4Net> {
         let mut rng = Rng(0x7707_7707_1234_5678);
         let prefixes: Vec<Ipv4Net> = distinct(FULL_TABLE, || v4_prefix(&mut rng));
-        let batch = std::env::temp_dir().join(format!("pf-tput-{}.batch", std::process::id()));
-        let text: String = prefixes
-            .iter()
-            .map(|p| format!("route add {p} via 198.51.100.2\n"))
-            .collect();
-        std::fs::write(&batch, text).unwrap();
-        let started = Instant::now();
-        let out = Command::new("ip")
-            .args(["-n", &self.router.name, "-batch"])
-            .arg(&batch)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip -batch: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = std::fs::remove_file(&batch);
-        println!(
-            "installed {FULL_TABLE} routes in the router's kernel FIB in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        let routes = prefixes.iter().map(|p| format!("{p} via 198.51.100.2"));
+        self.install_routes("-4", routes, &format!("{FULL_TABLE} routes"));
         prefixes
     }
 }

@@ -75,6 +75,49 @@ in_ns s ip route add default via 198.51.100.1
 in_ns s ip -6 route add default via 2001:db8:2::1
 ip route add 203.0.113.0/24 via 198.51.100.2 proto static
 ip -6 route add 2001:db8:ff::/64 via 2001:db8:2::2 proto static
+# 802.1Q: VLAN 100 on the same wire (rt1.100 -- sv0.100). The server's
+# 203.0.113.200 and 2001:db8:fe::10 are reached over the VLAN, and it
+# answers the client's second addresses (192.0.2.3, 2001:db8:1::3) over the
+# VLAN too: requests leave rt1 tagged, replies arrive tagged.
+ip link add link rt1 name rt1.100 type vlan id 100
+ip addr add 203.0.113.129/26 dev rt1.100
+ip addr add 2001:db8:100::1/64 dev rt1.100 nodad
+ip link set rt1.100 up
+in_ns c ip addr add 192.0.2.3/24 dev cl0
+in_ns c ip addr add 2001:db8:1::3/64 dev cl0 nodad
+in_ns s ip link add link sv0 name sv0.100 type vlan id 100
+in_ns s ip addr add 203.0.113.130/26 dev sv0.100
+in_ns s ip addr add 2001:db8:100::2/64 dev sv0.100 nodad
+in_ns s ip link set sv0.100 up
+in_ns s ip addr add 203.0.113.200/32 dev lo
+in_ns s ip addr add 2001:db8:fe::10/128 dev lo
+in_ns s ip route add 192.0.2.3/32 via 203.0.113.129
+in_ns s ip -6 route add 2001:db8:1::3/128 via 2001:db8:100::1
+ip route add 203.0.113.192/26 via 203.0.113.130 proto static
+ip -6 route add 2001:db8:fe::/64 via 2001:db8:100::2 proto static
+# 802.1ad: outer tag 200 (TPID 0x88a8), inner 300 (0x8100), on the same
+# wire: 203.0.113.250 and 2001:db8:fd::10 behind it, for the client's
+# third addresses (192.0.2.4, 2001:db8:1::4).
+ip link add link rt1 name rt1.200 type vlan proto 802.1ad id 200
+ip link add link rt1.200 name rt1.200.300 type vlan id 300
+ip addr add 203.0.113.65/27 dev rt1.200.300
+ip addr add 2001:db8:300::1/64 dev rt1.200.300 nodad
+ip link set rt1.200 up
+ip link set rt1.200.300 up
+in_ns c ip addr add 192.0.2.4/24 dev cl0
+in_ns c ip addr add 2001:db8:1::4/64 dev cl0 nodad
+in_ns s ip link add link sv0 name sv0.200 type vlan proto 802.1ad id 200
+in_ns s ip link add link sv0.200 name sv0.200.300 type vlan id 300
+in_ns s ip addr add 203.0.113.66/27 dev sv0.200.300
+in_ns s ip addr add 2001:db8:300::2/64 dev sv0.200.300 nodad
+in_ns s ip link set sv0.200 up
+in_ns s ip link set sv0.200.300 up
+in_ns s ip addr add 203.0.113.250/32 dev lo
+in_ns s ip addr add 2001:db8:fd::10/128 dev lo
+in_ns s ip route add 192.0.2.4/32 via 203.0.113.65
+in_ns s ip -6 route add 2001:db8:1::4/128 via 2001:db8:300::1
+ip route add 203.0.113.248/29 via 203.0.113.66 proto static
+ip -6 route add 2001:db8:fd::/64 via 2001:db8:300::2 proto static
 # The veth ends that receive redirected frames need an XDP program (any
 # kernel) or GRO (5.13 and later) to take them.
 in_ns c ip link set dev cl0 xdp obj /xdp_pass.o sec xdp
@@ -117,6 +160,24 @@ block status-before pf-sidecar status --json --rate-interval-ms 0
 block ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.10
 block ping6 in_ns c ping -c 20 -i 0.1 -W 2 2001:db8:ff::10
 block status-after pf-sidecar status --json --rate-interval-ms 0
+# 802.1Q: the same, over VLAN 100, with the server's VLAN counters.
+in_ns c ping -c 2 -W 2 -I 192.0.2.3 203.0.113.200 >/dev/null 2>&1
+in_ns c ping -c 2 -W 2 -I 2001:db8:1::3 2001:db8:fe::10 >/dev/null 2>&1
+block vlan-before pf-sidecar status --json --rate-interval-ms 0
+block vlan-link-before in_ns s ip -s -s link show sv0.100
+block vlan-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.3 203.0.113.200
+block vlan-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::3 2001:db8:fe::10
+block vlan-after pf-sidecar status --json --rate-interval-ms 0
+block vlan-link-after in_ns s ip -s -s link show sv0.100
+# 802.1ad (QinQ): the same over outer 200 / inner 300.
+in_ns c ping -c 2 -W 2 -I 192.0.2.4 203.0.113.250 >/dev/null 2>&1
+in_ns c ping -c 2 -W 2 -I 2001:db8:1::4 2001:db8:fd::10 >/dev/null 2>&1
+block qinq-before pf-sidecar status --json --rate-interval-ms 0
+block qinq-link-before in_ns s ip -s -s link show sv0.200.300
+block qinq-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.4 203.0.113.250
+block qinq-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::4 2001:db8:fd::10
+block qinq-after pf-sidecar status --json --rate-interval-ms 0
+block qinq-link-after in_ns s ip -s -s link show sv0.200.300
 kill $daemon 2>/dev/null
 wait $daemon
 echo "PFM-BEGIN|run-log"

@@ -148,6 +148,8 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     rows.push(generic);
     rows.push(datapath_cases_row(console));
     rows.extend(forwarding_rows(console));
+    rows.extend(vlan_rows(console));
+    rows.extend(qinq_rows(console));
     rows.push(control_row(console, control_must_fail));
     rows.push(feasibility_row(console, all_loaded, run_ok, generic_ok));
     rows
@@ -284,6 +286,116 @@ fn forwarding_rows(console: &Console) -> [Row; 3] {
     ]
 }
 
+/// 802.1Q: pings over VLAN 100 both ways. The requests are cache hits
+/// tagged on the way out; the tagged replies go to the client's connected
+/// subnet, which the datapath leaves to `bpf_fib_lookup` (a redirect
+/// untagged out of rt0). The server's VLAN device saw them arrive and
+/// leave.
+fn vlan_rows(console: &Console) -> [Row; 3] {
+    tagged_rows(
+        console,
+        "vlan",
+        [
+            "802.1Q: forward IPv4 over VLAN 100 (ping)",
+            "802.1Q: forward IPv6 over VLAN 100 (ping)",
+            "802.1Q: tagged and untagged by the fast path",
+        ],
+        RequestCounter::RedirectCache,
+    )
+}
+
+/// 802.1ad: the same over outer tag 200 (0x88a8) and inner 300 (0x8100).
+/// The fast path takes both tags off the replies. A nexthop carries one
+/// tag, so requests that need two leave to the kernel (`pass_devmap_miss`:
+/// the egress is the outer VLAN device, not a port), which tags them.
+fn qinq_rows(console: &Console) -> [Row; 3] {
+    tagged_rows(
+        console,
+        "qinq",
+        [
+            "802.1ad: forward IPv4 over 200/300 (ping)",
+            "802.1ad: forward IPv6 over 200/300 (ping)",
+            "802.1ad: untagged by the fast path, tagged by the kernel",
+        ],
+        RequestCounter::PassDevmapMiss,
+    )
+}
+
+/// The datapath counters the sub-interface rows read.
+#[derive(Clone, Copy)]
+enum RequestCounter {
+    RedirectCache,
+    PassDevmapMiss,
+}
+
+impl RequestCounter {
+    fn name(self) -> &'static str {
+        match self {
+            RequestCounter::RedirectCache => "redirect_cache",
+            RequestCounter::PassDevmapMiss => "pass_devmap_miss",
+        }
+    }
+}
+
+/// Pings over a sub-interface (`step`-ping4, -ping6) and what carried them:
+/// the requests counted under `requests`, the replies under `redirect_fib`,
+/// and the server's device (`step`-link-before/after) saw both.
+fn tagged_rows(
+    console: &Console,
+    step: &str,
+    names: [&'static str; 3],
+    requests: RequestCounter,
+) -> [Row; 3] {
+    let delta = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => 0,
+    };
+    let counted = |name: &str| {
+        delta(
+            console.counter(&format!("{step}-before"), name),
+            console.counter(&format!("{step}-after"), name),
+        )
+    };
+    let (out, back) = (counted(requests.name()), counted("redirect_fib"));
+    let (rx_before, tx_before) = link_packets(console.block(&format!("{step}-link-before")));
+    let (rx_after, tx_after) = link_packets(console.block(&format!("{step}-link-after")));
+    let (rx, tx) = (delta(rx_before, rx_after), delta(tx_before, tx_after));
+    let ping_row = |what: &'static str, family: &str| {
+        let ping = format!("{step}-{family}");
+        let (sent, received) = ping_counts(console.block(&ping));
+        let ok = console.code(&ping) == Some(0) && sent == PINGS && received == PINGS;
+        Row::new(what, ok, format!("{received}/{sent} replies"))
+    };
+    [
+        ping_row(names[0], "ping4"),
+        ping_row(names[1], "ping6"),
+        Row::new(
+            names[2],
+            out >= 2 * PINGS && back >= 2 * PINGS && rx >= 2 * PINGS && tx >= 2 * PINGS,
+            format!(
+                "requests: {} +{out}, tagged replies: redirect_fib +{back} (at least {} each); the server's device received {rx}, sent {tx} (at least {} each)",
+                requests.name(),
+                2 * PINGS,
+                2 * PINGS
+            ),
+        ),
+    ]
+}
+
+/// (RX packets, TX packets) from `ip -s -s link show`.
+pub fn link_packets(output: &str) -> (Option<u64>, Option<u64>) {
+    let after = |label: &str| {
+        let mut lines = output.lines();
+        lines.find(|l| l.trim_start().starts_with(label))?;
+        lines
+            .next()?
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+    };
+    (after("RX:"), after("TX:"))
+}
+
 /// The `MIX_PROBE` control: rejected where `control_must_fail`, reported
 /// either way elsewhere.
 fn control_row(console: &Console, control_must_fail: bool) -> Row {
@@ -399,6 +511,13 @@ PFM|ping4|1|\nPFM-DONE\n";
     fn a_guest_that_did_nothing_fails_every_row() {
         let rows = judge(&Console::parse(CONSOLE), true);
         assert!(rows.iter().all(|r| !r.pass), "{rows:#?}");
+    }
+
+    #[test]
+    fn link_counters_are_read_from_ip_s_s_link() {
+        let shown = "7: sv0.100@sv0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500\n    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff\n    RX:  bytes packets errors dropped  missed   mcast\n          4312      42      0       0       0       0\n    RX errors:  length    crc   frame    fifo overrun\n                     0      0       0       0       0\n    TX:  bytes packets errors dropped carrier collsns\n          4100      41      0       0       0       0\n";
+        assert_eq!(link_packets(shown), (Some(42), Some(41)));
+        assert_eq!(link_packets(""), (None, None));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! amd64 and arm64) booted under qemu, each running the static `pf-sidecar`
 //! for its arch: feasibility, load and native attach through `run`, a generic
 //! attach, the datapath test cases, real frames forwarded between two
-//! namespaces, and a control program the arm64 5.10 JIT must reject.
+//! namespaces (untagged, over an 802.1Q VLAN and over 802.1ad QinQ), and a
+//! control program the arm64 5.10 JIT must reject.
 //!
 //! Needs `scripts/kernel-matrix/build.sh` to have run (`make test` runs it)
 //! and downloads the kernels once into /var/cache/pf-sidecar.
@@ -49,8 +50,8 @@ fn boot(suite: &str, arch: &str) -> Console {
 /// The "Supported kernels" table of docs/datapath.md, from the matrix.
 fn supported_kernels(guests: &[Guest]) -> String {
     let mut table = String::from(
-        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | tail call + bpf-to-bpf mix |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tail call + bpf-to-bpf mix |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let yes = |pass: bool| if pass { "yes" } else { "no" };
     for g in guests {
@@ -58,13 +59,24 @@ fn supported_kernels(guests: &[Guest]) -> String {
         let pass = |what: &str| row(what).is_some_and(|r| r.pass);
         let forwarding =
             pass("forward IPv4") && pass("forward IPv6") && pass("forwarded by the fast path");
+        let all = |prefix: &str| {
+            g.rows
+                .iter()
+                .filter(|r| r.what.starts_with(prefix))
+                .all(|r| r.pass)
+        };
+        let qinq = if all("802.1ad") {
+            "in: fast path, out: kernel"
+        } else {
+            "no"
+        };
         let mix = g
             .console
             .feasibility(integration_tests::kernel_matrix::MIX_PROBE)
             .map(|(_, value, _)| value)
             .unwrap_or_else(|| "?".to_owned());
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             g.suite,
             // sid moves on: its row names the role, the log the release.
             if g.suite == "sid" {
@@ -78,6 +90,8 @@ fn supported_kernels(guests: &[Guest]) -> String {
             yes(pass("attach generic")),
             yes(pass("datapath cases")),
             yes(forwarding),
+            yes(all("802.1Q")),
+            qinq,
             mix
         ));
     }

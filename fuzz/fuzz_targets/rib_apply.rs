@@ -5,7 +5,7 @@
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use libfuzzer_sys::fuzz_target;
-use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction};
+use pf_common::{EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction};
 use pf_control::{
     dir24::{Covering, Dir24Error},
     netlink::split_netlink_messages,
@@ -45,6 +45,9 @@ impl MapWriter for Maps {
         longer: &[(Ipv4Net, RouteAction)],
     ) -> Result<(), Dir24Error> {
         self.v4.extend(longer.iter().copied());
+        Ok(())
+    }
+    fn write_vlan_port(&mut self, _: u32, _: Option<&Port>) -> Result<(), String> {
         Ok(())
     }
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {

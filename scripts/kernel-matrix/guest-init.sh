@@ -118,6 +118,20 @@ in_ns s ip route add 192.0.2.4/32 via 203.0.113.65
 in_ns s ip -6 route add 2001:db8:1::4/128 via 2001:db8:300::1
 ip route add 203.0.113.248/29 via 203.0.113.66 proto static
 ip -6 route add 2001:db8:fd::/64 via 2001:db8:300::2 proto static
+# Tag rewrite on one parent: a second client behind VLAN 400 of the same
+# wire (its VLAN device moved to namespace c2) reaches the server's
+# 203.0.113.200 behind VLAN 100: in tagged 400, out tagged 100, both on rt1.
+ip link add link rt1 name rt1.400 type vlan id 400
+ip addr add 203.0.113.33/28 dev rt1.400
+ip link set rt1.400 up
+ip netns add c2
+in_ns s ip link add link sv0 name sv0.400 type vlan id 400
+in_ns s ip link set sv0.400 netns c2
+in_ns c2 ip link set lo up
+in_ns c2 ip addr add 203.0.113.34/28 dev sv0.400
+in_ns c2 ip link set sv0.400 up
+in_ns c2 ip route add default via 203.0.113.33
+in_ns s ip route add 203.0.113.32/28 via 203.0.113.129
 # The veth ends that receive redirected frames need an XDP program (any
 # kernel) or GRO (5.13 and later) to take them.
 in_ns c ip link set dev cl0 xdp obj /xdp_pass.o sec xdp
@@ -178,6 +192,19 @@ block qinq-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.4 203.0.113.250
 block qinq-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::4 2001:db8:fd::10
 block qinq-after pf-sidecar status --json --rate-interval-ms 0
 block qinq-link-after in_ns s ip -s -s link show sv0.200.300
+# Tag rewrite: VLAN 400 in, VLAN 100 out, on rt1 both ways.
+in_ns c2 ping -c 2 -W 2 203.0.113.200 >/dev/null 2>&1
+block rewrite-before pf-sidecar status --json --rate-interval-ms 0
+block rewrite-ping4 in_ns c2 ping -c 20 -i 0.1 -W 2 203.0.113.200
+block rewrite-after pf-sidecar status --json --rate-interval-ms 0
+# MTU of a sub-interface: rt1.100 at 1400 under a 1500 parent. A
+# 1428-byte IPv4 packet fits the parent but not the VLAN: the fast path
+# passes it and the kernel fragments it.
+ip link set rt1.100 mtu 1400
+sleep 1
+block mtu-before pf-sidecar status --json --rate-interval-ms 0
+block mtu-ping4 in_ns c ping -c 5 -i 0.2 -W 2 -s 1400 -I 192.0.2.3 203.0.113.200
+block mtu-after pf-sidecar status --json --rate-interval-ms 0
 kill $daemon 2>/dev/null
 wait $daemon
 echo "PFM-BEGIN|run-log"

@@ -150,6 +150,8 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     rows.extend(forwarding_rows(console));
     rows.extend(vlan_rows(console));
     rows.extend(qinq_rows(console));
+    rows.extend(rewrite_rows(console));
+    rows.push(mtu_row(console));
     rows.push(control_row(console, control_must_fail));
     rows.push(feasibility_row(console, all_loaded, run_ok, generic_ok));
     rows
@@ -321,6 +323,53 @@ fn qinq_rows(console: &Console) -> [Row; 3] {
     )
 }
 
+/// The change of a datapath counter between two `status` steps.
+fn counted(console: &Console, before: &str, after: &str, name: &str) -> u64 {
+    match (console.counter(before, name), console.counter(after, name)) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => 0,
+    }
+}
+
+/// Tag rewrite on one parent: a client behind VLAN 400 of rt1 pings the
+/// server behind VLAN 100 of rt1. Requests: cache hits, tag 400 off and
+/// 100 on. Replies: to the client's subnet on `rt1.400`, which
+/// `bpf_fib_lookup` answers with the VLAN device and `PORTS` turns into
+/// rt1 with tag 400.
+fn rewrite_rows(console: &Console) -> [Row; 2] {
+    let (sent, received) = ping_counts(console.block("rewrite-ping4"));
+    let pinged = console.code("rewrite-ping4") == Some(0) && sent == PINGS && received == PINGS;
+    let out = counted(console, "rewrite-before", "rewrite-after", "redirect_cache");
+    let back = counted(console, "rewrite-before", "rewrite-after", "redirect_fib");
+    [
+        Row::new(
+            "tag rewrite: VLAN 400 in, VLAN 100 out on one port (ping)",
+            pinged,
+            format!("{received}/{sent} replies"),
+        ),
+        Row::new(
+            "tag rewrite by the fast path both ways",
+            out >= PINGS && back >= PINGS,
+            format!(
+                "requests: redirect_cache +{out}, replies (bpf_fib_lookup to a VLAN): redirect_fib +{back} (at least {PINGS} each)"
+            ),
+        ),
+    ]
+}
+
+/// A VLAN's MTU below its parent's: a packet that fits the parent but not
+/// the VLAN is passed (`pass_mtu`) and the kernel handles it (an ICMP
+/// "fragmentation needed" for the first, after which the sender fragments).
+fn mtu_row(console: &Console) -> Row {
+    let (sent, received) = ping_counts(console.block("mtu-ping4"));
+    let passed = counted(console, "mtu-before", "mtu-after", "pass_mtu");
+    Row::new(
+        "VLAN MTU below the parent's: passed to the kernel",
+        sent > 0 && received + 1 >= sent && passed >= 1,
+        format!("{received}/{sent} replies, pass_mtu +{passed} (at least 1)"),
+    )
+}
+
 /// The datapath counters the sub-interface rows read.
 #[derive(Clone, Copy)]
 enum RequestCounter {
@@ -350,13 +399,9 @@ fn tagged_rows(
         (Some(b), Some(a)) => a.saturating_sub(b),
         _ => 0,
     };
-    let counted = |name: &str| {
-        delta(
-            console.counter(&format!("{step}-before"), name),
-            console.counter(&format!("{step}-after"), name),
-        )
-    };
-    let (out, back) = (counted(requests.name()), counted("redirect_fib"));
+    let (before, after) = (format!("{step}-before"), format!("{step}-after"));
+    let out = counted(console, &before, &after, requests.name());
+    let back = counted(console, &before, &after, "redirect_fib");
     let (rx_before, tx_before) = link_packets(console.block(&format!("{step}-link-before")));
     let (rx_after, tx_after) = link_packets(console.block(&format!("{step}-link-after")));
     let (rx, tx) = (delta(rx_before, rx_after), delta(tx_before, tx_after));

@@ -2,8 +2,9 @@
 //! amd64 and arm64) booted under qemu, each running the static `pf-sidecar`
 //! for its arch: feasibility, load and native attach through `run`, a generic
 //! attach, the datapath test cases, real frames forwarded between two
-//! namespaces (untagged, over an 802.1Q VLAN and over 802.1ad QinQ), and a
-//! control program the arm64 5.10 JIT must reject.
+//! namespaces (untagged, over an 802.1Q VLAN, over 802.1ad QinQ, between
+//! two VLANs of one port, over a VLAN with a smaller MTU), and a control
+//! program the arm64 5.10 JIT must reject.
 //!
 //! Needs `scripts/kernel-matrix/build.sh` to have run (`make test` runs it)
 //! and downloads the kernels once into /var/cache/pf-sidecar.
@@ -50,8 +51,8 @@ fn boot(suite: &str, arch: &str) -> Console {
 /// The "Supported kernels" table of docs/datapath.md, from the matrix.
 fn supported_kernels(guests: &[Guest]) -> String {
     let mut table = String::from(
-        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tail call + bpf-to-bpf mix |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tag rewrite | VLAN MTU | tail call + bpf-to-bpf mix |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let yes = |pass: bool| if pass { "yes" } else { "no" };
     for g in guests {
@@ -76,7 +77,7 @@ fn supported_kernels(guests: &[Guest]) -> String {
             .map(|(_, value, _)| value)
             .unwrap_or_else(|| "?".to_owned());
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             g.suite,
             // sid moves on: its row names the role, the log the release.
             if g.suite == "sid" {
@@ -92,6 +93,12 @@ fn supported_kernels(guests: &[Guest]) -> String {
             yes(forwarding),
             yes(all("802.1Q")),
             qinq,
+            yes(all("tag rewrite")),
+            if all("VLAN MTU") {
+                "to the kernel"
+            } else {
+                "no"
+            },
             mix
         ));
     }

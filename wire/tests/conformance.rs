@@ -30,7 +30,7 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute},
     RouteNetlinkMessage,
 };
-use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
+use pf_common::{EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, RouteKind};
 
 use pf_control::{
     controller::{Action, Controller, Input, KernelItem, Settings},
@@ -106,6 +106,16 @@ impl MapWriter for Recorder {
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
         self.log.push(format!("unroute {prefix}"));
         self.maps.remove_v6(prefix)
+    }
+    fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), String> {
+        self.log.push(match port {
+            Some(p) => format!(
+                "vlan port {ifindex}: tag {} (TPID {:#06x}) on {}",
+                p.vlan_id, p.vlan_proto, p.tx_ifindex
+            ),
+            None => format!("vlan port {ifindex} forgotten"),
+        });
+        self.maps.write_vlan_port(ifindex, port)
     }
     fn reclaim(&mut self) {
         self.maps.reclaim()

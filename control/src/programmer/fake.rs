@@ -7,7 +7,7 @@ use std::{
 };
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use pf_common::{EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind};
+use pf_common::{EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, RouteKind};
 
 use super::{FailedWrite, MapWriter, Refusals};
 use crate::dir24::{Covering, Dir24, Dir24Error, VecStore};
@@ -21,6 +21,8 @@ pub struct FakeMaps {
     pub info: HashMap<u32, NexthopInfo>,
     pub grp_ptr: HashMap<u32, u32>,
     pub groups: HashMap<u32, EcmpGroup>,
+    /// VLAN devices for the `bpf_fib_lookup` path.
+    pub ports: HashMap<u32, Port>,
     pub log: Vec<String>,
     /// IPv6 prefixes whose inserts are accepted and then refused, as a
     /// writer thread reports them at the end of the batch.
@@ -51,6 +53,7 @@ impl FakeMaps {
             log: Vec::new(),
             refuse_v6: Default::default(),
             refused: Vec::new(),
+            ports: HashMap::new(),
             queue_v4: false,
             deferred_blocks: Vec::new(),
         }
@@ -138,6 +141,22 @@ impl MapWriter for FakeMaps {
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
         self.log.push(format!("unroute {prefix}"));
         self.v6.remove(&prefix);
+        Ok(())
+    }
+    fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), String> {
+        match port {
+            Some(port) => {
+                self.log.push(format!(
+                    "port {ifindex}: vlan {} on {}",
+                    port.vlan_id, port.tx_ifindex
+                ));
+                self.ports.insert(ifindex, *port);
+            }
+            None => {
+                self.log.push(format!("unport {ifindex}"));
+                self.ports.remove(&ifindex);
+            }
+        }
         Ok(())
     }
     fn reclaim(&mut self) {

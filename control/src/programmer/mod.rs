@@ -34,9 +34,9 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pf_common::{
-    layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED},
+    layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED, PORT_F_VLAN},
     maps::ECMP_MAX_LEGS,
-    EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
+    EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, RouteKind,
 };
 use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};

@@ -105,18 +105,24 @@ pub fn offloadable(legs: &[Leg]) -> bool {
 
 impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
     pub fn set_link(&mut self, ifindex: u32, link: Option<LinkInfo>) {
-        match link {
+        let before = match link {
             Some(link) => {
-                if self.links.insert(ifindex, link) == Some(link) {
+                let before = self.links.insert(ifindex, link);
+                if before == Some(link) {
                     return;
                 }
+                before
             }
-            None => {
-                if self.links.remove(&ifindex).is_none() {
-                    return;
-                }
-            }
-        }
+            None => match self.links.remove(&ifindex) {
+                Some(before) => Some(before),
+                None => return,
+            },
+        };
+        self.follow_vlan_port(
+            ifindex,
+            before.and_then(|l| l.vlan),
+            link.and_then(|l| l.vlan),
+        );
         let affected: Vec<u32> = self
             .nexthop_ids
             .iter()
@@ -125,6 +131,35 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             .collect();
         for id in affected {
             self.refresh_nexthop(id);
+        }
+    }
+
+    /// Keeps `PORTS` in step with VLAN device `ifindex`: what
+    /// `bpf_fib_lookup` answers is the VLAN device, and the datapath sends
+    /// on its parent with its tag. A VLAN on a VLAN (802.1ad + 802.1Q)
+    /// needs two tags, more than a port entry carries: it stays out, and
+    /// its frames go to the kernel.
+    fn follow_vlan_port(
+        &mut self,
+        ifindex: u32,
+        before: Option<(u16, u16, u32)>,
+        now: Option<(u16, u16, u32)>,
+    ) {
+        let stacked = |parent: u32| self.links.get(&parent).is_some_and(|p| p.vlan.is_some());
+        let port = now
+            .filter(|&(_, _, parent)| !stacked(parent))
+            .map(|(vlan_id, tpid, parent)| Port {
+                tx_ifindex: parent,
+                vlan_id,
+                vlan_proto: tpid,
+                flags: PORT_F_VLAN,
+            });
+        if port.is_none() && before.is_none() {
+            return;
+        }
+        if let Err(err) = self.writer.write_vlan_port(ifindex, port.as_ref()) {
+            self.stats.write_errors += 1;
+            tracing::error!(ifindex, %err, "writing a VLAN port failed; bpf_fib_lookup answers through it go to the kernel");
         }
     }
 

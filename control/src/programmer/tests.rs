@@ -328,6 +328,59 @@ fn a_vlan_egress_sends_out_of_the_parent_with_the_tag() {
     );
 }
 
+fn vlan(id: u16, tpid: u16, parent: u32) -> Option<LinkInfo> {
+    Some(LinkInfo {
+        mac: [2, 0, 0, 0, 0, id as u8],
+        mtu: 1500,
+        up: true,
+        vlan: Some((id, tpid, parent)),
+    })
+}
+
+#[test]
+fn a_vlan_device_is_a_port_for_the_fib_path_until_it_goes() {
+    let mut p = programmer(16, 16);
+    p.set_link(10, vlan(100, 0x8100, ETH0));
+    let port = p.writer().ports[&10];
+    assert_eq!(
+        (port.tx_ifindex, port.vlan_id, port.vlan_proto, port.flags),
+        (ETH0, 100, 0x8100, PORT_F_VLAN)
+    );
+    // Renumbered: the port follows.
+    p.set_link(10, vlan(101, 0x88a8, ETH1));
+    let port = p.writer().ports[&10];
+    assert_eq!(
+        (port.tx_ifindex, port.vlan_id, port.vlan_proto),
+        (ETH1, 101, 0x88a8)
+    );
+    // No longer a VLAN, then gone.
+    p.set_link(
+        10,
+        Some(LinkInfo {
+            vlan: None,
+            ..vlan(101, 0x88a8, ETH1).unwrap()
+        }),
+    );
+    assert!(!p.writer().ports.contains_key(&10));
+    p.set_link(10, vlan(100, 0x8100, ETH0));
+    p.set_link(10, None);
+    assert!(!p.writer().ports.contains_key(&10));
+    // A plain link is no port of this kind.
+    assert!(!p.writer().ports.contains_key(&ETH0));
+}
+
+#[test]
+fn a_vlan_on_a_vlan_needs_two_tags_and_stays_out_of_the_ports() {
+    let mut p = programmer(16, 16);
+    p.set_link(20, vlan(200, 0x88a8, ETH0));
+    p.set_link(21, vlan(300, 0x8100, 20));
+    assert!(p.writer().ports.contains_key(&20));
+    assert!(
+        !p.writer().ports.contains_key(&21),
+        "one tag cannot carry 802.1ad + 802.1Q: the kernel sends it"
+    );
+}
+
 #[test]
 fn a_link_going_down_unresolves_its_nexthops() {
     let mut p = programmer(16, 16);

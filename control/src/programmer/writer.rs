@@ -24,6 +24,10 @@ pub trait MapWriter {
     ) -> Result<(), Dir24Error>;
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error>;
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error>;
+    /// Records VLAN device `ifindex` for the `bpf_fib_lookup` path (which
+    /// answers with the VLAN device): its frames leave by its parent with
+    /// its tag. `None` forgets it.
+    fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error>;
     /// Lets quarantined second-level IPv4 groups be reused.
     fn reclaim(&mut self);
     /// Sends writes a writer queued on their way, and returns those the
@@ -87,6 +91,9 @@ impl<W: MapWriter> MapWriter for &mut W {
     }
     fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
         (**self).remove_v6(prefix)
+    }
+    fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error> {
+        (**self).write_vlan_port(ifindex, port)
     }
     fn reclaim(&mut self) {
         (**self).reclaim()

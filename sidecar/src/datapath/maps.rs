@@ -308,6 +308,21 @@ impl pf_control::programmer::MapWriter for DatapathMaps {
         self.remove_v6_route(prefix.network().octets(), prefix.prefix_len())
     }
 
+    fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), DatapathError> {
+        match port {
+            Some(port) => self.set_port(ifindex, port),
+            // Forgetting a VLAN the map never held is no error.
+            None if self.ports.get(&ifindex, 0).is_err() => Ok(()),
+            None => self
+                .ports
+                .remove(&ifindex)
+                .map_err(|source| DatapathError::Map {
+                    name: names::PORTS,
+                    source,
+                }),
+        }
+    }
+
     fn reclaim(&mut self) {
         self.v4.lock().reclaim()
     }

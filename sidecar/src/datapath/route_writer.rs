@@ -41,7 +41,7 @@ use aya::maps::{
     IterableMap, Map, MapData,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
-use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, RouteAction, V6Key};
+use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, V6Key};
 
 use pf_control::dir24::{Covering, Dir24Error};
 
@@ -501,6 +501,11 @@ impl MapWriter for RouteWriter<'_> {
         self.pending.v6.push(V6Write::Remove(prefix));
         self.queued();
         Ok(())
+    }
+    /// Inline: only the `bpf_fib_lookup` path reads it, in no order with
+    /// the route writes.
+    fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error> {
+        MapWriter::write_vlan_port(self.maps, ifindex, port)
     }
     fn end_batch(&mut self) -> Refusals {
         self.ship();

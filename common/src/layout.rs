@@ -111,6 +111,16 @@ pub struct Port {
 }
 assert_layout!(Port, 12, 4);
 
+/// `INGRESS` flag: the port is enslaved to a VRF. Its untagged frames are
+/// routed by `bpf_fib_lookup` in the VRF's table (`BPF_FIB_LOOKUP_DIRECT`
+/// takes the table of the ingress device's VRF), never from the route
+/// cache, which holds the main table.
+pub const ING_F_VRF: u32 = 1 << 0;
+/// `INGRESS` flag: a VLAN sub-interface of the port (at any depth) is in a
+/// VRF. The datapath cannot tell which sub-interface a tag belongs to, so
+/// the port's tagged frames go to the kernel.
+pub const ING_F_VLAN_VRF: u32 = 1 << 1;
+
 /// A value of `TX_PORTS` (a DEVMAP_HASH keyed by ifindex): the egress
 /// ifindex and nothing else. Four bytes, not the 8-byte `bpf_devmap_val`: a
 /// devmap whose values have room for a program id is one that "can have

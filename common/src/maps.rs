@@ -23,6 +23,9 @@ pub const PORTS: &str = "PORTS";
 /// Devmap (hash) of egress ports the datapath may redirect to: ifindex to
 /// [`crate::TxPort`] (4-byte values, so no devmap programs).
 pub const TX_PORTS: &str = "TX_PORTS";
+/// ifindex to `ING_F_*` bits: which ingress ports (or their VLAN
+/// sub-interfaces) are in a VRF, so their frames never meet the route cache.
+pub const INGRESS: &str = "INGRESS";
 /// Program array: slot [`FINALIZE_SLOT`] holds `finalize`.
 pub const JUMP: &str = "JUMP";
 /// Single-element datapath configuration.
@@ -33,9 +36,9 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const XMIT: &str = "XMIT";
 
 /// Every map the object defines, in a fixed order (used for pinning and checks).
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     V4_TBL24, V4_TBL8, V6_ROUTES, NH_PTR, NEXTHOPS, NH_INFO, GRP_PTR, GROUPS, PORTS, TX_PORTS,
-    JUMP, CONFIG, COUNTERS, XMIT,
+    INGRESS, JUMP, CONFIG, COUNTERS, XMIT,
 ];
 
 /// Program names (the `#[xdp]` function names).
@@ -60,6 +63,10 @@ pub const TBL8_GROUP_SIZE: usize = 256;
 pub const ECMP_BUCKETS: usize = 256;
 /// Most legs an ECMP group may have.
 pub const ECMP_MAX_LEGS: usize = 64;
+
+/// Elements of [`INGRESS`]: ifindexes 0 to 65535. Frames from a higher
+/// ifindex go to the kernel (`pass_ingress_unknown`).
+pub const INGRESS_IFINDEXES: u32 = 1 << 16;
 
 /// Default capacities; the sidecar overrides them from its configuration.
 pub const DEFAULT_TBL8_GROUPS: u32 = 4096;

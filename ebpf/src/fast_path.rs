@@ -10,7 +10,7 @@ use aya_ebpf::{
 use pf_common::{
     config::CFG_F_DRY_RUN,
     hash::{bucket_of, flow_hash_v4, flow_hash_v6, proto_has_ports},
-    layout::{Nexthop, PORT_F_VLAN, XMIT_FROM_CACHE, XMIT_FROM_FIB},
+    layout::{Nexthop, ING_F_VLAN_VRF, ING_F_VRF, PORT_F_VLAN, XMIT_FROM_CACHE, XMIT_FROM_FIB},
     maps::{ECMP_BUCKETS, FINALIZE_SLOT, TBL8_GROUP_SIZE},
     route::{INDEX_MASK, KIND_SHIFT},
     Counter, Mode, RouteKind,
@@ -18,8 +18,8 @@ use pf_common::{
 
 use crate::{
     maps::{
-        count, CONFIG, GROUPS, GRP_PTR, JUMP, NEXTHOPS, NH_PTR, PORTS, TX_PORTS, V4_TBL24, V4_TBL8,
-        V6_ROUTES, XMIT,
+        count, CONFIG, GROUPS, GRP_PTR, INGRESS, JUMP, NEXTHOPS, NH_PTR, PORTS, TX_PORTS, V4_TBL24,
+        V4_TBL8, V6_ROUTES, XMIT,
     },
     packet::*,
 };
@@ -305,12 +305,28 @@ fn parse_ipv6(packet: Packet, l3_offset: usize) -> Result<Flow, Counter> {
 
 #[inline(always)]
 fn decide(ctx: &XdpContext, flow: &Flow, mode: Mode, seed: u32, stale: bool) -> Decision {
+    // The route cache holds the main table: a frame that arrived in a VRF
+    // must not meet it. Untagged, the port is the L3 device and the
+    // kernel's lookup in its VRF answers; tagged, the sub-interface is,
+    // and only the kernel knows which one a tag stands for.
+    let ingress_ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(ingress) = INGRESS.get(ingress_ifindex) else {
+        return Decision::Pass(Counter::PassIngressUnknown);
+    };
+    if flow.l3_offset != ETH_HLEN {
+        if *ingress & ING_F_VLAN_VRF != 0 {
+            return Decision::Pass(Counter::PassVrfVlan);
+        }
+    } else if *ingress & ING_F_VRF != 0 {
+        count(Counter::FibVrf);
+        return fib_decision(ctx, flow, BPF_FIB_LOOKUP_DIRECT);
+    }
     if stale {
         count(Counter::FailSafe);
-        return fib_decision(ctx, flow);
+        return fib_decision(ctx, flow, 0);
     }
     if mode == Mode::FibOnly {
-        return fib_decision(ctx, flow);
+        return fib_decision(ctx, flow, 0);
     }
     let action = if flow.ip_version == 4 {
         lookup_v4(flow.daddr[0])
@@ -354,7 +370,7 @@ fn miss(ctx: &XdpContext, flow: &Flow, mode: Mode) -> Decision {
     if mode == Mode::CacheOnly {
         Decision::Pass(Counter::PassCacheOnlyMiss)
     } else {
-        fib_decision(ctx, flow)
+        fib_decision(ctx, flow, 0)
     }
 }
 
@@ -488,9 +504,12 @@ const FIB_NOT_FWDED: i64 = 4;
 const FIB_FWD_DISABLED: i64 = 5;
 const FIB_NO_NEIGH: i64 = 7;
 const FIB_FRAG_NEEDED: i64 = 8;
+/// Skip the FIB rules and look up the table of the ingress device's VRF
+/// (`l3mdev_fib_table`), or main outside one.
+const BPF_FIB_LOOKUP_DIRECT: u32 = 1 << 0;
 
 #[inline(always)]
-fn fib_decision(ctx: &XdpContext, flow: &Flow) -> Decision {
+fn fib_decision(ctx: &XdpContext, flow: &Flow, flags: u32) -> Decision {
     count(Counter::FibLookups);
     let v4 = flow.ip_version == 4;
     let mut params = FibParams {
@@ -521,7 +540,7 @@ fn fib_decision(ctx: &XdpContext, flow: &Flow) -> Decision {
             ctx.ctx as *mut _,
             &mut params as *mut FibParams as *mut _,
             core::mem::size_of::<FibParams>() as i32,
-            0,
+            flags,
         )
     };
     match rc {

@@ -51,6 +51,11 @@ pub static PORTS: HashMap<u32, Port> = HashMap::with_max_entries(DEFAULT_PORTS, 
 #[map]
 pub static TX_PORTS: TxPortMap = TxPortMap::with_max_entries(DEFAULT_PORTS, 0);
 
+/// ifindex → `ING_F_*` bits, written by the sidecar from the links it
+/// follows (an array: the lookup is inlined, one load per frame).
+#[map]
+pub static INGRESS: Array<u32> = Array::with_max_entries(INGRESS_IFINDEXES, 0);
+
 #[map]
 pub static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 

@@ -50,6 +50,9 @@ impl MapWriter for Maps {
     fn write_vlan_port(&mut self, _: u32, _: Option<&Port>) -> Result<(), String> {
         Ok(())
     }
+    fn write_ingress(&mut self, _: u32, _: u32) -> Result<(), String> {
+        Ok(())
+    }
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
         self.v6.insert(prefix, action);
         Ok(())

@@ -132,10 +132,59 @@ in_ns c2 ip addr add 203.0.113.34/28 dev sv0.400
 in_ns c2 ip link set sv0.400 up
 in_ns c2 ip route add default via 203.0.113.33
 in_ns s ip route add 203.0.113.32/28 via 203.0.113.129
+# VRF blue (table 10): a client (c3, behind rt2) and a server (s2, behind
+# rt3), both ports enslaved. s2 holds the same 203.0.113.10 and
+# 2001:db8:ff::10 as the main table's server, and table 10 routes them to
+# s2: a frame from rt2 answered from the route cache (the main table) would
+# go to s, whose replies to 198.51.100.130 go nowhere. A second client (c4)
+# sits behind VLAN 500 of rt2, the VLAN enslaved to blue too.
+ip link add blue type vrf table 10
+ip link set blue up
+ip netns add c3
+ip netns add s2
+ip netns add c4
+ip link add rt2 type veth peer name cl3 netns c3
+ip link add rt3 type veth peer name sv3 netns s2
+ip link set rt2 master blue
+ip link set rt3 master blue
+ip addr add 198.51.100.129/27 dev rt2
+ip addr add 2001:db8:3::1/64 dev rt2 nodad
+ip addr add 198.51.100.193/27 dev rt3
+ip addr add 2001:db8:4::1/64 dev rt3 nodad
+ip link set rt2 up
+ip link set rt3 up
+ip route add 203.0.113.0/24 via 198.51.100.194 table 10
+ip -6 route add 2001:db8:ff::/64 via 2001:db8:4::2 table 10
+in_ns c3 ip link set lo up
+in_ns c3 ip addr add 198.51.100.130/27 dev cl3
+in_ns c3 ip addr add 2001:db8:3::2/64 dev cl3 nodad
+in_ns c3 ip link set cl3 up
+in_ns c3 ip route add default via 198.51.100.129
+in_ns c3 ip -6 route add default via 2001:db8:3::1
+in_ns s2 ip link set lo up
+in_ns s2 ip addr add 198.51.100.194/27 dev sv3
+in_ns s2 ip addr add 2001:db8:4::2/64 dev sv3 nodad
+in_ns s2 ip addr add 203.0.113.10/32 dev lo
+in_ns s2 ip addr add 2001:db8:ff::10/128 dev lo
+in_ns s2 ip link set sv3 up
+in_ns s2 ip route add default via 198.51.100.193
+in_ns s2 ip -6 route add default via 2001:db8:4::1
+ip link add link rt2 name rt2.500 type vlan id 500
+ip link set rt2.500 master blue
+ip addr add 198.51.100.161/27 dev rt2.500
+ip link set rt2.500 up
+in_ns c3 ip link add link cl3 name cl3.500 type vlan id 500
+in_ns c3 ip link set cl3.500 netns c4
+in_ns c4 ip link set lo up
+in_ns c4 ip addr add 198.51.100.162/27 dev cl3.500
+in_ns c4 ip link set cl3.500 up
+in_ns c4 ip route add default via 198.51.100.161
 # The veth ends that receive redirected frames need an XDP program (any
 # kernel) or GRO (5.13 and later) to take them.
 in_ns c ip link set dev cl0 xdp obj /xdp_pass.o sec xdp
 in_ns s ip link set dev sv0 xdp obj /xdp_pass.o sec xdp
+in_ns c3 ip link set dev cl3 xdp obj /xdp_pass.o sec xdp
+in_ns s2 ip link set dev sv3 xdp obj /xdp_pass.o sec xdp
 # A pair for the generic-mode attach.
 ip link add ge0 type veth peer name ge1
 ip link set ge0 up
@@ -148,7 +197,7 @@ mkdir -p /etc/pf-sidecar
 cat > /etc/pf-sidecar/pf-sidecar.toml <<'TOML'
 [general]
 pin_dir = "/sys/fs/bpf/pf-sidecar"
-interfaces = ["rt0", "rt1"]
+interfaces = ["rt0", "rt1", "rt2", "rt3"]
 xdp_mode = "native"
 [routes]
 from = "kernel"
@@ -160,7 +209,7 @@ daemon=$!
 attached=1
 for _ in $(seq 1 120); do
   kill -0 $daemon 2>/dev/null || break
-  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -q '"attached":\["rt0","rt1"\]'; then
+  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -q '"attached":\["rt0","rt1","rt2","rt3"\]'; then
     attached=0
     break
   fi
@@ -205,6 +254,20 @@ sleep 1
 block mtu-before pf-sidecar status --json --rate-interval-ms 0
 block mtu-ping4 in_ns c ping -c 5 -i 0.2 -W 2 -s 1400 -I 192.0.2.3 203.0.113.200
 block mtu-after pf-sidecar status --json --rate-interval-ms 0
+# VRF: the pings from c3 and c4 must be routed by table 10 (to s2).
+in_ns c3 ping -c 2 -W 2 203.0.113.10 >/dev/null 2>&1
+in_ns c3 ping -c 2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
+in_ns c4 ping -c 2 -W 2 203.0.113.10 >/dev/null 2>&1
+block vrf-before pf-sidecar status --json --rate-interval-ms 0
+block vrf-link-before in_ns s2 ip -s -s link show sv3
+block vrf-ping4 in_ns c3 ping -c 20 -i 0.1 -W 2 203.0.113.10
+block vrf-ping6 in_ns c3 ping -c 20 -i 0.1 -W 2 2001:db8:ff::10
+block vrf-after pf-sidecar status --json --rate-interval-ms 0
+block vrf-link-after in_ns s2 ip -s -s link show sv3
+block vrf-vlan-ping4 in_ns c4 ping -c 20 -i 0.1 -W 2 203.0.113.10
+block vrf-vlan-after pf-sidecar status --json --rate-interval-ms 0
+block vrf-lookup pf-sidecar lookup --vrf blue 203.0.113.10
+block vrf-diff pf-sidecar diff
 kill $daemon 2>/dev/null
 wait $daemon
 echo "PFM-BEGIN|run-log"

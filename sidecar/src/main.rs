@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use pf_common::Mode;
 use pf_sidecar::{
     attach::{self, AttachMode, AttachOptions},
-    cli::{diff, exit, feasibility, lookup, status, watch, DEFAULT_PIN_DIR},
+    cli::{diff, exit, feasibility, lookup, lookup_vrf, status, watch, DEFAULT_PIN_DIR},
     config::{Config, Overrides},
     datapath::Capacities,
 };
@@ -124,6 +124,11 @@ enum Command {
         address: std::net::IpAddr,
         #[arg(long)]
         json: bool,
+        /// The VRF device whose ports the frames arrive on: the answer is
+        /// its table's (by bpf_fib_lookup, never the route cache), and each
+        /// of its ports is checked to be marked so in INGRESS.
+        #[arg(long)]
+        vrf: Option<String>,
         /// Configuration file, for general.pin_dir (default:
         /// /etc/pf-sidecar/pf-sidecar.toml if present; --pin-dir wins).
         #[arg(long)]
@@ -256,10 +261,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Lookup {
             address,
             json,
+            vrf,
             config,
-        } => match pins(config) {
-            Some(pin_dir) => look_up(&pin_dir, address, json),
-            None => Ok(exit::ERROR),
+        } => match (pins(config), vrf) {
+            (Some(pin_dir), None) => look_up(&pin_dir, address, json),
+            (Some(pin_dir), Some(vrf)) => look_up_in_vrf(&pin_dir, address, &vrf, json),
+            (None, _) => Ok(exit::ERROR),
         },
         Command::Diff {
             against,
@@ -487,6 +494,21 @@ fn look_up(pin_dir: &Path, address: std::net::IpAddr, json: bool) -> anyhow::Res
         return Ok(exit::DRIFT);
     }
     Ok(exit::OK)
+}
+
+fn look_up_in_vrf(
+    pin_dir: &Path,
+    address: std::net::IpAddr,
+    vrf: &str,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let result = lookup_vrf::run(pin_dir, address, vrf)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", lookup_vrf::render(&result));
+    }
+    Ok(if result.agree { exit::OK } else { exit::DRIFT })
 }
 
 fn diff_maps(

@@ -94,6 +94,8 @@ pub struct PinnedMaps {
     nh_info: Array<MapData, NexthopInfo>,
     grp_ptr: Array<MapData, u32>,
     groups: Array<MapData, EcmpGroup>,
+    /// Absent in a generation pinned before VRFs were followed.
+    ingress: Option<Array<MapData, u32>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -159,6 +161,7 @@ impl PinnedMaps {
             groups: open(g, names::GROUPS, Map::Array)?,
             counters: open(g, names::COUNTERS, Map::PerCpuArray)?,
             config: open(g, names::CONFIG, Map::Array)?,
+            ingress: open(g, names::INGRESS, Map::Array).ok(),
             generation,
             source: live.source,
             notes: live.notes,
@@ -173,6 +176,19 @@ impl PinnedMaps {
             .iter()
             .map(|c| Ok(self.counters.get(&(*c as u32), 0)?.iter().sum()))
             .collect()
+    }
+
+    /// The `INGRESS` bits of `ifindex`: `None` when the generation has no
+    /// such map or the ifindex is beyond it (its frames go to the kernel).
+    pub fn ingress(&self, ifindex: u32) -> anyhow::Result<Option<u32>> {
+        let Some(ingress) = &self.ingress else {
+            return Ok(None);
+        };
+        match ingress.get(&ifindex, 0) {
+            Ok(flags) => Ok(Some(flags)),
+            Err(aya::maps::MapError::OutOfBounds { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The datapath's configuration (mode, heartbeat, fail-safe bound).

@@ -36,7 +36,7 @@ pub fn decide(pin_dir: &Path, router: &NetNs, destinations: &[IpAddr]) -> Vec<De
     let kernel: Vec<KernelAnswer> = router.enter(|| {
         destinations
             .iter()
-            .map(|d| kernel_route_get(*d).expect("ip route get"))
+            .map(|d| kernel_route_get(*d, None).expect("ip route get"))
             .collect()
     });
     destinations

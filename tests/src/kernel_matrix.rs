@@ -152,6 +152,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     rows.extend(qinq_rows(console));
     rows.extend(rewrite_rows(console));
     rows.push(mtu_row(console));
+    rows.extend(vrf_rows(console));
     rows.push(control_row(console, control_must_fail));
     rows.push(feasibility_row(console, all_loaded, run_ok, generic_ok));
     rows
@@ -367,6 +368,97 @@ fn mtu_row(console: &Console) -> Row {
         "VLAN MTU below the parent's: passed to the kernel",
         sent > 0 && received + 1 >= sent && passed >= 1,
         format!("{received}/{sent} replies, pass_mtu +{passed} (at least 1)"),
+    )
+}
+
+/// VRF blue (table 10) routes the server's addresses to a second server
+/// (s2) while the main table, which the route cache holds, routes them to
+/// the first. Pings from a client in blue (behind rt2) are answered only if
+/// table 10 routed them: both ways by `bpf_fib_lookup` in the VRF
+/// (`fib_vrf`), with no cache hit at all. A client behind VLAN 500 of rt2,
+/// also in blue: its tagged frames go to the kernel (`pass_vrf_vlan`).
+fn vrf_rows(console: &Console) -> [Row; 6] {
+    let ping = |step: &str| {
+        let (sent, received) = ping_counts(console.block(step));
+        (
+            console.code(step) == Some(0) && sent == PINGS && received == PINGS,
+            format!("{received}/{sent} replies"),
+        )
+    };
+    let (v4, v4_detail) = ping("vrf-ping4");
+    let (v6, v6_detail) = ping("vrf-ping6");
+    let fib_vrf = counted(console, "vrf-before", "vrf-after", "fib_vrf");
+    let redirect_fib = counted(console, "vrf-before", "vrf-after", "redirect_fib");
+    let cache_hit = counted(console, "vrf-before", "vrf-after", "cache_hit");
+    let (rx_before, _) = link_packets(console.block("vrf-link-before"));
+    let (rx_after, _) = link_packets(console.block("vrf-link-after"));
+    let at_s2 = match (rx_before, rx_after) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => 0,
+    };
+    let (vlan, vlan_detail) = ping("vrf-vlan-ping4");
+    let to_kernel = counted(console, "vrf-after", "vrf-vlan-after", "pass_vrf_vlan");
+    [
+        Row::new(
+            "VRF: forward IPv4 from a VRF port per the VRF's table (ping)",
+            v4,
+            v4_detail,
+        ),
+        Row::new(
+            "VRF: forward IPv6 from a VRF port per the VRF's table (ping)",
+            v6,
+            v6_detail,
+        ),
+        Row::new(
+            "VRF: by bpf_fib_lookup in the VRF, never the route cache",
+            fib_vrf >= 4 * PINGS && redirect_fib >= 4 * PINGS && cache_hit == 0 && at_s2 >= 2 * PINGS,
+            format!(
+                "fib_vrf +{fib_vrf}, redirect_fib +{redirect_fib} (at least {} each), cache_hit +{cache_hit} (0 expected); the VRF's server received {at_s2} (at least {})",
+                4 * PINGS,
+                2 * PINGS
+            ),
+        ),
+        Row::new(
+            "VRF on a VLAN: tagged frames to the kernel, routed per the VRF (ping)",
+            vlan && to_kernel >= PINGS,
+            format!("{vlan_detail}, pass_vrf_vlan +{to_kernel} (at least {PINGS})"),
+        ),
+        cli_row(
+            console,
+            "vrf-lookup",
+            "VRF: lookup --vrf answers from the VRF's table, its ports marked",
+            &["via 198.51.100.194", "rt2 (ifindex", "attached: in a VRF", "agree     yes"],
+        ),
+        cli_row(
+            console,
+            "vrf-diff",
+            "VRF: diff checks its ports against INGRESS, in sync",
+            &["2 ports in VRFs", "0 different", "in sync"],
+        ),
+    ]
+}
+
+/// A command's exit code 0 and the phrases its output must hold.
+fn cli_row(console: &Console, step: &str, what: &'static str, phrases: &[&str]) -> Row {
+    let output = console.block(step);
+    let missing: Vec<&str> = phrases
+        .iter()
+        .copied()
+        .filter(|p| !output.contains(p))
+        .collect();
+    let ok = console.code(step) == Some(0) && missing.is_empty();
+    Row::new(
+        what,
+        ok,
+        if ok {
+            tail(output, 1)
+        } else {
+            format!(
+                "exit {:?}, missing {missing:?}:\n{}",
+                console.code(step),
+                tail(output, 12)
+            )
+        },
     )
 }
 

@@ -12,10 +12,13 @@ use integration_tests::{
 use pf_common::{
     config::CFG_F_DRY_RUN,
     hash::{bucket_of, flow_hash_v4, TEST_VECTORS},
-    layout::{NH_F_GATEWAY_V6, NH_F_RESOLVED},
+    layout::{ING_F_VLAN_VRF, ING_F_VRF, NH_F_GATEWAY_V6, NH_F_RESOLVED},
     Config, Counter, Mode, Nexthop, RouteAction, RouteKind,
 };
-use pf_control::ecmp::{build_group, Leg};
+use pf_control::{
+    ecmp::{build_group, Leg},
+    programmer::MapWriter,
+};
 
 const NH_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x01];
 const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -791,6 +794,59 @@ fn a_fib_answer_larger_than_the_egress_mtu_passes() {
         let out = fx.run_on(&input, r0);
         assert_eq!(out.action, XDP_PASS);
         assert_eq!(fx.counter(Counter::PassFibFragNeeded), 1);
+    });
+}
+
+#[test]
+fn a_port_in_a_vrf_never_meets_the_route_cache() {
+    require_root!();
+    with_kernel_route("dp-vrf", true, |fx, r0, _r1| {
+        // The cache answers 203.0.113.0/24 through another nexthop than
+        // the kernel's: which of the two forwarded shows in the MAC.
+        fx.nexthop(1, resolved(LOOPBACK, NH_MAC));
+        fx.route4("203.0.113.0/24", nh(1));
+        let untagged = frames::udp4(
+            Tagging::Untagged,
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 9),
+            64,
+            1,
+            2,
+        );
+        let out = fx.run_on(&untagged, r0);
+        assert_eq!((out.action, &out.frame[0..6]), (XDP_REDIRECT, &NH_MAC[..]));
+        assert_eq!(fx.counter(Counter::CacheHit), 1);
+
+        // r0 enslaved to a VRF: the lookup in its table (r0 is in none
+        // here, so main's: the kernel's route) answers, never the cache.
+        MapWriter::write_ingress(&mut fx.datapath.maps, r0, ING_F_VRF).unwrap();
+        let out = fx.run_on(&untagged, r0);
+        assert_eq!(
+            (out.action, &out.frame[0..6]),
+            (XDP_REDIRECT, &[0x02, 0xbb, 0, 0, 0, 0x02][..]),
+            "the kernel's neighbour, not the cache's nexthop"
+        );
+        assert_eq!(fx.counter(Counter::CacheHit), 1);
+        assert_eq!(fx.counter(Counter::FibVrf), 1);
+        assert_eq!(fx.counter(Counter::RedirectFib), 1);
+
+        // A VLAN of r0 in a VRF: tagged frames go to the kernel untouched,
+        // untagged ones take the cache again once r0 itself is in none.
+        MapWriter::write_ingress(&mut fx.datapath.maps, r0, ING_F_VLAN_VRF).unwrap();
+        let tagged = frames::udp4(
+            Tagging::Dot1q(100),
+            SRC,
+            Ipv4Addr::new(203, 0, 113, 9),
+            64,
+            1,
+            2,
+        );
+        let out = fx.run_on(&tagged, r0);
+        assert_eq!((out.action, &out.frame), (XDP_PASS, &tagged));
+        assert_eq!(fx.counter(Counter::PassVrfVlan), 1);
+        let out = fx.run_on(&untagged, r0);
+        assert_eq!((out.action, &out.frame[0..6]), (XDP_REDIRECT, &NH_MAC[..]));
+        assert_eq!(fx.counter(Counter::CacheHit), 2);
     });
 }
 

@@ -51,8 +51,8 @@ fn boot(suite: &str, arch: &str) -> Console {
 /// The "Supported kernels" table of docs/datapath.md, from the matrix.
 fn supported_kernels(guests: &[Guest]) -> String {
     let mut table = String::from(
-        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tag rewrite | VLAN MTU | tail call + bpf-to-bpf mix |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tag rewrite | VLAN MTU | VRF | tail call + bpf-to-bpf mix |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let yes = |pass: bool| if pass { "yes" } else { "no" };
     for g in guests {
@@ -77,7 +77,7 @@ fn supported_kernels(guests: &[Guest]) -> String {
             .map(|(_, value, _)| value)
             .unwrap_or_else(|| "?".to_owned());
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             g.suite,
             // sid moves on: its row names the role, the log the release.
             if g.suite == "sid" {
@@ -96,6 +96,11 @@ fn supported_kernels(guests: &[Guest]) -> String {
             yes(all("tag rewrite")),
             if all("VLAN MTU") {
                 "to the kernel"
+            } else {
+                "no"
+            },
+            if all("VRF") {
+                "port: fib in the VRF; VLAN: kernel"
             } else {
                 "no"
             },

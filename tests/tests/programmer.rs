@@ -41,6 +41,8 @@ fn routes_written_by_the_programmer_are_forwarded_by_fast_path() {
                 mtu: 1500,
                 up: true,
                 vlan: None,
+                master: 0,
+                vrf_table: None,
             }),
         );
         programmer.set_neighbour(LOOPBACK, GW, Some(GW_MAC));

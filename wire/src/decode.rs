@@ -14,7 +14,8 @@ use netlink_packet_core::{
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
-        InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+        InfoData, InfoKind, InfoVlan, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+        LinkMessage,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{
@@ -333,6 +334,8 @@ fn link(m: &LinkMessage) -> LinkInfo {
         mtu: 1500,
         up: m.header.flags.contains(LinkFlags::Up) && m.header.flags.contains(LinkFlags::Running),
         vlan: None,
+        master: 0,
+        vrf_table: None,
     };
     let mut parent = None;
     let mut vlan_id = None;
@@ -342,11 +345,18 @@ fn link(m: &LinkMessage) -> LinkInfo {
             LinkAttribute::Address(mac) if mac.len() == 6 => info.mac.copy_from_slice(mac),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
             LinkAttribute::Link(p) => parent = Some(*p),
+            LinkAttribute::Controller(m) => info.master = *m,
             LinkAttribute::LinkInfo(infos) => {
                 let is_vlan = infos
                     .iter()
                     .any(|i| matches!(i, NlLinkInfo::Kind(InfoKind::Vlan)));
                 for i in infos {
+                    if let NlLinkInfo::Data(InfoData::Vrf(vrf)) = i {
+                        info.vrf_table = vrf.iter().find_map(|v| match v {
+                            InfoVrf::TableId(table) => Some(*table),
+                            _ => None,
+                        });
+                    }
                     if let (true, NlLinkInfo::Data(InfoData::Vlan(vlan))) = (is_vlan, i) {
                         for v in vlan {
                             match v {

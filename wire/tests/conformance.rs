@@ -117,6 +117,11 @@ impl MapWriter for Recorder {
         });
         self.maps.write_vlan_port(ifindex, port)
     }
+    fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), String> {
+        self.log
+            .push(format!("ingress {ifindex}: flags {flags:#x}"));
+        self.maps.write_ingress(ifindex, flags)
+    }
     fn reclaim(&mut self) {
         self.maps.reclaim()
     }

@@ -39,6 +39,8 @@ const LINK: LinkInfo = LinkInfo {
     mtu: 1500,
     up: true,
     vlan: None,
+    master: 0,
+    vrf_table: None,
 };
 
 fn net(s: &str) -> IpNet {

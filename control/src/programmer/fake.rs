@@ -23,6 +23,8 @@ pub struct FakeMaps {
     pub groups: HashMap<u32, EcmpGroup>,
     /// VLAN devices for the `bpf_fib_lookup` path.
     pub ports: HashMap<u32, Port>,
+    /// `INGRESS` bits, by ifindex (absent: 0).
+    pub ingress: HashMap<u32, u32>,
     pub log: Vec<String>,
     /// IPv6 prefixes whose inserts are accepted and then refused, as a
     /// writer thread reports them at the end of the batch.
@@ -54,6 +56,7 @@ impl FakeMaps {
             refuse_v6: Default::default(),
             refused: Vec::new(),
             ports: HashMap::new(),
+            ingress: HashMap::new(),
             queue_v4: false,
             deferred_blocks: Vec::new(),
         }
@@ -156,6 +159,15 @@ impl MapWriter for FakeMaps {
                 self.log.push(format!("unport {ifindex}"));
                 self.ports.remove(&ifindex);
             }
+        }
+        Ok(())
+    }
+    fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), String> {
+        self.log.push(format!("ingress {ifindex}: {flags:#x}"));
+        if flags == 0 {
+            self.ingress.remove(&ifindex);
+        } else {
+            self.ingress.insert(ifindex, flags);
         }
         Ok(())
     }

@@ -19,11 +19,13 @@
 
 #[cfg(any(test, feature = "fake-maps"))]
 pub mod fake;
+mod ingress;
 mod nexthops;
 pub mod slots;
 mod v6;
 mod writer;
 
+pub use ingress::{ingress_flags, vrf_ports};
 use nexthops::GroupKey;
 pub use nexthops::{
     nexthop_info, nexthop_key, offloadable, resolve_nexthop, Leg, LinkInfo, NexthopKey,
@@ -164,6 +166,8 @@ pub struct Programmer<W: MapWriter, E: ProgrammedEntry = Option<Programmed>> {
     /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
     v6_shadowed: FastMap<Ipv6Net, u32>,
     v6_count: u32,
+    /// The `INGRESS` bits written, by ifindex.
+    ingress: FastMap<u32, u32>,
     recorder: Option<Recorder>,
     pub stats: ProgrammerStats,
 }
@@ -241,6 +245,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             v6_deferred: PrefixMap::new(),
             v6_shadowed: FastMap::new(),
             v6_count: 0,
+            ingress: FastMap::new(),
             recorder: None,
             stats: ProgrammerStats::default(),
         }

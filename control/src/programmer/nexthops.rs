@@ -23,6 +23,10 @@ pub struct LinkInfo {
     pub up: bool,
     /// For a VLAN device: (VLAN id, TPID, parent ifindex).
     pub vlan: Option<(u16, u16, u32)>,
+    /// The device it is enslaved to (a VRF, a bridge, a bond), 0 for none.
+    pub master: u32,
+    /// For a VRF device: the routing table it stands for.
+    pub vrf_table: Option<u32>,
 }
 
 /// A gateway on an interface.
@@ -123,6 +127,10 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             before.and_then(|l| l.vlan),
             link.and_then(|l| l.vlan),
         );
+        let membership = |l: Option<LinkInfo>| l.map(|l| (l.master, l.vrf_table, l.vlan));
+        if membership(before) != membership(link) {
+            self.follow_ingress();
+        }
         let affected: Vec<u32> = self
             .nexthop_ids
             .iter()

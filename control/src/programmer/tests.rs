@@ -2,6 +2,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::fake::FakeMaps;
 use super::*;
+use pf_common::layout::{ING_F_VLAN_VRF, ING_F_VRF};
 
 const ETH0: u32 = 2;
 const ETH1: u32 = 3;
@@ -27,6 +28,8 @@ fn programmer(nexthops: u32, v6_routes: u32) -> Programmer<FakeMaps> {
                 mtu: 1500,
                 up: true,
                 vlan: None,
+                master: 0,
+                vrf_table: None,
             }),
         );
     }
@@ -305,6 +308,8 @@ fn a_vlan_egress_sends_out_of_the_parent_with_the_tag() {
             mtu: 1496,
             up: true,
             vlan: Some((100, 0x8100, ETH0)),
+            master: 0,
+            vrf_table: None,
         }),
     );
     p.set_neighbour(10, GW_A, Some(MAC_A));
@@ -334,6 +339,8 @@ fn vlan(id: u16, tpid: u16, parent: u32) -> Option<LinkInfo> {
         mtu: 1500,
         up: true,
         vlan: Some((id, tpid, parent)),
+        master: 0,
+        vrf_table: None,
     })
 }
 
@@ -358,6 +365,8 @@ fn a_vlan_device_is_a_port_for_the_fib_path_until_it_goes() {
         10,
         Some(LinkInfo {
             vlan: None,
+            master: 0,
+            vrf_table: None,
             ..vlan(101, 0x88a8, ETH1).unwrap()
         }),
     );
@@ -381,6 +390,101 @@ fn a_vlan_on_a_vlan_needs_two_tags_and_stays_out_of_the_ports() {
     );
 }
 
+const VRF_BLUE: u32 = 40;
+
+fn vrf_device(table: u32) -> Option<LinkInfo> {
+    Some(LinkInfo {
+        mac: [2, 0, 0, 0, 0, 40],
+        mtu: 65575,
+        up: true,
+        vlan: None,
+        master: 0,
+        vrf_table: Some(table),
+    })
+}
+
+fn enslaved(link: Option<LinkInfo>, master: u32) -> Option<LinkInfo> {
+    link.map(|l| LinkInfo { master, ..l })
+}
+
+fn plain(ifindex: u32) -> Option<LinkInfo> {
+    Some(LinkInfo {
+        mac: [2, 0, 0, 0, 1, ifindex as u8],
+        mtu: 1500,
+        up: true,
+        vlan: None,
+        master: 0,
+        vrf_table: None,
+    })
+}
+
+#[test]
+fn a_port_enslaved_to_a_vrf_is_marked_for_the_datapath_until_it_is_released() {
+    let mut p = programmer(16, 16);
+    p.set_link(VRF_BLUE, vrf_device(10));
+    assert!(
+        p.writer().ingress.is_empty(),
+        "a VRF with no ports marks nothing"
+    );
+    p.set_link(ETH1, enslaved(plain(ETH1), VRF_BLUE));
+    assert_eq!(p.writer().ingress.get(&ETH1), Some(&ING_F_VRF));
+    assert_eq!(
+        p.writer().ingress.get(&ETH0),
+        None,
+        "ETH0 stays in the main table"
+    );
+    // Released: back to the route cache.
+    p.set_link(ETH1, plain(ETH1));
+    assert!(p.writer().ingress.is_empty());
+    // Enslaved again, then the VRF device goes: the port is in no VRF.
+    p.set_link(ETH1, enslaved(plain(ETH1), VRF_BLUE));
+    p.set_link(VRF_BLUE, None);
+    assert!(p.writer().ingress.is_empty());
+}
+
+#[test]
+fn a_master_that_is_not_a_vrf_leaves_the_port_on_the_route_cache() {
+    let mut p = programmer(16, 16);
+    p.set_link(41, plain(41)); // a bridge or a bond: no table of its own
+    p.set_link(ETH1, enslaved(plain(ETH1), 41));
+    assert!(p.writer().ingress.is_empty());
+}
+
+#[test]
+fn a_vlan_in_a_vrf_sends_the_tagged_frames_of_its_physical_parent_to_the_kernel() {
+    let mut p = programmer(16, 16);
+    p.set_link(VRF_BLUE, vrf_device(10));
+    p.set_link(10, vlan(100, 0x8100, ETH0));
+    p.set_link(20, vlan(200, 0x88a8, ETH1));
+    p.set_link(21, enslaved(vlan(300, 0x8100, 20), VRF_BLUE));
+    assert_eq!(
+        p.writer().ingress.get(&ETH1),
+        Some(&ING_F_VLAN_VRF),
+        "the inner VLAN of a QinQ stack marks the physical port"
+    );
+    assert_eq!(p.writer().ingress.get(&ETH0), None);
+    p.set_link(10, enslaved(vlan(100, 0x8100, ETH0), VRF_BLUE));
+    p.set_link(ETH0, enslaved(plain(ETH0), VRF_BLUE));
+    assert_eq!(
+        p.writer().ingress.get(&ETH0),
+        Some(&(ING_F_VRF | ING_F_VLAN_VRF))
+    );
+    // The VLAN leaves the VRF: only the port's own membership is left.
+    p.set_link(10, vlan(100, 0x8100, ETH0));
+    assert_eq!(p.writer().ingress.get(&ETH0), Some(&ING_F_VRF));
+    p.set_link(21, None);
+    assert_eq!(p.writer().ingress.get(&ETH1), None);
+}
+
+#[test]
+fn a_vlan_loop_in_bad_input_ends_the_walk() {
+    let mut p = programmer(16, 16);
+    p.set_link(VRF_BLUE, vrf_device(10));
+    p.set_link(30, vlan(1, 0x8100, 31));
+    p.set_link(31, enslaved(vlan(2, 0x8100, 30), VRF_BLUE));
+    assert_eq!(p.writer().ingress.len(), 1);
+}
+
 #[test]
 fn a_link_going_down_unresolves_its_nexthops() {
     let mut p = programmer(16, 16);
@@ -393,6 +497,8 @@ fn a_link_going_down_unresolves_its_nexthops() {
             mtu: 1500,
             up: false,
             vlan: None,
+            master: 0,
+            vrf_table: None,
         }),
     );
     assert!(!p
@@ -644,4 +750,26 @@ fn deferred_block_gets_its_group_back(queued: bool) {
     );
     assert_eq!(p.stats.deferred_v4, 0);
     assert_eq!(p.writer().v4.deferred_blocks(), 0);
+}
+
+#[test]
+fn the_ports_of_one_vrf_are_its_slaves_and_the_parents_of_its_vlans() {
+    let mut p = programmer(16, 16);
+    p.set_link(VRF_BLUE, vrf_device(10));
+    p.set_link(41, vrf_device(11));
+    p.set_link(ETH0, enslaved(plain(ETH0), VRF_BLUE));
+    p.set_link(20, vlan(200, 0x88a8, ETH0));
+    p.set_link(21, enslaved(vlan(300, 0x8100, 20), VRF_BLUE));
+    p.set_link(22, enslaved(vlan(500, 0x8100, ETH1), VRF_BLUE));
+    p.set_link(5, enslaved(plain(5), 41));
+    let mut blue: Vec<(u32, u32)> = vrf_ports(&p.links, VRF_BLUE).into_iter().collect();
+    blue.sort_unstable();
+    assert_eq!(
+        blue,
+        vec![(ETH0, ING_F_VRF | ING_F_VLAN_VRF), (ETH1, ING_F_VLAN_VRF)]
+    );
+    assert_eq!(
+        vrf_ports(&p.links, 41).into_iter().collect::<Vec<_>>(),
+        vec![(5, ING_F_VRF)]
+    );
 }

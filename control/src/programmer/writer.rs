@@ -28,6 +28,9 @@ pub trait MapWriter {
     /// answers with the VLAN device): its frames leave by its parent with
     /// its tag. `None` forgets it.
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error>;
+    /// Sets the `INGRESS` bits (`ING_F_*`, 0: in no VRF) of ifindex
+    /// `ifindex`.
+    fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), Self::Error>;
     /// Lets quarantined second-level IPv4 groups be reused.
     fn reclaim(&mut self);
     /// Sends writes a writer queued on their way, and returns those the
@@ -94,6 +97,9 @@ impl<W: MapWriter> MapWriter for &mut W {
     }
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error> {
         (**self).write_vlan_port(ifindex, port)
+    }
+    fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), Self::Error> {
+        (**self).write_ingress(ifindex, flags)
     }
     fn reclaim(&mut self) {
         (**self).reclaim()

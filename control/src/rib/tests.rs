@@ -273,6 +273,8 @@ fn a_kernel_resync_forgets_neighbours_and_links_that_are_gone() {
         mtu: 1500,
         up: true,
         vlan: None,
+        master: 0,
+        vrf_table: None,
     };
     rib.apply_batch(
         Source::Kernel,

@@ -19,8 +19,13 @@ use serde::Serialize;
 use pf_control::{
     drift::{compare, DriftKind, Report},
     fast_maps::{FastMap, PrefixHashMap},
-    programmer::{resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
+    programmer::{ingress_flags, resolve_nexthop, Leg, LinkInfo, NexthopKey, Target},
     rib::{FibSink, Rib, RibEntry, Source},
+};
+
+use pf_common::{
+    layout::{ING_F_VLAN_VRF, ING_F_VRF},
+    maps::INGRESS_IFINDEXES,
 };
 
 use crate::{datapath::pins, pinned_maps::PinnedMaps, query, source::kernel};
@@ -60,6 +65,11 @@ pub struct Summary {
     pub extra: usize,
     pub different: usize,
     pub nexthops_different: usize,
+    /// Ports the kernel has in a VRF (or with a VLAN in one), each checked
+    /// against `INGRESS`.
+    pub vrf_ports: usize,
+    /// Ports whose `INGRESS` bits differ from the kernel's VRF membership.
+    pub ingress_different: usize,
     /// With `--against fpm`: the FPM session as the daemon has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fpm_session: Option<FpmSession>,
@@ -89,6 +99,68 @@ pub struct DiffOutcome {
     pub summary: Summary,
     #[serde(flatten)]
     pub report: Report,
+    /// Ports whose VRF membership the maps state otherwise than the kernel.
+    pub ingress: Vec<IngressDrift>,
+}
+
+/// A port the datapath would route in the wrong table: the kernel's VRF
+/// membership (its links) against the `INGRESS` bits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngressDrift {
+    pub ifindex: u32,
+    pub interface: Option<String>,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// What `INGRESS` bits make the datapath do, in words.
+pub fn ingress_text(flags: u32) -> String {
+    let mut parts = Vec::new();
+    if flags & ING_F_VRF != 0 {
+        parts.push("in a VRF: untagged frames by bpf_fib_lookup in its table");
+    }
+    if flags & ING_F_VLAN_VRF != 0 {
+        parts.push("a VLAN in a VRF: tagged frames to the kernel");
+    }
+    if parts.is_empty() {
+        "in no VRF: the route cache".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Every link of the kernel's below `INGRESS_IFINDEXES` (the datapath
+/// passes frames from the others) against its `INGRESS` bits. Returns the
+/// ports in VRFs and the drift.
+fn compare_ingress(
+    view: &PinnedMaps,
+    links: &FastMap<u32, LinkInfo>,
+) -> anyhow::Result<(usize, Vec<IngressDrift>)> {
+    let expected = ingress_flags(links);
+    let mut ifindexes: Vec<u32> = links
+        .keys()
+        .copied()
+        .filter(|&i| i < INGRESS_IFINDEXES)
+        .collect();
+    ifindexes.sort_unstable();
+    let mut drift = Vec::new();
+    for ifindex in ifindexes {
+        let want = expected.get(&ifindex).copied().unwrap_or(0);
+        let have = view.ingress(ifindex)?;
+        if have == Some(want) || (have.is_none() && want == 0) {
+            continue;
+        }
+        drift.push(IngressDrift {
+            ifindex,
+            interface: crate::pinned_maps::interface_name(ifindex),
+            expected: ingress_text(want),
+            actual: match have {
+                Some(flags) => ingress_text(flags),
+                None => "unknown: this generation has no INGRESS map".to_owned(),
+            },
+        });
+    }
+    Ok((expected.len(), drift))
 }
 
 /// Links and neighbours as the kernel dump states them; routes are read
@@ -307,22 +379,26 @@ pub fn run(options: &DiffOptions<'_>) -> anyhow::Result<DiffOutcome> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let (vrf_ports, ingress) = compare_ingress(&view, &neighbourhood.links)?;
     Ok(DiffOutcome {
         summary: Summary {
             against: options.against,
             generation: view.generation.clone(),
             generation_source: view.source,
             generation_notes: view.notes.clone(),
-            in_sync: report.in_sync(),
+            in_sync: report.in_sync() && ingress.is_empty(),
             compared_prefixes: report.compared_prefixes,
             compared_nexthops: report.compared_nexthops,
             missing: report.count(DriftKind::Missing),
             extra: report.count(DriftKind::Extra),
             different: report.count(DriftKind::Different),
             nexthops_different: report.nexthops.len(),
+            vrf_ports,
+            ingress_different: ingress.len(),
             fpm_session,
         },
         report,
+        ingress,
     })
 }
 
@@ -360,6 +436,15 @@ pub fn render(outcome: &DiffOutcome) -> String {
             n.gateway, n.ifindex, n.id, n.expected, n.actual
         );
     }
+    for i in &outcome.ingress {
+        out += &format!(
+            "ingress    {} (ifindex {})  expected: {}  actual: {}\n",
+            i.interface.as_deref().unwrap_or("?"),
+            i.ifindex,
+            i.expected,
+            i.actual
+        );
+    }
     let s = &outcome.summary;
     let against = match s.against {
         Against::Kernel => "the kernel FIB",
@@ -376,6 +461,12 @@ pub fn render(outcome: &DiffOutcome) -> String {
     );
     for note in &s.generation_notes {
         out += &format!("note: {note}\n");
+    }
+    if s.vrf_ports > 0 || s.ingress_different > 0 {
+        out += &format!(
+            "{} ports in VRFs (or with a VLAN in one) checked against INGRESS: {} different\n",
+            s.vrf_ports, s.ingress_different
+        );
     }
     out += &format!(
         "{} prefixes and {} nexthops compared with {against}: {} missing, {} extra, {} different, {} nexthops different: {}\n",

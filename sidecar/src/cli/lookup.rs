@@ -48,7 +48,9 @@ pub struct Lookup {
     pub note: String,
 }
 
-pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
+/// `ip route get <address>`, or with `oif` a VRF device's ifindex, `ip route
+/// get <address> vrf <name>` (the lookup in the VRF's table).
+pub fn kernel_route_get(address: IpAddr, oif: Option<u32>) -> anyhow::Result<KernelAnswer> {
     let mut message = RouteMessage::default();
     message.header.address_family = if address.is_ipv4() {
         AddressFamily::Inet
@@ -62,6 +64,9 @@ pub fn kernel_route_get(address: IpAddr) -> anyhow::Result<KernelAnswer> {
             IpAddr::V4(a) => RouteAddress::Inet(a),
             IpAddr::V6(a) => RouteAddress::Inet6(a),
         }));
+    if let Some(oif) = oif {
+        message.attributes.push(RouteAttribute::Oif(oif));
+    }
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
     let mut packet = NetlinkMessage::new(header, RouteNetlinkMessage::GetRoute(message).into());
@@ -128,7 +133,7 @@ pub fn run(pin_dir: &Path, address: IpAddr) -> anyhow::Result<Lookup> {
         Ok(route) => (Some(route), None),
         Err(error) => (None, Some(format!("{error:#}"))),
     };
-    let kernel = kernel_route_get(address)?;
+    let kernel = kernel_route_get(address, None)?;
     let (agree, note) = match pf_common::special::passed_before_lookup(address) {
         // The maps are never consulted: whatever they hold does not matter.
         Some(counter) => (
@@ -215,11 +220,26 @@ fn route_text(lookup: &Lookup) -> String {
 }
 
 /// `eth0 (ifindex 3)`, or the ifindex alone when it has no name here.
-fn interface_text(name: Option<&str>, ifindex: u32) -> String {
+pub fn interface_text(name: Option<&str>, ifindex: u32) -> String {
     match name {
         Some(name) => format!("{name} (ifindex {ifindex})"),
         None => format!("ifindex {ifindex}"),
     }
+}
+
+/// The kernel's answer, in the words of `render`.
+pub fn kernel_text(kernel: &KernelAnswer) -> String {
+    format!(
+        "{}{}{}",
+        kernel.kind,
+        kernel.ifindex.map_or(String::new(), |i| format!(
+            " out {}",
+            interface_text(kernel.interface.as_deref(), i)
+        )),
+        kernel
+            .gateway
+            .map_or(String::new(), |g| format!(" via {g}")),
+    )
 }
 
 pub fn render(lookup: &Lookup) -> String {
@@ -273,18 +293,7 @@ pub fn render(lookup: &Lookup) -> String {
             },
         ));
     }
-    let kernel = &lookup.kernel;
-    out.push_str(&format!(
-        "kernel    {}{}{}\n",
-        kernel.kind,
-        kernel.ifindex.map_or(String::new(), |i| format!(
-            " out {}",
-            interface_text(kernel.interface.as_deref(), i)
-        )),
-        kernel
-            .gateway
-            .map_or(String::new(), |g| format!(" via {g}")),
-    ));
+    out.push_str(&format!("kernel    {}\n", kernel_text(&lookup.kernel)));
     out.push_str(&format!(
         "agree     {}{}\n",
         if lookup.agree { "yes" } else { "NO" },

@@ -3,6 +3,7 @@
 pub mod diff;
 pub mod feasibility;
 pub mod lookup;
+pub mod lookup_vrf;
 pub mod status;
 pub mod watch;
 

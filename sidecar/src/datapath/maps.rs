@@ -54,6 +54,7 @@ pub struct DatapathMaps {
     pub groups: Array<MapData, EcmpGroup>,
     pub ports: HashMap<MapData, u32, Port>,
     pub tx_ports: TxPorts,
+    pub ingress: Array<MapData, u32>,
     pub config: Array<MapData, Config>,
     pub counters: PerCpuArray<MapData, u64>,
     pub jump: ProgramArray<MapData>,
@@ -124,6 +125,7 @@ impl DatapathMaps {
             groups: typed!(ebpf, names::GROUPS),
             ports: typed!(ebpf, names::PORTS),
             tx_ports: TxPorts::new(take(ebpf, names::TX_PORTS)?)?,
+            ingress: typed!(ebpf, names::INGRESS),
             config: typed!(ebpf, names::CONFIG),
             counters: typed!(ebpf, names::COUNTERS),
             jump,
@@ -321,6 +323,15 @@ impl pf_control::programmer::MapWriter for DatapathMaps {
                     source,
                 }),
         }
+    }
+
+    fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), DatapathError> {
+        self.ingress
+            .set(ifindex, flags, 0)
+            .map_err(|source| DatapathError::Map {
+                name: names::INGRESS,
+                source,
+            })
     }
 
     fn reclaim(&mut self) {

@@ -507,6 +507,10 @@ impl MapWriter for RouteWriter<'_> {
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error> {
         MapWriter::write_vlan_port(self.maps, ifindex, port)
     }
+    /// Inline, like the VLAN ports: read before any route.
+    fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), Self::Error> {
+        MapWriter::write_ingress(self.maps, ifindex, flags)
+    }
     fn end_batch(&mut self) -> Refusals {
         self.ship();
         self.take_refused()

@@ -428,3 +428,28 @@ fn truncated_and_garbage_messages_are_errors_not_panics() {
         let _ = decode(&junk);
     }
 }
+
+fn link_info(bytes: &[u8]) -> LinkInfo {
+    match decode(bytes).unwrap() {
+        Decoded::Change(Change::Link(Op::Upsert, _, Some(link))) => link,
+        other => panic!("not a link: {other:?}"),
+    }
+}
+
+#[test]
+fn a_vrf_device_decodes_with_its_table_and_a_port_with_its_master() {
+    let mut vrf = LinkMessage::default();
+    vrf.header.index = 40;
+    vrf.attributes = vec![LinkAttribute::LinkInfo(vec![
+        NlLinkInfo::Kind(InfoKind::Vrf),
+        NlLinkInfo::Data(InfoData::Vrf(vec![InfoVrf::TableId(10)])),
+    ])];
+    let vrf = link_info(&emit(RouteNetlinkMessage::NewLink(vrf)));
+    assert_eq!((vrf.vrf_table, vrf.master), (Some(10), 0));
+
+    let mut port = LinkMessage::default();
+    port.header.index = 3;
+    port.attributes = vec![LinkAttribute::Controller(40)];
+    let port = link_info(&emit(RouteNetlinkMessage::NewLink(port)));
+    assert_eq!((port.vrf_table, port.master), (None, 40));
+}

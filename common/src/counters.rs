@@ -62,8 +62,8 @@ counters! {
     FailSafe = "fail_safe": "Packets that skipped the cache because the sidecar heartbeat is stale.",
     WouldRedirect = "would_redirect": "Dry-run: packets that would have been forwarded.",
     WouldDrop = "would_drop": "Dry-run: packets that would have been dropped.",
-    FibVrf = "fib_vrf": "Untagged frames from a port in a VRF: routed by bpf_fib_lookup in that VRF's table, never from the route cache.",
-    PassVrfVlan = "pass_vrf_vlan": "Passed: a tagged frame on a port with a VLAN sub-interface in a VRF, whose table only the kernel knows here.",
+    FibVrf = "fib_vrf": "Frames from a port in a VRF: routed by bpf_fib_lookup in that VRF's table, never from the route cache.",
+    PassVrfVlan = "pass_vrf_vlan": "Passed: the port has a VLAN sub-interface in another VRF than its own, so only the kernel can tell which table a frame belongs to.",
     PassIngressUnknown = "pass_ingress_unknown": "Passed: the ingress ifindex is beyond the INGRESS table, so whether it is in a VRF is unknown.",
 }
 

@@ -111,14 +111,16 @@ pub struct Port {
 }
 assert_layout!(Port, 12, 4);
 
-/// `INGRESS` flag: the port is enslaved to a VRF. Its untagged frames are
-/// routed by `bpf_fib_lookup` in the VRF's table (`BPF_FIB_LOOKUP_DIRECT`
-/// takes the table of the ingress device's VRF), never from the route
-/// cache, which holds the main table.
+/// `INGRESS` flag: the port is enslaved to a VRF, and so is every VLAN
+/// sub-interface on it that is in any. Its frames are routed by
+/// `bpf_fib_lookup` in the VRF's table (`BPF_FIB_LOOKUP_DIRECT` takes the
+/// table of the ingress device's VRF), never from the route cache, which
+/// holds the main table.
 pub const ING_F_VRF: u32 = 1 << 0;
-/// `INGRESS` flag: a VLAN sub-interface of the port (at any depth) is in a
-/// VRF. The datapath cannot tell which sub-interface a tag belongs to, so
-/// the port's tagged frames go to the kernel.
+/// `INGRESS` flag: a VLAN sub-interface of the port (at any depth) is in
+/// another VRF than the port. A tag tells them apart, but a tag the NIC
+/// strips on receive (VLAN offload; on a veth, the sender's) never reaches
+/// XDP, so no frame of the port can be placed: all go to the kernel.
 pub const ING_F_VLAN_VRF: u32 = 1 << 1;
 
 /// A value of `TX_PORTS` (a DEVMAP_HASH keyed by ifindex): the egress

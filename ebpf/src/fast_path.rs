@@ -306,18 +306,17 @@ fn parse_ipv6(packet: Packet, l3_offset: usize) -> Result<Flow, Counter> {
 #[inline(always)]
 fn decide(ctx: &XdpContext, flow: &Flow, mode: Mode, seed: u32, stale: bool) -> Decision {
     // The route cache holds the main table: a frame that arrived in a VRF
-    // must not meet it. Untagged, the port is the L3 device and the
-    // kernel's lookup in its VRF answers; tagged, the sub-interface is,
-    // and only the kernel knows which one a tag stands for.
+    // must not meet it. The kernel's lookup in the port's VRF answers for a
+    // port whose sub-interfaces share its VRF; a port whose sub-interfaces
+    // differ is the kernel's, as a tag stripped by offload is invisible here.
     let ingress_ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let Some(ingress) = INGRESS.get(ingress_ifindex) else {
         return Decision::Pass(Counter::PassIngressUnknown);
     };
-    if flow.l3_offset != ETH_HLEN {
-        if *ingress & ING_F_VLAN_VRF != 0 {
-            return Decision::Pass(Counter::PassVrfVlan);
-        }
-    } else if *ingress & ING_F_VRF != 0 {
+    if *ingress & ING_F_VLAN_VRF != 0 {
+        return Decision::Pass(Counter::PassVrfVlan);
+    }
+    if *ingress & ING_F_VRF != 0 {
         count(Counter::FibVrf);
         return fib_decision(ctx, flow, BPF_FIB_LOOKUP_DIRECT);
     }

@@ -137,7 +137,7 @@ in_ns s ip route add 203.0.113.32/28 via 203.0.113.129
 # 2001:db8:ff::10 as the main table's server, and table 10 routes them to
 # s2: a frame from rt2 answered from the route cache (the main table) would
 # go to s, whose replies to 198.51.100.130 go nowhere. A second client (c4)
-# sits behind VLAN 500 of rt2, the VLAN enslaved to blue too.
+# sits behind VLAN 500 of rt4: rt4 is in the main table, its VLAN in blue.
 ip link add blue type vrf table 10
 ip link set blue up
 ip netns add c3
@@ -169,15 +169,17 @@ in_ns s2 ip addr add 2001:db8:ff::10/128 dev lo
 in_ns s2 ip link set sv3 up
 in_ns s2 ip route add default via 198.51.100.193
 in_ns s2 ip -6 route add default via 2001:db8:4::1
-ip link add link rt2 name rt2.500 type vlan id 500
-ip link set rt2.500 master blue
-ip addr add 198.51.100.161/27 dev rt2.500
-ip link set rt2.500 up
-in_ns c3 ip link add link cl3 name cl3.500 type vlan id 500
-in_ns c3 ip link set cl3.500 netns c4
+ip link add rt4 type veth peer name cl4 netns c4
+ip link add link rt4 name rt4.500 type vlan id 500
+ip link set rt4.500 master blue
+ip addr add 198.51.100.161/27 dev rt4.500
+ip link set rt4 up
+ip link set rt4.500 up
 in_ns c4 ip link set lo up
-in_ns c4 ip addr add 198.51.100.162/27 dev cl3.500
-in_ns c4 ip link set cl3.500 up
+in_ns c4 ip link set cl4 up
+in_ns c4 ip link add link cl4 name cl4.500 type vlan id 500
+in_ns c4 ip addr add 198.51.100.162/27 dev cl4.500
+in_ns c4 ip link set cl4.500 up
 in_ns c4 ip route add default via 198.51.100.161
 # The veth ends that receive redirected frames need an XDP program (any
 # kernel) or GRO (5.13 and later) to take them.
@@ -185,6 +187,7 @@ in_ns c ip link set dev cl0 xdp obj /xdp_pass.o sec xdp
 in_ns s ip link set dev sv0 xdp obj /xdp_pass.o sec xdp
 in_ns c3 ip link set dev cl3 xdp obj /xdp_pass.o sec xdp
 in_ns s2 ip link set dev sv3 xdp obj /xdp_pass.o sec xdp
+in_ns c4 ip link set dev cl4 xdp obj /xdp_pass.o sec xdp
 # A pair for the generic-mode attach.
 ip link add ge0 type veth peer name ge1
 ip link set ge0 up
@@ -197,7 +200,7 @@ mkdir -p /etc/pf-sidecar
 cat > /etc/pf-sidecar/pf-sidecar.toml <<'TOML'
 [general]
 pin_dir = "/sys/fs/bpf/pf-sidecar"
-interfaces = ["rt0", "rt1", "rt2", "rt3"]
+interfaces = ["rt0", "rt1", "rt2", "rt3", "rt4"]
 xdp_mode = "native"
 [routes]
 from = "kernel"
@@ -209,7 +212,7 @@ daemon=$!
 attached=1
 for _ in $(seq 1 120); do
   kill -0 $daemon 2>/dev/null || break
-  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -q '"attached":\["rt0","rt1","rt2","rt3"\]'; then
+  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -q '"attached":\["rt0","rt1","rt2","rt3","rt4"\]'; then
     attached=0
     break
   fi

@@ -301,7 +301,7 @@ fn vlan_rows(console: &Console) -> [Row; 3] {
         [
             "802.1Q: forward IPv4 over VLAN 100 (ping)",
             "802.1Q: forward IPv6 over VLAN 100 (ping)",
-            "802.1Q: tagged and untagged by the fast path",
+            "802.1Q: tagged out by the fast path, replies forwarded by it",
         ],
         RequestCounter::RedirectCache,
     )
@@ -318,7 +318,7 @@ fn qinq_rows(console: &Console) -> [Row; 3] {
         [
             "802.1ad: forward IPv4 over 200/300 (ping)",
             "802.1ad: forward IPv6 over 200/300 (ping)",
-            "802.1ad: untagged by the fast path, tagged by the kernel",
+            "802.1ad: replies forwarded by the fast path, requests tagged by the kernel",
         ],
         RequestCounter::PassDevmapMiss,
     )
@@ -375,8 +375,9 @@ fn mtu_row(console: &Console) -> Row {
 /// (s2) while the main table, which the route cache holds, routes them to
 /// the first. Pings from a client in blue (behind rt2) are answered only if
 /// table 10 routed them: both ways by `bpf_fib_lookup` in the VRF
-/// (`fib_vrf`), with no cache hit at all. A client behind VLAN 500 of rt2,
-/// also in blue: its tagged frames go to the kernel (`pass_vrf_vlan`).
+/// (`fib_vrf`), with no cache hit at all. A client behind VLAN 500 of rt4,
+/// the VLAN in blue and rt4 in the main table: rt4's frames go to the
+/// kernel (`pass_vrf_vlan`), which routes them in blue.
 fn vrf_rows(console: &Console) -> [Row; 6] {
     let ping = |step: &str| {
         let (sent, received) = ping_counts(console.block(step));
@@ -419,7 +420,7 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
             ),
         ),
         Row::new(
-            "VRF on a VLAN: tagged frames to the kernel, routed per the VRF (ping)",
+            "VRF on a VLAN of a main-table port: to the kernel, routed per the VRF (ping)",
             vlan && to_kernel >= PINGS,
             format!("{vlan_detail}, pass_vrf_vlan +{to_kernel} (at least {PINGS})"),
         ),
@@ -427,13 +428,20 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
             console,
             "vrf-lookup",
             "VRF: lookup --vrf answers from the VRF's table, its ports marked",
-            &["via 198.51.100.194", "rt2 (ifindex", "attached: in a VRF", "agree     yes"],
+            &[
+                "via 198.51.100.194",
+                "rt2 (ifindex",
+                "attached: in a VRF",
+                "rt4 (ifindex",
+                "attached: a VLAN in another VRF",
+                "agree     yes",
+            ],
         ),
         cli_row(
             console,
             "vrf-diff",
             "VRF: diff checks its ports against INGRESS, in sync",
-            &["2 ports in VRFs", "0 different", "in sync"],
+            &["3 ports in VRFs", "0 different", "in sync"],
         ),
     ]
 }

@@ -100,7 +100,7 @@ fn supported_kernels(guests: &[Guest]) -> String {
                 "no"
             },
             if all("VRF") {
-                "port: fib in the VRF; VLAN: kernel"
+                "fib in the port's VRF; VLAN in another: kernel"
             } else {
                 "no"
             },

@@ -13,41 +13,66 @@ use super::*;
 /// two); a longer chain is a loop in bad input.
 const MAX_VLAN_DEPTH: usize = 8;
 
-/// The `ING_F_*` bits of every link that has any: a link enslaved to a VRF
-/// device is [`ING_F_VRF`]; the physical parent of a VLAN device enslaved
-/// to one is [`ING_F_VLAN_VRF`].
+/// The VRF device `link` is enslaved to, 0 for none (the main table).
+fn vrf_of(links: &FastMap<u32, LinkInfo>, link: &LinkInfo) -> u32 {
+    let is_vrf = links
+        .get(&link.master)
+        .is_some_and(|master| master.vrf_table.is_some());
+    if link.master != 0 && is_vrf {
+        link.master
+    } else {
+        0
+    }
+}
+
+/// The physical port under VLAN device `link`'s stack.
+fn physical_parent(links: &FastMap<u32, LinkInfo>, (_, _, mut root): (u16, u16, u32)) -> u32 {
+    for _ in 0..MAX_VLAN_DEPTH {
+        match links.get(&root).and_then(|l| l.vlan) {
+            Some((_, _, parent)) => root = parent,
+            None => break,
+        }
+    }
+    root
+}
+
+/// The `ING_F_*` bits of every link that has any: a port enslaved to a VRF
+/// is [`ING_F_VRF`]; a port with a VLAN (at any depth) in another VRF than
+/// its own is [`ING_F_VLAN_VRF`].
 pub fn ingress_flags(links: &FastMap<u32, LinkInfo>) -> FastMap<u32, u32> {
-    flags_under(links, |master| {
-        links.get(&master).is_some_and(|m| m.vrf_table.is_some())
-    })
-}
-
-/// The ports whose frames can arrive in VRF device `vrf`, with the bits it
-/// alone calls for.
-pub fn vrf_ports(links: &FastMap<u32, LinkInfo>, vrf: u32) -> FastMap<u32, u32> {
-    flags_under(links, |master| master == vrf)
-}
-
-fn flags_under(links: &FastMap<u32, LinkInfo>, is_vrf: impl Fn(u32) -> bool) -> FastMap<u32, u32> {
     let mut flags: FastMap<u32, u32> = FastMap::new();
     for (&ifindex, link) in links {
-        if link.master == 0 || !is_vrf(link.master) {
-            continue;
-        }
         match link.vlan {
-            None => *flags.entry(ifindex).or_default() |= ING_F_VRF,
-            Some((_, _, mut root)) => {
-                for _ in 0..MAX_VLAN_DEPTH {
-                    match links.get(&root).and_then(|l| l.vlan) {
-                        Some((_, _, parent)) => root = parent,
-                        None => break,
-                    }
+            None if vrf_of(links, link) != 0 => *flags.entry(ifindex).or_default() |= ING_F_VRF,
+            None => {}
+            Some(vlan) => {
+                let port = physical_parent(links, vlan);
+                let port_vrf = links.get(&port).map_or(0, |p| vrf_of(links, p));
+                if vrf_of(links, link) != port_vrf {
+                    *flags.entry(port).or_default() |= ING_F_VLAN_VRF;
                 }
-                *flags.entry(root).or_default() |= ING_F_VLAN_VRF;
             }
         }
     }
     flags
+}
+
+/// The ports whose frames can arrive in VRF device `vrf` (enslaved to it,
+/// or under a VLAN enslaved to it), with the bits [`ingress_flags`] gives
+/// them.
+pub fn vrf_ports(links: &FastMap<u32, LinkInfo>, vrf: u32) -> FastMap<u32, u32> {
+    let all = ingress_flags(links);
+    let mut ports: FastMap<u32, u32> = FastMap::new();
+    for (&ifindex, link) in links {
+        if vrf == 0 || vrf_of(links, link) != vrf {
+            continue;
+        }
+        let port = link
+            .vlan
+            .map_or(ifindex, |vlan| physical_parent(links, vlan));
+        ports.insert(port, all.get(&port).copied().unwrap_or(0));
+    }
+    ports
 }
 
 impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {

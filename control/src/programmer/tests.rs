@@ -451,7 +451,7 @@ fn a_master_that_is_not_a_vrf_leaves_the_port_on_the_route_cache() {
 }
 
 #[test]
-fn a_vlan_in_a_vrf_sends_the_tagged_frames_of_its_physical_parent_to_the_kernel() {
+fn a_vlan_in_another_vrf_than_its_port_sends_the_port_to_the_kernel() {
     let mut p = programmer(16, 16);
     p.set_link(VRF_BLUE, vrf_device(10));
     p.set_link(10, vlan(100, 0x8100, ETH0));
@@ -463,14 +463,17 @@ fn a_vlan_in_a_vrf_sends_the_tagged_frames_of_its_physical_parent_to_the_kernel(
         "the inner VLAN of a QinQ stack marks the physical port"
     );
     assert_eq!(p.writer().ingress.get(&ETH0), None);
+    // Port and VLAN in the same VRF: the VRF's table answers for both.
     p.set_link(10, enslaved(vlan(100, 0x8100, ETH0), VRF_BLUE));
     p.set_link(ETH0, enslaved(plain(ETH0), VRF_BLUE));
+    assert_eq!(p.writer().ingress.get(&ETH0), Some(&ING_F_VRF));
+    // The VLAN leaves the VRF, the port stays: they differ.
+    p.set_link(10, vlan(100, 0x8100, ETH0));
     assert_eq!(
         p.writer().ingress.get(&ETH0),
         Some(&(ING_F_VRF | ING_F_VLAN_VRF))
     );
-    // The VLAN leaves the VRF: only the port's own membership is left.
-    p.set_link(10, vlan(100, 0x8100, ETH0));
+    p.set_link(10, None);
     assert_eq!(p.writer().ingress.get(&ETH0), Some(&ING_F_VRF));
     p.set_link(21, None);
     assert_eq!(p.writer().ingress.get(&ETH1), None);
@@ -766,10 +769,12 @@ fn the_ports_of_one_vrf_are_its_slaves_and_the_parents_of_its_vlans() {
     blue.sort_unstable();
     assert_eq!(
         blue,
-        vec![(ETH0, ING_F_VRF | ING_F_VLAN_VRF), (ETH1, ING_F_VLAN_VRF)]
+        vec![(ETH0, ING_F_VRF | ING_F_VLAN_VRF), (ETH1, ING_F_VLAN_VRF)],
+        "ETH0's outer VLAN 200 is in no VRF"
     );
     assert_eq!(
         vrf_ports(&p.links, 41).into_iter().collect::<Vec<_>>(),
         vec![(5, ING_F_VRF)]
     );
+    assert!(vrf_ports(&p.links, 0).is_empty());
 }

@@ -115,18 +115,14 @@ pub struct IngressDrift {
 
 /// What `INGRESS` bits make the datapath do, in words.
 pub fn ingress_text(flags: u32) -> String {
-    let mut parts = Vec::new();
-    if flags & ING_F_VRF != 0 {
-        parts.push("in a VRF: untagged frames by bpf_fib_lookup in its table");
-    }
     if flags & ING_F_VLAN_VRF != 0 {
-        parts.push("a VLAN in a VRF: tagged frames to the kernel");
-    }
-    if parts.is_empty() {
-        "in no VRF: the route cache".to_owned()
+        "a VLAN in another VRF than the port's: every frame to the kernel"
+    } else if flags & ING_F_VRF != 0 {
+        "in a VRF: bpf_fib_lookup in its table"
     } else {
-        parts.join("; ")
+        "in no VRF: the route cache"
     }
+    .to_owned()
 }
 
 /// Every link of the kernel's below `INGRESS_IFINDEXES` (the datapath

@@ -30,9 +30,8 @@ pub struct VrfPort {
     pub interface: Option<String>,
     /// `fast_path` runs on it (a pinned link of this daemon's).
     pub attached: bool,
-    /// The `INGRESS` bits this VRF alone calls for (the port may carry
-    /// more for another VRF).
-    pub needs: u32,
+    /// The `INGRESS` bits the kernel's VRF membership calls for.
+    pub expected: u32,
     /// The `INGRESS` bits the maps hold (`None`: not readable, see `note`).
     pub flags: Option<u32>,
     pub datapath: String,
@@ -80,7 +79,7 @@ pub fn run(pin_dir: &Path, address: IpAddr, vrf: &str) -> anyhow::Result<VrfLook
     let mut ports = Vec::new();
     let mut members: Vec<(u32, u32)> = vrf_ports(&links, vrf_ifindex).into_iter().collect();
     members.sort_unstable();
-    for (ifindex, needs) in members {
+    for (ifindex, expected) in members {
         let attached = pinned
             .links
             .iter()
@@ -96,7 +95,7 @@ pub fn run(pin_dir: &Path, address: IpAddr, vrf: &str) -> anyhow::Result<VrfLook
             ifindex,
             interface: interface_name(ifindex),
             attached,
-            needs,
+            expected,
             flags,
             datapath,
         });
@@ -104,14 +103,14 @@ pub fn run(pin_dir: &Path, address: IpAddr, vrf: &str) -> anyhow::Result<VrfLook
     let kernel = kernel_route_get(address, Some(vrf_ifindex))?;
     let wrong: Vec<String> = ports
         .iter()
-        .filter(|p| p.attached && p.flags.is_some_and(|f| f & p.needs != p.needs))
+        .filter(|p| p.attached && p.flags.is_some_and(|f| f != p.expected))
         .map(|p| interface_text(p.interface.as_deref(), p.ifindex))
         .collect();
     let (agree, note) = if !wrong.is_empty() {
         (
             false,
             format!(
-                "INGRESS does not mark {}: the datapath would answer from the route cache (the main table)",
+                "INGRESS marks {} otherwise than the kernel's VRF membership: the datapath may answer its frames from the wrong table",
                 wrong.join(", ")
             ),
         )
@@ -123,7 +122,7 @@ pub fn run(pin_dir: &Path, address: IpAddr, vrf: &str) -> anyhow::Result<VrfLook
     } else {
         (
             true,
-            format!("frames from its ports never meet the route cache: untagged ones are answered by bpf_fib_lookup in table {table}, which is the kernel's answer; tagged ones go to the kernel"),
+            format!("frames from its ports never meet the route cache: a port in the VRF is answered by bpf_fib_lookup in table {table}, which is the kernel's answer; a port whose VLANs are in other VRFs than its own goes to the kernel"),
         )
     };
     Ok(VrfLookup {

@@ -63,7 +63,7 @@ counters! {
     WouldRedirect = "would_redirect": "Dry-run: packets that would have been forwarded.",
     WouldDrop = "would_drop": "Dry-run: packets that would have been dropped.",
     FibVrf = "fib_vrf": "Frames from a port in a VRF: routed by bpf_fib_lookup in that VRF's table, never from the route cache.",
-    PassVrfVlan = "pass_vrf_vlan": "Passed: the port has a VLAN sub-interface in another VRF than its own, so only the kernel can tell which table a frame belongs to.",
+    PassVrfKernel = "pass_vrf_kernel": "Passed: the port carries a VRF the datapath cannot place its frames in (a VLAN in another VRF than the port's, or the port is a member of a bond or bridge in a VRF).",
     PassIngressUnknown = "pass_ingress_unknown": "Passed: the ingress ifindex is beyond the INGRESS table, so whether it is in a VRF is unknown.",
 }
 

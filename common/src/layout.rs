@@ -117,11 +117,14 @@ assert_layout!(Port, 12, 4);
 /// table of the ingress device's VRF), never from the route cache, which
 /// holds the main table.
 pub const ING_F_VRF: u32 = 1 << 0;
-/// `INGRESS` flag: a VLAN sub-interface of the port (at any depth) is in
-/// another VRF than the port. A tag tells them apart, but a tag the NIC
-/// strips on receive (VLAN offload; on a veth, the sender's) never reaches
-/// XDP, so no frame of the port can be placed: all go to the kernel.
-pub const ING_F_VLAN_VRF: u32 = 1 << 1;
+/// `INGRESS` flag: the port's frames can belong to a VRF the datapath
+/// cannot place them in, so all go to the kernel. Either a VLAN
+/// sub-interface of the port (at any depth) is in another VRF than the
+/// port (a tag tells them apart, but a tag the NIC strips on receive, VLAN
+/// offload, or on a veth the sender's, never reaches XDP), or the port is a
+/// member of a bond or bridge in a VRF (the program runs on the member,
+/// whose own ifindex names no VRF to `bpf_fib_lookup`).
+pub const ING_F_VRF_KERNEL: u32 = 1 << 1;
 
 /// A value of `TX_PORTS` (a DEVMAP_HASH keyed by ifindex): the egress
 /// ifindex and nothing else. Four bytes, not the 8-byte `bpf_devmap_val`: a

@@ -181,6 +181,39 @@ in_ns c4 ip link add link cl4 name cl4.500 type vlan id 500
 in_ns c4 ip addr add 198.51.100.162/27 dev cl4.500
 in_ns c4 ip link set cl4.500 up
 in_ns c4 ip route add default via 198.51.100.161
+# A bond: rtbond (active-backup, members bda and bdb) to a server (s3)
+# bonded the same way, which holds 203.0.113.241 behind it. Native XDP on a
+# bond takes Linux 5.15: older kernels only show what feasibility says.
+# (Not bond0: loading the bonding module creates a balance-rr bond0.)
+release=$(uname -r)
+major=${release%%.*}
+minor=${release#*.}
+minor=${minor%%.*}
+bond_native=0
+if [ "$major" -gt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -ge 15 ]; }; then
+  bond_native=1
+fi
+ip netns add s3
+ip link add bda type veth peer name sva netns s3
+ip link add bdb type veth peer name svb netns s3
+# The members' peers take redirected frames by GRO (set before the bond
+# counts its members' XDP features).
+in_ns s3 ethtool -K sva gro on >/dev/null 2>&1
+in_ns s3 ethtool -K svb gro on >/dev/null 2>&1
+ip link add rtbond type bond mode active-backup miimon 100
+ip link set bda master rtbond
+ip link set bdb master rtbond
+ip addr add 203.0.113.225/28 dev rtbond
+ip link set rtbond up
+in_ns s3 ip link add sbond type bond mode active-backup miimon 100
+in_ns s3 ip link set sva master sbond
+in_ns s3 ip link set svb master sbond
+in_ns s3 ip link set lo up
+in_ns s3 ip addr add 203.0.113.226/28 dev sbond
+in_ns s3 ip addr add 203.0.113.241/32 dev lo
+in_ns s3 ip link set sbond up
+in_ns s3 ip route add default via 203.0.113.225
+ip route add 203.0.113.240/29 via 203.0.113.226 proto static
 # The veth ends that receive redirected frames need an XDP program (any
 # kernel) or GRO (5.13 and later) to take them.
 in_ns c ip link set dev cl0 xdp obj /xdp_pass.o sec xdp
@@ -197,10 +230,16 @@ block version pf-sidecar --version
 block feasibility pf-sidecar feasibility --json rt0 rt1
 
 mkdir -p /etc/pf-sidecar
-cat > /etc/pf-sidecar/pf-sidecar.toml <<'TOML'
+bond_interface=""
+attached_list='"rt0","rt1","rt2","rt3","rt4"'
+if [ "$bond_native" = 1 ]; then
+  bond_interface=', "rtbond"'
+  attached_list="$attached_list,\"rtbond\""
+fi
+cat > /etc/pf-sidecar/pf-sidecar.toml <<TOML
 [general]
 pin_dir = "/sys/fs/bpf/pf-sidecar"
-interfaces = ["rt0", "rt1", "rt2", "rt3", "rt4"]
+interfaces = ["rt0", "rt1", "rt2", "rt3", "rt4"$bond_interface]
 xdp_mode = "native"
 [routes]
 from = "kernel"
@@ -212,7 +251,7 @@ daemon=$!
 attached=1
 for _ in $(seq 1 120); do
   kill -0 $daemon 2>/dev/null || break
-  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -q '"attached":\["rt0","rt1","rt2","rt3","rt4"\]'; then
+  if pf-sidecar status --json --rate-interval-ms 0 2>/dev/null | tr -d " \n" | grep -qF "\"attached\":[$attached_list]"; then
     attached=0
     break
   fi
@@ -220,15 +259,15 @@ for _ in $(seq 1 120); do
 done
 say run "$attached" "daemon pid $daemon"
 # Prime the neighbours, so the counted pings take the cache.
-in_ns c ping -c 2 -W 2 203.0.113.10 >/dev/null 2>&1
-in_ns c ping -c 2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
+in_ns c ping -c 2 -i 0.2 -W 2 203.0.113.10 >/dev/null 2>&1
+in_ns c ping -c 2 -i 0.2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
 block status-before pf-sidecar status --json --rate-interval-ms 0
 block ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.10
 block ping6 in_ns c ping -c 20 -i 0.1 -W 2 2001:db8:ff::10
 block status-after pf-sidecar status --json --rate-interval-ms 0
 # 802.1Q: the same, over VLAN 100, with the server's VLAN counters.
-in_ns c ping -c 2 -W 2 -I 192.0.2.3 203.0.113.200 >/dev/null 2>&1
-in_ns c ping -c 2 -W 2 -I 2001:db8:1::3 2001:db8:fe::10 >/dev/null 2>&1
+in_ns c ping -c 2 -i 0.2 -W 2 -I 192.0.2.3 203.0.113.200 >/dev/null 2>&1
+in_ns c ping -c 2 -i 0.2 -W 2 -I 2001:db8:1::3 2001:db8:fe::10 >/dev/null 2>&1
 block vlan-before pf-sidecar status --json --rate-interval-ms 0
 block vlan-link-before in_ns s ip -s -s link show sv0.100
 block vlan-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.3 203.0.113.200
@@ -236,8 +275,8 @@ block vlan-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::3 2001:db8:fe::10
 block vlan-after pf-sidecar status --json --rate-interval-ms 0
 block vlan-link-after in_ns s ip -s -s link show sv0.100
 # 802.1ad (QinQ): the same over outer 200 / inner 300.
-in_ns c ping -c 2 -W 2 -I 192.0.2.4 203.0.113.250 >/dev/null 2>&1
-in_ns c ping -c 2 -W 2 -I 2001:db8:1::4 2001:db8:fd::10 >/dev/null 2>&1
+in_ns c ping -c 2 -i 0.2 -W 2 -I 192.0.2.4 203.0.113.250 >/dev/null 2>&1
+in_ns c ping -c 2 -i 0.2 -W 2 -I 2001:db8:1::4 2001:db8:fd::10 >/dev/null 2>&1
 block qinq-before pf-sidecar status --json --rate-interval-ms 0
 block qinq-link-before in_ns s ip -s -s link show sv0.200.300
 block qinq-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.4 203.0.113.250
@@ -245,7 +284,7 @@ block qinq-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::4 2001:db8:fd::10
 block qinq-after pf-sidecar status --json --rate-interval-ms 0
 block qinq-link-after in_ns s ip -s -s link show sv0.200.300
 # Tag rewrite: VLAN 400 in, VLAN 100 out, on rt1 both ways.
-in_ns c2 ping -c 2 -W 2 203.0.113.200 >/dev/null 2>&1
+in_ns c2 ping -c 2 -i 0.2 -W 2 203.0.113.200 >/dev/null 2>&1
 block rewrite-before pf-sidecar status --json --rate-interval-ms 0
 block rewrite-ping4 in_ns c2 ping -c 20 -i 0.1 -W 2 203.0.113.200
 block rewrite-after pf-sidecar status --json --rate-interval-ms 0
@@ -258,9 +297,9 @@ block mtu-before pf-sidecar status --json --rate-interval-ms 0
 block mtu-ping4 in_ns c ping -c 5 -i 0.2 -W 2 -s 1400 -I 192.0.2.3 203.0.113.200
 block mtu-after pf-sidecar status --json --rate-interval-ms 0
 # VRF: the pings from c3 and c4 must be routed by table 10 (to s2).
-in_ns c3 ping -c 2 -W 2 203.0.113.10 >/dev/null 2>&1
-in_ns c3 ping -c 2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
-in_ns c4 ping -c 2 -W 2 203.0.113.10 >/dev/null 2>&1
+in_ns c3 ping -c 2 -i 0.2 -W 2 203.0.113.10 >/dev/null 2>&1
+in_ns c3 ping -c 2 -i 0.2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
+in_ns c4 ping -c 2 -i 0.2 -W 2 203.0.113.10 >/dev/null 2>&1
 block vrf-before pf-sidecar status --json --rate-interval-ms 0
 block vrf-link-before in_ns s2 ip -s -s link show sv3
 block vrf-ping4 in_ns c3 ping -c 20 -i 0.1 -W 2 203.0.113.10
@@ -271,6 +310,20 @@ block vrf-vlan-ping4 in_ns c4 ping -c 20 -i 0.1 -W 2 203.0.113.10
 block vrf-vlan-after pf-sidecar status --json --rate-interval-ms 0
 block vrf-lookup pf-sidecar lookup --vrf blue 203.0.113.10
 block vrf-diff pf-sidecar diff
+# The bond: pings through it, then with its active member down.
+if [ "$bond_native" = 1 ]; then
+  in_ns c ping -c 2 -i 0.2 -W 2 203.0.113.241 >/dev/null 2>&1
+  block bond-before pf-sidecar status --json --rate-interval-ms 0
+  block bond-ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.241
+  block bond-after pf-sidecar status --json --rate-interval-ms 0
+  ip link set bda down
+  sleep 1
+  block bond-failover-ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.241
+  block bond-failover-after pf-sidecar status --json --rate-interval-ms 0
+  block bond-state cat /proc/net/bonding/rtbond
+else
+  block bond-feasibility pf-sidecar feasibility --json rtbond
+fi
 kill $daemon 2>/dev/null
 wait $daemon
 echo "PFM-BEGIN|run-log"

@@ -153,6 +153,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     rows.extend(rewrite_rows(console));
     rows.push(mtu_row(console));
     rows.extend(vrf_rows(console));
+    rows.extend(bond_rows(console));
     rows.push(control_row(console, control_must_fail));
     rows.push(feasibility_row(console, all_loaded, run_ok, generic_ok));
     rows
@@ -377,7 +378,7 @@ fn mtu_row(console: &Console) -> Row {
 /// table 10 routed them: both ways by `bpf_fib_lookup` in the VRF
 /// (`fib_vrf`), with no cache hit at all. A client behind VLAN 500 of rt4,
 /// the VLAN in blue and rt4 in the main table: rt4's frames go to the
-/// kernel (`pass_vrf_vlan`), which routes them in blue.
+/// kernel (`pass_vrf_kernel`), which routes them in blue.
 fn vrf_rows(console: &Console) -> [Row; 6] {
     let ping = |step: &str| {
         let (sent, received) = ping_counts(console.block(step));
@@ -398,7 +399,7 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
         _ => 0,
     };
     let (vlan, vlan_detail) = ping("vrf-vlan-ping4");
-    let to_kernel = counted(console, "vrf-after", "vrf-vlan-after", "pass_vrf_vlan");
+    let to_kernel = counted(console, "vrf-after", "vrf-vlan-after", "pass_vrf_kernel");
     [
         Row::new(
             "VRF: forward IPv4 from a VRF port per the VRF's table (ping)",
@@ -422,7 +423,7 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
         Row::new(
             "VRF on a VLAN of a main-table port: to the kernel, routed per the VRF (ping)",
             vlan && to_kernel >= PINGS,
-            format!("{vlan_detail}, pass_vrf_vlan +{to_kernel} (at least {PINGS})"),
+            format!("{vlan_detail}, pass_vrf_kernel +{to_kernel} (at least {PINGS})"),
         ),
         cli_row(
             console,
@@ -433,7 +434,7 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
                 "rt2 (ifindex",
                 "attached: in a VRF",
                 "rt4 (ifindex",
-                "attached: a VLAN in another VRF",
+                "attached: frames to the kernel",
                 "agree     yes",
             ],
         ),
@@ -442,6 +443,71 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
             "vrf-diff",
             "VRF: diff checks its ports against INGRESS, in sync",
             &["3 ports in VRFs", "0 different", "in sync"],
+        ),
+    ]
+}
+
+/// An active-backup bond of two veths (5.15 and later: native XDP on the
+/// bond): pings to a server behind it go in by a redirect into the bond
+/// (cache hits) and come back through its members (the program runs in
+/// each member), and keep going with the active member down. Before 5.15,
+/// `feasibility` must say the bond takes no native XDP and why.
+fn bond_rows(console: &Console) -> Vec<Row> {
+    let feasibility = console.block("bond-feasibility");
+    if !feasibility.is_empty() {
+        let checks: Option<serde_json::Value> = serde_json::from_str(feasibility).ok();
+        let native = checks.as_ref().and_then(|c| {
+            c.as_array()?
+                .iter()
+                .find(|c| c["name"].as_str() == Some("interface rtbond: native attach"))
+                .cloned()
+        });
+        let refused_with_reason = native.as_ref().is_some_and(|c| {
+            c["pass"] == false && c["fix"].as_str().is_some_and(|f| f.contains("5.15"))
+        });
+        return vec![Row::new(
+            "bond: before 5.15 no native XDP on a bond, and feasibility says why",
+            refused_with_reason,
+            native
+                .map(|c| format!("{}; fix: {}", c["detail"], c["fix"]))
+                .unwrap_or_else(|| format!("no native-attach check:\n{}", tail(feasibility, 8))),
+        )];
+    }
+    let ping = |step: &str| {
+        let (sent, received) = ping_counts(console.block(step));
+        (sent, received, console.code(step) == Some(0))
+    };
+    let (sent, received, ok) = ping("bond-ping4");
+    let into = counted(console, "bond-before", "bond-after", "redirect_cache");
+    let back = counted(console, "bond-before", "bond-after", "redirect_fib");
+    let (f_sent, f_received, _) = ping("bond-failover-ping4");
+    let f_into = counted(
+        console,
+        "bond-after",
+        "bond-failover-after",
+        "redirect_cache",
+    );
+    let active = console
+        .block("bond-state")
+        .lines()
+        .find(|l| l.starts_with("Currently Active Slave"))
+        .unwrap_or("no active member reported")
+        .to_owned();
+    vec![
+        Row::new(
+            "bond: forward IPv4 through an active-backup bond (ping)",
+            ok && sent == PINGS && received == PINGS,
+            format!("{received}/{sent} replies"),
+        ),
+        Row::new(
+            "bond: by the fast path both ways (into the bond, back from its member)",
+            into >= PINGS && back >= PINGS,
+            format!("requests: redirect_cache +{into}, replies: redirect_fib +{back} (at least {PINGS} each)"),
+        ),
+        Row::new(
+            "bond: active member down, traffic continues by the fast path",
+            f_sent == PINGS && f_received + 2 >= PINGS && f_into + 2 >= PINGS && active.contains("bdb"),
+            format!("{f_received}/{f_sent} replies, redirect_cache +{f_into}; {active}"),
         ),
     ]
 }

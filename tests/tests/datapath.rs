@@ -12,7 +12,7 @@ use integration_tests::{
 use pf_common::{
     config::CFG_F_DRY_RUN,
     hash::{bucket_of, flow_hash_v4, TEST_VECTORS},
-    layout::{ING_F_VLAN_VRF, ING_F_VRF, NH_F_GATEWAY_V6, NH_F_RESOLVED},
+    layout::{ING_F_VRF, ING_F_VRF_KERNEL, NH_F_GATEWAY_V6, NH_F_RESOLVED},
     Config, Counter, Mode, Nexthop, RouteAction, RouteKind,
 };
 use pf_control::{
@@ -851,12 +851,12 @@ fn a_port_in_a_vrf_never_meets_the_route_cache() {
         // A VLAN of r0 in another VRF than r0: no frame of r0 can be
         // placed (an offloaded tag never reaches XDP), all go to the
         // kernel untouched.
-        mark(fx, ING_F_VLAN_VRF | ING_F_VRF);
+        mark(fx, ING_F_VRF_KERNEL | ING_F_VRF);
         for frame in [&untagged, &tagged] {
             let out = fx.run_on(frame, r0);
             assert_eq!((out.action, &out.frame), (XDP_PASS, frame));
         }
-        assert_eq!(fx.counter(Counter::PassVrfVlan), 2);
+        assert_eq!(fx.counter(Counter::PassVrfKernel), 2);
 
         // Out of every VRF: the cache again.
         mark(fx, 0);

@@ -51,8 +51,8 @@ fn boot(suite: &str, arch: &str) -> Console {
 /// The "Supported kernels" table of docs/datapath.md, from the matrix.
 fn supported_kernels(guests: &[Guest]) -> String {
     let mut table = String::from(
-        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tag rewrite | VLAN MTU | VRF | tail call + bpf-to-bpf mix |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| Debian | kernel | arch | verifier | native | generic | datapath cases | forwarding | 802.1Q both ways | 802.1ad (QinQ) | tag rewrite | VLAN MTU | VRF | bond | tail call + bpf-to-bpf mix |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let yes = |pass: bool| if pass { "yes" } else { "no" };
     for g in guests {
@@ -77,7 +77,7 @@ fn supported_kernels(guests: &[Guest]) -> String {
             .map(|(_, value, _)| value)
             .unwrap_or_else(|| "?".to_owned());
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             g.suite,
             // sid moves on: its row names the role, the log the release.
             if g.suite == "sid" {
@@ -101,6 +101,17 @@ fn supported_kernels(guests: &[Guest]) -> String {
             },
             if all("VRF") {
                 "fib in the port's VRF; VLAN in another: kernel"
+            } else {
+                "no"
+            },
+            if row("bond: before 5.15").is_some() {
+                if all("bond") {
+                    "no native XDP (said by feasibility)"
+                } else {
+                    "no"
+                }
+            } else if all("bond") {
+                "yes, with failover"
             } else {
                 "no"
             },

@@ -3,7 +3,7 @@
 //! `INGRESS` tells the datapath, per ifindex, before any cache lookup.
 
 use pf_common::{
-    layout::{ING_F_VLAN_VRF, ING_F_VRF},
+    layout::{ING_F_VRF, ING_F_VRF_KERNEL},
     maps::INGRESS_IFINDEXES,
 };
 
@@ -38,7 +38,8 @@ fn physical_parent(links: &FastMap<u32, LinkInfo>, (_, _, mut root): (u16, u16, 
 
 /// The `ING_F_*` bits of every link that has any: a port enslaved to a VRF
 /// is [`ING_F_VRF`]; a port with a VLAN (at any depth) in another VRF than
-/// its own is [`ING_F_VLAN_VRF`].
+/// its own, and a member of a bond or bridge that carries a VRF (enslaved
+/// to one, or marked itself), are [`ING_F_VRF_KERNEL`].
 pub fn ingress_flags(links: &FastMap<u32, LinkInfo>) -> FastMap<u32, u32> {
     let mut flags: FastMap<u32, u32> = FastMap::new();
     for (&ifindex, link) in links {
@@ -49,17 +50,35 @@ pub fn ingress_flags(links: &FastMap<u32, LinkInfo>) -> FastMap<u32, u32> {
                 let port = physical_parent(links, vlan);
                 let port_vrf = links.get(&port).map_or(0, |p| vrf_of(links, p));
                 if vrf_of(links, link) != port_vrf {
-                    *flags.entry(port).or_default() |= ING_F_VLAN_VRF;
+                    *flags.entry(port).or_default() |= ING_F_VRF_KERNEL;
                 }
             }
         }
+    }
+    // Members of a bond or bridge: the program runs on the member (a
+    // native program on a bond runs in each member's driver), so the
+    // master's VRF must reach the member's ifindex.
+    let mut members = Vec::new();
+    for (&ifindex, link) in links {
+        let master = link.master;
+        if master == 0 || vrf_of(links, link) != 0 {
+            continue;
+        }
+        let carries_vrf = flags.get(&master).is_some_and(|&f| f != 0)
+            || links.get(&master).is_some_and(|m| vrf_of(links, m) != 0);
+        if carries_vrf {
+            members.push(ifindex);
+        }
+    }
+    for member in members {
+        *flags.entry(member).or_default() |= ING_F_VRF_KERNEL;
     }
     flags
 }
 
 /// The ports whose frames can arrive in VRF device `vrf` (enslaved to it,
-/// or under a VLAN enslaved to it), with the bits [`ingress_flags`] gives
-/// them.
+/// under a VLAN enslaved to it, or members of a bond or bridge that is),
+/// with the bits [`ingress_flags`] gives them.
 pub fn vrf_ports(links: &FastMap<u32, LinkInfo>, vrf: u32) -> FastMap<u32, u32> {
     let all = ingress_flags(links);
     let mut ports: FastMap<u32, u32> = FastMap::new();
@@ -71,6 +90,15 @@ pub fn vrf_ports(links: &FastMap<u32, LinkInfo>, vrf: u32) -> FastMap<u32, u32> 
             .vlan
             .map_or(ifindex, |vlan| physical_parent(links, vlan));
         ports.insert(port, all.get(&port).copied().unwrap_or(0));
+    }
+    // The members of a bond or bridge among them, where the program runs.
+    let members: Vec<u32> = links
+        .iter()
+        .filter(|(_, l)| l.master != 0 && ports.contains_key(&l.master))
+        .map(|(&i, _)| i)
+        .collect();
+    for member in members {
+        ports.insert(member, all.get(&member).copied().unwrap_or(0));
     }
     ports
 }
@@ -109,7 +137,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             tracing::info!(
                 ifindex,
                 in_vrf = flags & ING_F_VRF != 0,
-                vlan_in_vrf = flags & ING_F_VLAN_VRF != 0,
+                vlan_in_vrf = flags & ING_F_VRF_KERNEL != 0,
                 "ingress VRF membership: untagged frames of a port in a VRF go to bpf_fib_lookup in its table, tagged frames of a port with a VLAN in a VRF to the kernel"
             );
         }

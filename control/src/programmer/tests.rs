@@ -2,7 +2,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::fake::FakeMaps;
 use super::*;
-use pf_common::layout::{ING_F_VLAN_VRF, ING_F_VRF};
+use pf_common::layout::{ING_F_VRF, ING_F_VRF_KERNEL};
 
 const ETH0: u32 = 2;
 const ETH1: u32 = 3;
@@ -459,7 +459,7 @@ fn a_vlan_in_another_vrf_than_its_port_sends_the_port_to_the_kernel() {
     p.set_link(21, enslaved(vlan(300, 0x8100, 20), VRF_BLUE));
     assert_eq!(
         p.writer().ingress.get(&ETH1),
-        Some(&ING_F_VLAN_VRF),
+        Some(&ING_F_VRF_KERNEL),
         "the inner VLAN of a QinQ stack marks the physical port"
     );
     assert_eq!(p.writer().ingress.get(&ETH0), None);
@@ -471,7 +471,7 @@ fn a_vlan_in_another_vrf_than_its_port_sends_the_port_to_the_kernel() {
     p.set_link(10, vlan(100, 0x8100, ETH0));
     assert_eq!(
         p.writer().ingress.get(&ETH0),
-        Some(&(ING_F_VRF | ING_F_VLAN_VRF))
+        Some(&(ING_F_VRF | ING_F_VRF_KERNEL))
     );
     p.set_link(10, None);
     assert_eq!(p.writer().ingress.get(&ETH0), Some(&ING_F_VRF));
@@ -485,7 +485,14 @@ fn a_vlan_loop_in_bad_input_ends_the_walk() {
     p.set_link(VRF_BLUE, vrf_device(10));
     p.set_link(30, vlan(1, 0x8100, 31));
     p.set_link(31, enslaved(vlan(2, 0x8100, 30), VRF_BLUE));
-    assert_eq!(p.writer().ingress.len(), 1);
+    // Whichever end the walk stops at, nothing but the loop is marked, and
+    // only to go to the kernel.
+    assert!(p.writer().ingress.len() <= 2);
+    assert!(p
+        .writer()
+        .ingress
+        .iter()
+        .all(|(i, f)| [30, 31].contains(i) && *f == ING_F_VRF_KERNEL));
 }
 
 #[test]
@@ -769,7 +776,10 @@ fn the_ports_of_one_vrf_are_its_slaves_and_the_parents_of_its_vlans() {
     blue.sort_unstable();
     assert_eq!(
         blue,
-        vec![(ETH0, ING_F_VRF | ING_F_VLAN_VRF), (ETH1, ING_F_VLAN_VRF)],
+        vec![
+            (ETH0, ING_F_VRF | ING_F_VRF_KERNEL),
+            (ETH1, ING_F_VRF_KERNEL)
+        ],
         "ETH0's outer VLAN 200 is in no VRF"
     );
     assert_eq!(
@@ -777,4 +787,34 @@ fn the_ports_of_one_vrf_are_its_slaves_and_the_parents_of_its_vlans() {
         vec![(5, ING_F_VRF)]
     );
     assert!(vrf_ports(&p.links, 0).is_empty());
+}
+
+#[test]
+fn the_members_of_a_bond_in_a_vrf_go_to_the_kernel() {
+    let mut p = programmer(16, 16);
+    p.set_link(VRF_BLUE, vrf_device(10));
+    p.set_link(50, plain(50)); // bond0
+    p.set_link(ETH0, enslaved(plain(ETH0), 50));
+    p.set_link(ETH1, enslaved(plain(ETH1), 50));
+    assert!(p.writer().ingress.is_empty(), "a bond in the main table");
+    p.set_link(50, enslaved(plain(50), VRF_BLUE));
+    assert_eq!(p.writer().ingress.get(&50), Some(&ING_F_VRF));
+    assert_eq!(p.writer().ingress.get(&ETH0), Some(&ING_F_VRF_KERNEL));
+    assert_eq!(p.writer().ingress.get(&ETH1), Some(&ING_F_VRF_KERNEL));
+    let mut blue: Vec<(u32, u32)> = vrf_ports(&p.links, VRF_BLUE).into_iter().collect();
+    blue.sort_unstable();
+    assert_eq!(
+        blue,
+        vec![
+            (ETH0, ING_F_VRF_KERNEL),
+            (ETH1, ING_F_VRF_KERNEL),
+            (50, ING_F_VRF)
+        ]
+    );
+    p.set_link(50, plain(50));
+    assert!(p.writer().ingress.is_empty());
+    // A VLAN of the bond in a VRF marks the bond, and so its members.
+    p.set_link(51, enslaved(vlan(700, 0x8100, 50), VRF_BLUE));
+    assert_eq!(p.writer().ingress.get(&50), Some(&ING_F_VRF_KERNEL));
+    assert_eq!(p.writer().ingress.get(&ETH0), Some(&ING_F_VRF_KERNEL));
 }

@@ -24,7 +24,7 @@ use pf_control::{
 };
 
 use pf_common::{
-    layout::{ING_F_VLAN_VRF, ING_F_VRF},
+    layout::{ING_F_VRF, ING_F_VRF_KERNEL},
     maps::INGRESS_IFINDEXES,
 };
 
@@ -115,8 +115,8 @@ pub struct IngressDrift {
 
 /// What `INGRESS` bits make the datapath do, in words.
 pub fn ingress_text(flags: u32) -> String {
-    if flags & ING_F_VLAN_VRF != 0 {
-        "a VLAN in another VRF than the port's: every frame to the kernel"
+    if flags & ING_F_VRF_KERNEL != 0 {
+        "frames to the kernel: a VLAN in another VRF than the port's, or a member of a bond or bridge in a VRF"
     } else if flags & ING_F_VRF != 0 {
         "in a VRF: bpf_fib_lookup in its table"
     } else {

@@ -470,13 +470,16 @@ fn trial_attach(
         )
     });
     let falls_back_to_generic = generic.is_ok() && options.xdp_mode == AttachMode::Auto;
+    let native_fix = other_program
+        .clone()
+        .or_else(|| bond_native_fix(ifname, kernel));
     vec![
         native_attach_check(
             native_name,
             native,
             native_required,
             falls_back_to_generic,
-            other_program.as_deref(),
+            native_fix.as_deref(),
         ),
         generic_attach_check(
             generic_name,
@@ -487,6 +490,24 @@ fn trial_attach(
             other_program.as_deref(),
         ),
     ]
+}
+
+/// The fix for a bond that refuses native XDP: the bonding driver takes it
+/// from Linux 5.15 (bond_xdp_set), in some modes, with members whose
+/// drivers have XDP. `None` when `ifname` is not a bond.
+fn bond_native_fix(ifname: &str, kernel: &Kernel) -> Option<String> {
+    if !Path::new("/sys/class/net")
+        .join(ifname)
+        .join("bonding")
+        .exists()
+    {
+        return None;
+    }
+    Some(if kernel.version.at_least(5, 15) {
+        format!("{ifname} is a bond: native XDP on a bond needs mode balance-rr, active-backup, balance-xor or 802.3ad (not xmit_hash_policy vlan+srcmac) and members whose drivers have native XDP and no program of their own (cat /proc/net/bonding/{ifname}); otherwise use generic mode (general.xdp_mode = \"generic\")")
+    } else {
+        format!("{ifname} is a bond: the bonding driver takes native XDP from Linux 5.15 (this kernel is {}); use generic mode (general.xdp_mode = \"generic\"), or a newer kernel", kernel.version)
+    })
 }
 
 /// A trial attach's outcome: the error and the kernel's errno when refused.

@@ -122,7 +122,7 @@ pub fn run(pin_dir: &Path, address: IpAddr, vrf: &str) -> anyhow::Result<VrfLook
     } else {
         (
             true,
-            format!("frames from its ports never meet the route cache: a port in the VRF is answered by bpf_fib_lookup in table {table}, which is the kernel's answer; a port whose VLANs are in other VRFs than its own goes to the kernel"),
+            format!("frames from its ports never meet the route cache: a port in the VRF is answered by bpf_fib_lookup in table {table}, which is the kernel's answer; a port the datapath cannot place (a VLAN in another VRF than its own, a member of a bond or bridge) goes to the kernel"),
         )
     };
     Ok(VrfLookup {

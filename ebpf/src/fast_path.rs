@@ -10,7 +10,7 @@ use aya_ebpf::{
 use pf_common::{
     config::CFG_F_DRY_RUN,
     hash::{bucket_of, flow_hash_v4, flow_hash_v6, proto_has_ports},
-    layout::{Nexthop, ING_F_VRF_KERNEL, ING_F_VRF, PORT_F_VLAN, XMIT_FROM_CACHE, XMIT_FROM_FIB},
+    layout::{Nexthop, ING_F_VRF, ING_F_VRF_KERNEL, PORT_F_VLAN, XMIT_FROM_CACHE, XMIT_FROM_FIB},
     maps::{ECMP_BUCKETS, FINALIZE_SLOT, TBL8_GROUP_SIZE},
     route::{INDEX_MASK, KIND_SHIFT},
     Counter, Mode, RouteKind,

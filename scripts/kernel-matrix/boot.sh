@@ -16,6 +16,7 @@ cache=${PF_CACHE_DIR:-/var/cache/pf-sidecar}
 bin=$here/../../target/kernel-matrix/bin
 sidecar=$bin/pf-sidecar-$arch
 datapath=$bin/datapath-cases-$arch
+capture=$bin/frame-capture-$arch
 kernel=$cache/kernels/$suite-$arch
 userland=$cache/userland/$arch
 timeout_s=${PF_GUEST_TIMEOUT_S:-420}
@@ -23,7 +24,7 @@ timeout_s=${PF_GUEST_TIMEOUT_S:-420}
 die() { printf 'boot.sh: error: %s\n' "$*" >&2; exit 2; }
 [ -f "$kernel/vmlinuz" ] || die "$target is not fetched: run scripts/kernel-matrix/fetch.sh $target"
 [ -f "$userland/.complete" ] || die "userland/$arch is not fetched: run scripts/kernel-matrix/fetch.sh"
-for f in "$sidecar" "$datapath" "$bin/xdp_pass.o"; do
+for f in "$sidecar" "$datapath" "$capture" "$bin/xdp_pass.o"; do
   [ -f "$f" ] || die "$f is missing: run scripts/kernel-matrix/build.sh"
 done
 
@@ -46,9 +47,10 @@ done
 install -m 0755 "$here/guest-init.sh" "$root/init"
 install -m 0755 "$sidecar" "$root/bin/pf-sidecar"
 install -m 0755 "$datapath" "$root/bin/datapath-cases"
+install -m 0755 "$capture" "$root/bin/frame-capture"
 install -m 0644 "$bin/xdp_pass.o" "$root/xdp_pass.o"
 if [ -n "$strip" ]; then
-  "$strip" --strip-all "$root/bin/pf-sidecar" "$root/bin/datapath-cases"
+  "$strip" --strip-all "$root/bin/pf-sidecar" "$root/bin/datapath-cases" "$root/bin/frame-capture"
 fi
 
 # Modules in load order: each one's dependencies (modinfo's depends field)

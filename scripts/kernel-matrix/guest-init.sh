@@ -44,6 +44,24 @@ sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 >/dev/null
 
 in_ns() { ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+# capture_start STEP NS IF [COUNT]: up to COUNT (20) IPv4 ICMP frames IF
+# receives, within 5 s, as they were on the wire; capture_end STEP frames
+# them as a block.
+capture_start() {
+  in_ns "$2" frame-capture "$3" "${4:-20}" 5000 icmp > "/tmp/cap.$1" 2>&1 &
+  echo $! > "/tmp/cap.$1.pid"
+  for _ in $(seq 1 30); do
+    grep -q capturing "/tmp/cap.$1" && break
+    sleep 0.1
+  done
+}
+capture_end() {
+  wait "$(cat "/tmp/cap.$1.pid")"
+  echo "PFM-BEGIN|$1"
+  cat "/tmp/cap.$1"
+  echo "PFM-END|$1"
+}
+
 # Names differ from the datapath cases' (r0, c0, ...): 5.10 to 6.12 refuse to
 # create those in a test namespace while this namespace holds the same names.
 # client cl0 192.0.2.2 -- rt0 [guest: pf-sidecar] rt1 -- sv0 198.51.100.2 (server)
@@ -227,6 +245,10 @@ ip link set ge0 up
 ip link set ge1 up
 
 block version pf-sidecar --version
+block mac-rt0 ip -o link show rt0
+block mac-rt1 ip -o link show rt1
+block mac-cl0 in_ns c ip -o link show cl0
+block mac-sv0 in_ns s ip -o link show sv0
 block feasibility pf-sidecar feasibility --json rt0 rt1
 
 mkdir -p /etc/pf-sidecar
@@ -270,7 +292,11 @@ in_ns c ping -c 2 -i 0.2 -W 2 -I 192.0.2.3 203.0.113.200 >/dev/null 2>&1
 in_ns c ping -c 2 -i 0.2 -W 2 -I 2001:db8:1::3 2001:db8:fe::10 >/dev/null 2>&1
 block vlan-before pf-sidecar status --json --rate-interval-ms 0
 block vlan-link-before in_ns s ip -s -s link show sv0.100
+capture_start vlan-wire s sv0
+capture_start vlan-wire-back c cl0
 block vlan-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.3 203.0.113.200
+capture_end vlan-wire
+capture_end vlan-wire-back
 block vlan-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::3 2001:db8:fe::10
 block vlan-after pf-sidecar status --json --rate-interval-ms 0
 block vlan-link-after in_ns s ip -s -s link show sv0.100
@@ -279,14 +305,18 @@ in_ns c ping -c 2 -i 0.2 -W 2 -I 192.0.2.4 203.0.113.250 >/dev/null 2>&1
 in_ns c ping -c 2 -i 0.2 -W 2 -I 2001:db8:1::4 2001:db8:fd::10 >/dev/null 2>&1
 block qinq-before pf-sidecar status --json --rate-interval-ms 0
 block qinq-link-before in_ns s ip -s -s link show sv0.200.300
+capture_start qinq-wire s sv0
 block qinq-ping4 in_ns c ping -c 20 -i 0.1 -W 2 -I 192.0.2.4 203.0.113.250
+capture_end qinq-wire
 block qinq-ping6 in_ns c ping -c 20 -i 0.1 -W 2 -I 2001:db8:1::4 2001:db8:fd::10
 block qinq-after pf-sidecar status --json --rate-interval-ms 0
 block qinq-link-after in_ns s ip -s -s link show sv0.200.300
 # Tag rewrite: VLAN 400 in, VLAN 100 out, on rt1 both ways.
 in_ns c2 ping -c 2 -i 0.2 -W 2 203.0.113.200 >/dev/null 2>&1
 block rewrite-before pf-sidecar status --json --rate-interval-ms 0
+capture_start rewrite-wire s sv0 40
 block rewrite-ping4 in_ns c2 ping -c 20 -i 0.1 -W 2 203.0.113.200
+capture_end rewrite-wire
 block rewrite-after pf-sidecar status --json --rate-interval-ms 0
 # MTU of a sub-interface: rt1.100 at 1400 under a 1500 parent. A
 # 1428-byte IPv4 packet fits the parent but not the VLAN: the fast path

@@ -151,6 +151,7 @@ pub fn judge(console: &Console, control_must_fail: bool) -> Vec<Row> {
     rows.extend(vlan_rows(console));
     rows.extend(qinq_rows(console));
     rows.extend(rewrite_rows(console));
+    rows.extend(wire_rows(console));
     rows.push(mtu_row(console));
     rows.extend(vrf_rows(console));
     rows.extend(bond_rows(console));
@@ -355,6 +356,240 @@ fn rewrite_rows(console: &Console) -> [Row; 2] {
             format!(
                 "requests: redirect_cache +{out}, replies (bpf_fib_lookup to a VLAN): redirect_fib +{back} (at least {PINGS} each)"
             ),
+        ),
+    ]
+}
+
+/// The frames `frame-capture` printed at `step`, as they were on the wire.
+pub fn captured(output: &str) -> Vec<Vec<u8>> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame "))
+        .filter_map(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// The MAC address `ip -o link show` printed.
+pub fn link_mac(output: &str) -> Option<[u8; 6]> {
+    let text = output.split("link/ether ").nth(1)?.get(..17)?;
+    let mut mac = [0u8; 6];
+    for (i, part) in text.split(':').enumerate() {
+        *mac.get_mut(i)? = u8::from_str_radix(part, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// An ICMP frame as the wire carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireIcmp {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// (TPID, VLAN id), outer first.
+    pub tags: Vec<(u16, u16)>,
+    pub src: std::net::Ipv4Addr,
+    pub dst: std::net::Ipv4Addr,
+    pub ttl: u8,
+    pub icmp_type: u8,
+    pub checksum_ok: bool,
+}
+
+pub fn wire_icmp(frame: &[u8]) -> Option<WireIcmp> {
+    let be16 = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    let mut at = 12;
+    let mut tags = Vec::new();
+    while let Some(tpid @ (0x8100 | 0x88a8)) = be16(at) {
+        tags.push((tpid, be16(at + 2)? & 0x0fff));
+        at += 4;
+    }
+    if be16(at)? != 0x0800 {
+        return None;
+    }
+    let ip = frame.get(at + 2..at + 22)?;
+    if ip[0] != 0x45 || ip[9] != 1 {
+        return None;
+    }
+    let sum: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    Some(WireIcmp {
+        dst_mac: frame.get(0..6)?.try_into().ok()?,
+        src_mac: frame.get(6..12)?.try_into().ok()?,
+        tags,
+        src: std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        ttl: ip[8],
+        icmp_type: *frame.get(at + 22)?,
+        checksum_ok: (folded & 0xffff) + (folded >> 16) == 0xffff,
+    })
+}
+
+/// What the frames of one direction must look like on the wire.
+struct OnTheWire<'a> {
+    what: &'static str,
+    step: &'a str,
+    /// ICMP type (8 request, 0 reply), source and destination.
+    icmp_type: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    tags: &'a [(u16, u16)],
+    /// The steps whose `ip -o link show` names the source and destination MACs.
+    src_mac: &'a str,
+    dst_mac: &'a str,
+    at_least: u64,
+}
+
+fn wire_row(console: &Console, expect: OnTheWire<'_>) -> Row {
+    let frames: Vec<WireIcmp> = captured(console.block(expect.step))
+        .iter()
+        .filter_map(|f| wire_icmp(f))
+        .filter(|f| {
+            f.icmp_type == expect.icmp_type
+                && f.src.octets() == expect.src
+                && f.dst.octets() == expect.dst
+        })
+        .collect();
+    let macs = (
+        link_mac(console.block(expect.src_mac)),
+        link_mac(console.block(expect.dst_mac)),
+    );
+    let wrong = frames.iter().find(|f| {
+        f.tags != expect.tags
+            || Some(f.src_mac) != macs.0
+            || Some(f.dst_mac) != macs.1
+            || f.ttl != 63
+            || !f.checksum_ok
+    });
+    let hex = |m: Option<[u8; 6]>| {
+        m.map_or("?".to_owned(), |m| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+    };
+    let tags = |t: &[(u16, u16)]| {
+        if t.is_empty() {
+            "untagged".to_owned()
+        } else {
+            t.iter()
+                .map(|(tpid, vid)| format!("{tpid:#06x}/{vid}"))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        }
+    };
+    let pass = frames.len() as u64 >= expect.at_least && wrong.is_none() && macs.0.is_some();
+    Row::new(
+        expect.what,
+        pass,
+        match wrong {
+            Some(f) => format!(
+                "a frame differs: {} {}→{} TTL {} checksum {} (expected {} {}→{} TTL 63)",
+                tags(&f.tags),
+                hex(Some(f.src_mac)),
+                hex(Some(f.dst_mac)),
+                f.ttl,
+                if f.checksum_ok { "ok" } else { "BAD" },
+                tags(expect.tags),
+                hex(macs.0),
+                hex(macs.1)
+            ),
+            None => format!(
+                "{} frames (at least {}): {}, {}→{}, TTL 63, IPv4 checksum ok",
+                frames.len(),
+                expect.at_least,
+                tags(expect.tags),
+                hex(macs.0),
+                hex(macs.1)
+            ),
+        },
+    )
+}
+
+/// Frames checked byte by byte where they arrive (`frame-capture` on the
+/// far end, the tags put back from the receiving kernel's metadata).
+fn wire_rows(console: &Console) -> Vec<Row> {
+    const CLIENT: [u8; 4] = [192, 0, 2, 3];
+    const CLIENT_QINQ: [u8; 4] = [192, 0, 2, 4];
+    const CLIENT_400: [u8; 4] = [203, 0, 113, 34];
+    const SERVER_VLAN: [u8; 4] = [203, 0, 113, 200];
+    const SERVER_QINQ: [u8; 4] = [203, 0, 113, 250];
+    vec![
+        wire_row(
+            console,
+            OnTheWire {
+                what: "802.1Q on the wire: requests tagged 0x8100/100 by the fast path",
+                step: "vlan-wire",
+                icmp_type: 8,
+                src: CLIENT,
+                dst: SERVER_VLAN,
+                tags: &[(0x8100, 100)],
+                src_mac: "mac-rt1",
+                dst_mac: "mac-sv0",
+                at_least: PINGS,
+            },
+        ),
+        wire_row(
+            console,
+            OnTheWire {
+                what: "802.1Q on the wire: replies untagged toward the client",
+                step: "vlan-wire-back",
+                icmp_type: 0,
+                src: SERVER_VLAN,
+                dst: CLIENT,
+                tags: &[],
+                src_mac: "mac-rt0",
+                dst_mac: "mac-cl0",
+                at_least: PINGS,
+            },
+        ),
+        wire_row(
+            console,
+            OnTheWire {
+                what: "802.1ad on the wire: 0x88a8/200 outside 0x8100/300",
+                step: "qinq-wire",
+                icmp_type: 8,
+                src: CLIENT_QINQ,
+                dst: SERVER_QINQ,
+                tags: &[(0x88a8, 200), (0x8100, 300)],
+                src_mac: "mac-rt1",
+                dst_mac: "mac-sv0",
+                at_least: PINGS,
+            },
+        ),
+        wire_row(
+            console,
+            OnTheWire {
+                what: "tag rewrite on the wire: 400 in, 0x8100/100 out",
+                step: "rewrite-wire",
+                icmp_type: 8,
+                src: CLIENT_400,
+                dst: SERVER_VLAN,
+                tags: &[(0x8100, 100)],
+                src_mac: "mac-rt1",
+                dst_mac: "mac-sv0",
+                at_least: PINGS * 3 / 4,
+            },
+        ),
+        wire_row(
+            console,
+            OnTheWire {
+                what: "tag rewrite on the wire: replies 100 in, 0x8100/400 out",
+                step: "rewrite-wire",
+                icmp_type: 0,
+                src: SERVER_VLAN,
+                dst: CLIENT_400,
+                tags: &[(0x8100, 400)],
+                src_mac: "mac-rt1",
+                dst_mac: "mac-sv0",
+                at_least: PINGS * 3 / 4,
+            },
         ),
     ]
 }
@@ -722,6 +957,41 @@ PFM|ping4|1|\nPFM-DONE\n";
     fn a_guest_that_did_nothing_fails_every_row() {
         let rows = judge(&Console::parse(CONSOLE), true);
         assert!(rows.iter().all(|r| !r.pass), "{rows:#?}");
+    }
+
+    #[test]
+    fn a_captured_frame_is_read_back_with_its_tags_macs_and_header() {
+        let mut ip = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 63, 1, 0, 0, 192, 0, 2, 4, 203, 0, 113, 250,
+        ];
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        frame.extend_from_slice(&[0x88, 0xa8, 0x00, 0xc8, 0x81, 0x00, 0x01, 0x2c, 0x08, 0x00]);
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        let frames = captured(&format!("capturing on sv0\nframe {hex}\nframe zz\n"));
+        assert_eq!(
+            frames,
+            vec![frame.clone()],
+            "a line that is not hex is dropped"
+        );
+        let icmp = wire_icmp(&frames[0]).unwrap();
+        assert_eq!(icmp.tags, vec![(0x88a8, 200), (0x8100, 300)]);
+        assert_eq!((icmp.dst_mac[5], icmp.src_mac[5]), (2, 1));
+        assert_eq!((icmp.ttl, icmp.icmp_type, icmp.checksum_ok), (63, 8, true));
+        assert_eq!(icmp.dst, std::net::Ipv4Addr::new(203, 0, 113, 250));
+        frame[14 + 8 + 8] = 62; // the TTL, without fixing the checksum
+        assert!(!wire_icmp(&frame).unwrap().checksum_ok);
+        assert_eq!(
+            link_mac("3: sv0@if4: <UP> mtu 1500 qdisc noqueue\\    link/ether 02:ab:cd:00:00:01 brd ff:ff:ff:ff:ff:ff"),
+            Some([2, 0xab, 0xcd, 0, 0, 1])
+        );
     }
 
     #[test]

@@ -347,7 +347,7 @@ if [ "$bond_native" = 1 ]; then
   block bond-ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.241
   block bond-after pf-sidecar status --json --rate-interval-ms 0
   ip link set bda down
-  sleep 1
+  sleep 0.5
   block bond-failover-ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.241
   block bond-failover-after pf-sidecar status --json --rate-interval-ms 0
   block bond-state cat /proc/net/bonding/rtbond

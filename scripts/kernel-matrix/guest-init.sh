@@ -249,6 +249,8 @@ block mac-rt0 ip -o link show rt0
 block mac-rt1 ip -o link show rt1
 block mac-cl0 in_ns c ip -o link show cl0
 block mac-sv0 in_ns s ip -o link show sv0
+block mac-rt3 ip -o link show rt3
+block mac-sv3 in_ns s2 ip -o link show sv3
 block feasibility pf-sidecar feasibility --json rt0 rt1
 
 mkdir -p /etc/pf-sidecar
@@ -332,7 +334,9 @@ in_ns c3 ping -c 2 -i 0.2 -W 2 2001:db8:ff::10 >/dev/null 2>&1
 in_ns c4 ping -c 2 -i 0.2 -W 2 203.0.113.10 >/dev/null 2>&1
 block vrf-before pf-sidecar status --json --rate-interval-ms 0
 block vrf-link-before in_ns s2 ip -s -s link show sv3
+capture_start vrf-wire s2 sv3
 block vrf-ping4 in_ns c3 ping -c 20 -i 0.1 -W 2 203.0.113.10
+capture_end vrf-wire
 block vrf-ping6 in_ns c3 ping -c 20 -i 0.1 -W 2 2001:db8:ff::10
 block vrf-after pf-sidecar status --json --rate-interval-ms 0
 block vrf-link-after in_ns s2 ip -s -s link show sv3
@@ -344,13 +348,17 @@ block vrf-diff pf-sidecar diff
 if [ "$bond_native" = 1 ]; then
   in_ns c ping -c 2 -i 0.2 -W 2 203.0.113.241 >/dev/null 2>&1
   block bond-before pf-sidecar status --json --rate-interval-ms 0
+  capture_start bond-wire s3 sbond
   block bond-ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.241
+  capture_end bond-wire
   block bond-after pf-sidecar status --json --rate-interval-ms 0
   ip link set bda down
   sleep 0.5
   block bond-failover-ping4 in_ns c ping -c 20 -i 0.1 -W 2 203.0.113.241
   block bond-failover-after pf-sidecar status --json --rate-interval-ms 0
   block bond-state cat /proc/net/bonding/rtbond
+  block mac-rtbond ip -o link show rtbond
+  block mac-sbond in_ns s3 ip -o link show sbond
 else
   block bond-feasibility pf-sidecar feasibility --json rtbond
 fi

@@ -614,7 +614,7 @@ fn mtu_row(console: &Console) -> Row {
 /// (`fib_vrf`), with no cache hit at all. A client behind VLAN 500 of rt4,
 /// the VLAN in blue and rt4 in the main table: rt4's frames go to the
 /// kernel (`pass_vrf_kernel`), which routes them in blue.
-fn vrf_rows(console: &Console) -> [Row; 6] {
+fn vrf_rows(console: &Console) -> [Row; 7] {
     let ping = |step: &str| {
         let (sent, received) = ping_counts(console.block(step));
         (
@@ -659,6 +659,20 @@ fn vrf_rows(console: &Console) -> [Row; 6] {
             "VRF on a VLAN of a main-table port: to the kernel, routed per the VRF (ping)",
             vlan && to_kernel >= PINGS,
             format!("{vlan_detail}, pass_vrf_kernel +{to_kernel} (at least {PINGS})"),
+        ),
+        wire_row(
+            console,
+            OnTheWire {
+                what: "VRF on the wire: requests from the VRF port reach the VRF's server",
+                step: "vrf-wire",
+                icmp_type: 8,
+                src: [198, 51, 100, 130],
+                dst: [203, 0, 113, 10],
+                tags: &[],
+                src_mac: "mac-rt3",
+                dst_mac: "mac-sv3",
+                at_least: PINGS,
+            },
         ),
         cli_row(
             console,
@@ -738,6 +752,20 @@ fn bond_rows(console: &Console) -> Vec<Row> {
             "bond: by the fast path both ways (into the bond, back from its member)",
             into >= PINGS && back >= PINGS,
             format!("requests: redirect_cache +{into}, replies: redirect_fib +{back} (at least {PINGS} each)"),
+        ),
+        wire_row(
+            console,
+            OnTheWire {
+                what: "bond on the wire: requests from the bond's MAC to the server's",
+                step: "bond-wire",
+                icmp_type: 8,
+                src: [192, 0, 2, 2],
+                dst: [203, 0, 113, 241],
+                tags: &[],
+                src_mac: "mac-rtbond",
+                dst_mac: "mac-sbond",
+                at_least: PINGS,
+            },
         ),
         Row::new(
             "bond: active member down, traffic continues by the fast path",

@@ -21,17 +21,7 @@ fn programmer(nexthops: u32, v6_routes: u32) -> Programmer<FakeMaps> {
         },
     );
     for ifindex in [ETH0, ETH1] {
-        p.set_link(
-            ifindex,
-            Some(LinkInfo {
-                mac: [2, 0, 0, 0, 1, ifindex as u8],
-                mtu: 1500,
-                up: true,
-                vlan: None,
-                master: 0,
-                vrf_table: None,
-            }),
-        );
+        p.set_link(ifindex, plain(ifindex));
     }
     p
 }

@@ -22,8 +22,9 @@ use crate::{
     source::kernel,
 };
 
-/// A port whose frames can arrive in the VRF: enslaved to it, or the
-/// physical parent of a VLAN enslaved to it.
+/// A port whose frames can arrive in the VRF: enslaved to it, the
+/// physical parent of a VLAN enslaved to it, or a member of a bond or
+/// bridge that is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VrfPort {
     pub ifindex: u32,
@@ -32,7 +33,8 @@ pub struct VrfPort {
     pub attached: bool,
     /// The `INGRESS` bits the kernel's VRF membership calls for.
     pub expected: u32,
-    /// The `INGRESS` bits the maps hold (`None`: not readable, see `note`).
+    /// The `INGRESS` bits the maps hold (`None`: beyond the map, or a
+    /// generation without one).
     pub flags: Option<u32>,
     pub datapath: String,
 }

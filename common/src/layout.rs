@@ -22,14 +22,56 @@ assert_layout!(Tbl24Element, 8, 4);
 pub type Tbl8Group = [u32; TBL8_GROUP_SIZE];
 assert_layout!(Tbl8Group, 1024, 4);
 
-/// Key of `V6_ROUTES` (the LPM trie key: prefix length, then the address).
+/// One element of `V6_TOP`: the slot's head (a route action, or `Tbl8`
+/// naming the root node of its trie), then the action of the longest
+/// prefix of /18 or shorter over the slot, which leaves marked
+/// [`crate::route::V6_INHERIT`] stand for.
+pub type V6TopEntry = [u32; 2];
+assert_layout!(V6TopEntry, 8, 4);
+
+/// One element of `V6_LEAVES`: two leaves (route actions).
+pub type V6LeafPair = [u32; 2];
+assert_layout!(V6LeafPair, 8, 4);
+
+/// A node of the IPv6 trie (Poptrie's layout): six address bits pick one
+/// of 64 slots. A slot with its bit set in `children` continues in the
+/// child at `first_child` + (set bits of `children` up to it) - 1; any other
+/// slot ends in the leaf at `first_leaf` + (set bits of `runs` up to it) -
+/// 1, where `runs` marks each slot whose leaf differs from the slot before
+/// (so equal neighbours share one leaf). Written once, never changed while
+/// reachable: an update writes new nodes and swaps a single head.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct V6Key {
-    pub prefix_len: u32,
-    pub addr: [u8; 16],
+pub struct V6Node {
+    pub children: u64,
+    pub runs: u64,
+    pub first_child: u32,
+    pub first_leaf: u32,
 }
-assert_layout!(V6Key, 20, 4);
+assert_layout!(V6Node, 24, 8);
+
+impl V6Node {
+    /// The node's words as the datapath's (little-endian) memory holds them.
+    pub const fn to_words(&self) -> [u32; 6] {
+        [
+            self.children as u32,
+            (self.children >> 32) as u32,
+            self.runs as u32,
+            (self.runs >> 32) as u32,
+            self.first_child,
+            self.first_leaf,
+        ]
+    }
+
+    pub const fn from_words(w: [u32; 6]) -> Self {
+        Self {
+            children: w[0] as u64 | (w[1] as u64) << 32,
+            runs: w[2] as u64 | (w[3] as u64) << 32,
+            first_child: w[4],
+            first_leaf: w[5],
+        }
+    }
+}
 
 /// Nexthop flag: the neighbour is resolved and `dmac` is valid.
 pub const NH_F_RESOLVED: u16 = 1 << 0;
@@ -170,7 +212,7 @@ mod user {
     use crate::config::Config;
 
     // SAFETY: every type here is repr(C), Pod (no padding, any bit pattern valid).
-    unsafe impl aya::Pod for V6Key {}
+    unsafe impl aya::Pod for V6Node {}
     unsafe impl aya::Pod for Nexthop {}
     unsafe impl aya::Pod for NexthopInfo {}
     unsafe impl aya::Pod for EcmpGroup {}

@@ -15,5 +15,5 @@ pub mod special;
 
 pub use config::{Config, Mode};
 pub use counters::Counter;
-pub use layout::{EcmpGroup, Nexthop, NexthopInfo, Port, TxPort, V6Key, Xmit};
+pub use layout::{EcmpGroup, Nexthop, NexthopInfo, Port, TxPort, V6Node, Xmit};
 pub use route::{RouteAction, RouteKind};

@@ -6,8 +6,12 @@
 pub const V4_TBL24: &str = "V4_TBL24";
 /// IPv4 DIR-24-8 second level: groups of 256 route actions for prefixes longer than /24.
 pub const V4_TBL8: &str = "V4_TBL8";
-/// IPv6 longest-prefix-match trie of route actions.
-pub const V6_ROUTES: &str = "V6_ROUTES";
+/// IPv6 first level: one [`crate::layout::V6TopEntry`] per /18.
+pub const V6_TOP: &str = "V6_TOP";
+/// IPv6 trie nodes ([`crate::layout::V6Node`]), children of a node side by side.
+pub const V6_NODES: &str = "V6_NODES";
+/// IPv6 trie leaves: route actions, two per element, runs of a node side by side.
+pub const V6_LEAVES: &str = "V6_LEAVES";
 /// Nexthop id to the slot in [`NEXTHOPS`] that currently holds it.
 pub const NH_PTR: &str = "NH_PTR";
 /// Nexthop slots (resolved egress, MACs, VLAN, MTU).
@@ -36,9 +40,9 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const XMIT: &str = "XMIT";
 
 /// Every map the object defines, in a fixed order (used for pinning and checks).
-pub const ALL: [&str; 15] = [
-    V4_TBL24, V4_TBL8, V6_ROUTES, NH_PTR, NEXTHOPS, NH_INFO, GRP_PTR, GROUPS, PORTS, TX_PORTS,
-    INGRESS, JUMP, CONFIG, COUNTERS, XMIT,
+pub const ALL: [&str; 17] = [
+    V4_TBL24, V4_TBL8, V6_TOP, V6_NODES, V6_LEAVES, NH_PTR, NEXTHOPS, NH_INFO, GRP_PTR, GROUPS,
+    PORTS, TX_PORTS, INGRESS, JUMP, CONFIG, COUNTERS, XMIT,
 ];
 
 /// Program names (the `#[xdp]` function names).
@@ -59,6 +63,16 @@ pub const TBL24_PER_ELEMENT: u32 = 2;
 pub const TBL24_ELEMENTS: u32 = TBL24_BLOCKS / TBL24_PER_ELEMENT;
 /// Entries in one second-level group.
 pub const TBL8_GROUP_SIZE: usize = 256;
+/// Address bits the IPv6 first level indexes.
+pub const V6_TOP_BITS: u32 = 18;
+/// Slots of the IPv6 first level (elements of [`V6_TOP`]).
+pub const V6_TOP_SLOTS: u32 = 1 << V6_TOP_BITS;
+/// Address bits each IPv6 trie node consumes (64 children, one `u64` bitmap).
+pub const V6_STRIDE: u32 = 6;
+/// Most nodes an IPv6 lookup visits: ceil((128 - 18) / 6).
+pub const V6_MAX_DEPTH: u32 = (128 - V6_TOP_BITS).div_ceil(V6_STRIDE);
+/// Leaves packed into one [`V6_LEAVES`] element (8-byte array stride).
+pub const V6_LEAVES_PER_ELEMENT: u32 = 2;
 /// Buckets in one ECMP group's table.
 pub const ECMP_BUCKETS: usize = 256;
 /// Most legs an ECMP group may have.
@@ -71,6 +85,11 @@ pub const INGRESS_IFINDEXES: u32 = 1 << 16;
 /// Default capacities; the sidecar overrides them from its configuration.
 pub const DEFAULT_TBL8_GROUPS: u32 = 4096;
 pub const DEFAULT_V6_ROUTES: u32 = 300_000;
+/// IPv6 trie nodes and leaves per configured IPv6 route: room for a table
+/// of random /48s (4.7 nodes and 6.7 leaves each, measured; real tables,
+/// which share their upper nodes, need far fewer).
+pub const V6_NODES_PER_ROUTE: u32 = 5;
+pub const V6_LEAVES_PER_ROUTE: u32 = 8;
 pub const DEFAULT_NEXTHOPS: u32 = 16_384;
 pub const DEFAULT_GROUPS: u32 = 2048;
 pub const DEFAULT_PORTS: u32 = 1024;

@@ -29,7 +29,9 @@ pub enum RouteKind {
     /// Deliberately left to `bpf_fib_lookup` (a more specific prefix could
     /// not be installed, so the covering entry must not answer).
     Fib = 7,
-    /// IPv4 only: continue in the second-level group named by the index.
+    /// Continue in the table's next level: in `V4_TBL24`, the second-level
+    /// group named by the index; in an IPv6 head, the root node named by the
+    /// index; in an IPv6 leaf ([`V6_INHERIT`]), the slot's covering action.
     Tbl8 = 8,
 }
 
@@ -49,6 +51,11 @@ impl RouteKind {
         })
     }
 }
+
+/// An IPv6 leaf answering with its slot's covering action (the longest
+/// prefix of /18 or shorter), kept beside the head so that a change of a
+/// short prefix is one store per slot, not a rebuild of every trie under it.
+pub const V6_INHERIT: u32 = (RouteKind::Tbl8 as u32) << KIND_SHIFT;
 
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

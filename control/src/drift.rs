@@ -5,8 +5,9 @@
 //! The expected routes are expanded into a DIR-24-8 table of their own, and
 //! both tables are walked block by block, so every IPv4 address is compared;
 //! a difference is reported against the longest expected prefix covering
-//! it, or, where none does, as an extra range. IPv6 entries are compared
-//! prefix by prefix. Nexthops used by the maps are compared with what the
+//! it, or, where none does, as an extra range. IPv6 is compared the same
+//! way: the expected routes are built into a trie of their own and both
+//! tries are walked node by node. Nexthops used by the maps are compared with what the
 //! kernel's links and neighbours say they should hold.
 
 use std::{fmt, net::IpAddr};
@@ -21,6 +22,7 @@ use crate::{
     ecmp::{build_group, Leg as EcmpLeg},
     fast_maps::{FastMap, FastSet, HashMapExt, HashSetExt},
     programmer::{offloadable, NexthopKey, Target},
+    v6trie::{V6Read, V6Trie, VecV6Store},
 };
 
 /// One way out of a forwarding behaviour.
@@ -161,8 +163,8 @@ pub trait MapsView {
     fn tbl24(&self, block: u32) -> u32;
     /// The raw action at `offset` of second-level group `group`.
     fn tbl8(&self, group: u32, offset: u32) -> u32;
-    /// Every `V6_ROUTES` entry.
-    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>>;
+    /// The IPv6 trie's arrays.
+    fn v6(&self) -> &dyn V6Read;
     /// Nexthop `id`: the gateway it stands for and its current value.
     fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)>;
     /// The bucket table (nexthop ids) of group `id`.
@@ -316,14 +318,14 @@ pub fn compare(
         })
         .collect();
     compare_v4(&mut resolver, &v4, &mut report, progress);
-    let v6: FastMap<Ipv6Net, Behaviour> = v6
+    let v6: Vec<(Ipv6Net, Behaviour)> = v6
         .into_iter()
         .filter_map(|(p, b)| match p {
             IpNet::V6(p) => Some((p.trunc(), b)),
             IpNet::V4(_) => None,
         })
         .collect();
-    compare_v6(&mut resolver, &v6, &mut report)?;
+    compare_v6(&mut resolver, &v6, &mut report);
     let mut seen: Vec<u32> = resolver.nexthops_seen.iter().copied().collect();
     seen.sort_unstable();
     report.compared_nexthops = seen.len();
@@ -541,64 +543,214 @@ fn compare_v4<V: MapsView>(
     mismatches.finish(report);
 }
 
+/// The expected IPv6 routes as a trie of behaviour ids (0: the kernel).
+struct ExpectedV6 {
+    table: V6Trie<VecV6Store>,
+    covering: PrefixMap<Ipv6Net, u32>,
+    behaviours: Vec<Behaviour>,
+}
+
+impl ExpectedV6 {
+    fn new(expected: &[(Ipv6Net, Behaviour)]) -> Self {
+        let mut ids: FastMap<Behaviour, u32> = FastMap::new();
+        let mut behaviours = vec![Behaviour::Kernel];
+        ids.insert(Behaviour::Kernel, 0);
+        let mut covering: PrefixMap<Ipv6Net, u32> = PrefixMap::new();
+        let mut writes = Vec::with_capacity(expected.len());
+        for (prefix, behaviour) in expected {
+            let id = *ids.entry(behaviour.clone()).or_insert_with(|| {
+                behaviours.push(behaviour.clone());
+                behaviours.len() as u32 - 1
+            });
+            covering.insert(*prefix, id);
+            writes.push((*prefix, Some(RouteAction::new(RouteKind::Nexthop, id))));
+        }
+        // One batch builds every slot once, from nothing: a prefix needs
+        // at most one node and two leaves per six bits, 22 and 44 in all.
+        let n = expected.len() as u32;
+        let mut table = V6Trie::new(VecV6Store::new(22 * n + 2, 44 * n + 2));
+        table.apply(writes);
+        Self {
+            table,
+            covering,
+            behaviours,
+        }
+    }
+
+    fn id_at(raw: u32) -> u32 {
+        if raw == 0 {
+            0
+        } else {
+            RouteAction(raw).index()
+        }
+    }
+}
+
+/// One side of the walk at a range: a leaf's action, or a node to descend.
+#[derive(Clone, Copy)]
+enum V6Side {
+    Leaf(u32),
+    Node(pf_common::layout::V6Node),
+}
+
+impl V6Side {
+    fn of_head(store: &dyn V6Read, head: u32) -> Self {
+        let action = RouteAction(head);
+        if action.kind() == Some(RouteKind::Tbl8) {
+            Self::Node(store.node(action.index()))
+        } else {
+            Self::Leaf(head)
+        }
+    }
+
+    /// What slot `v` of this side holds (a leaf stands for all of its slots).
+    fn at(self, store: &dyn V6Read, v: usize, cover: u32) -> Self {
+        match self {
+            Self::Leaf(raw) => Self::Leaf(raw),
+            Self::Node(node) => {
+                let upto = u64::MAX >> (63 - v);
+                if node.children >> v & 1 != 0 {
+                    Self::Node(
+                        store.node(node.first_child + (node.children & upto).count_ones() - 1),
+                    )
+                } else {
+                    let leaf = store.leaf(node.first_leaf + (node.runs & upto).count_ones() - 1);
+                    Self::Leaf(if leaf == pf_common::route::V6_INHERIT {
+                        cover
+                    } else {
+                        leaf
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Ranges where the maps and the expected trie disagree: one drift per
+/// expected prefix, and ranges no expected prefix covers merged into the
+/// fewest prefixes.
+#[derive(Default)]
+struct V6Mismatches {
+    reported: FastSet<Ipv6Net>,
+    /// The contiguous range (first and last address) being extended.
+    extra: Option<(u128, u128, Behaviour)>,
+    extras: Vec<(u128, u128, Behaviour)>,
+}
+
+impl V6Mismatches {
+    fn note(
+        &mut self,
+        expected: &ExpectedV6,
+        range: Ipv6Net,
+        want: u32,
+        got: Behaviour,
+        report: &mut Report,
+    ) {
+        match expected.covering.get_lpm(&range) {
+            Some((prefix, _)) => {
+                if self.reported.insert(prefix) {
+                    let kind = if got == Behaviour::Kernel {
+                        DriftKind::Missing
+                    } else {
+                        DriftKind::Different
+                    };
+                    report.drift.push(Drift {
+                        kind,
+                        prefix: IpNet::V6(prefix),
+                        expected: expected.behaviours[want as usize].clone(),
+                        actual: got,
+                    });
+                }
+            }
+            None => {
+                let (first, last) = (u128::from(range.network()), u128::from(range.broadcast()));
+                match &mut self.extra {
+                    Some((_, end, b)) if end.checked_add(1) == Some(first) && *b == got => {
+                        *end = last
+                    }
+                    _ => {
+                        if let Some(done) = self.extra.replace((first, last, got)) {
+                            self.extras.push(done);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, report: &mut Report) {
+        self.extras.extend(self.extra);
+        for (first, last, actual) in self.extras {
+            for prefix in ipnet::Ipv6Subnets::new(first.into(), last.into(), 0) {
+                report.drift.push(Drift {
+                    kind: DriftKind::Extra,
+                    prefix: IpNet::V6(prefix),
+                    expected: Behaviour::Kernel,
+                    actual: actual.clone(),
+                });
+            }
+        }
+    }
+}
+
+struct V6Walk<'w, 'a, V: MapsView> {
+    resolver: &'w mut Resolver<'a, V>,
+    expected: &'w ExpectedV6,
+    mismatches: V6Mismatches,
+    /// The two sides' covers of the slot being walked.
+    covers: (u32, u32),
+}
+
+impl<V: MapsView> V6Walk<'_, '_, V> {
+    fn range(&mut self, want: V6Side, got: V6Side, base: u128, len: u32, report: &mut Report) {
+        use pf_common::maps::V6_STRIDE;
+        if let (V6Side::Leaf(want), V6Side::Leaf(got)) = (want, got) {
+            let want = ExpectedV6::id_at(want);
+            let got = self.resolver.behaviour(got);
+            if self.expected.behaviours[want as usize] != got {
+                let range = Ipv6Net::new(base.into(), len as u8).expect("len <= 128");
+                self.mismatches
+                    .note(self.expected, range, want, got, report);
+            }
+            return;
+        }
+        let want_store = self.expected.table.store() as &dyn V6Read;
+        let got_store = self.resolver.view.v6();
+        // Past the address's 128 bits, slots repeat the last real one.
+        let step = 1usize << (len + V6_STRIDE).saturating_sub(128);
+        for v in (0..64).step_by(step) {
+            let w = want.at(want_store, v, self.covers.0);
+            let g = got.at(got_store, v, self.covers.1);
+            let under = base | (((v as u128) << (128 - V6_STRIDE)) >> len);
+            self.range(w, g, under, (len + V6_STRIDE).min(128), report);
+        }
+    }
+}
+
 fn compare_v6<V: MapsView>(
     resolver: &mut Resolver<'_, V>,
-    expected: &FastMap<Ipv6Net, Behaviour>,
+    expected: &[(Ipv6Net, Behaviour)],
     report: &mut Report,
-) -> anyhow::Result<()> {
-    let actual: FastMap<Ipv6Net, u32> = resolver.view.v6_entries()?.into_iter().collect();
-    let mut actual_trie: PrefixMap<Ipv6Net, u32> = PrefixMap::new();
-    for (prefix, raw) in &actual {
-        actual_trie.insert(*prefix, *raw);
+) {
+    use pf_common::maps::{V6_TOP_BITS, V6_TOP_SLOTS};
+    let expected = ExpectedV6::new(expected);
+    let mut walk = V6Walk {
+        resolver,
+        expected: &expected,
+        mismatches: V6Mismatches::default(),
+        covers: (0, 0),
+    };
+    let want_store = expected.table.store();
+    for slot in 0..V6_TOP_SLOTS {
+        let got_store = walk.resolver.view.v6();
+        let (want_head, got_head) = (want_store.head(slot), got_store.head(slot));
+        walk.covers = (want_store.cover(slot), got_store.cover(slot));
+        let want = V6Side::of_head(want_store, want_head);
+        let got = V6Side::of_head(got_store, got_head);
+        let base = (slot as u128) << (128 - V6_TOP_BITS);
+        walk.range(want, got, base, V6_TOP_BITS, report);
     }
-    for (prefix, want) in expected {
-        match actual.get(prefix) {
-            // Without an entry the longest actual prefix above answers; for
-            // an on-link route that is right when it too leaves the packet
-            // to the kernel.
-            None if *want == Behaviour::Kernel => {
-                let above = actual_trie.get_lpm(prefix).map(|(_, raw)| *raw);
-                let got = above.map_or(Behaviour::Kernel, |raw| resolver.behaviour(raw));
-                if got != Behaviour::Kernel {
-                    report.drift.push(Drift {
-                        kind: DriftKind::Different,
-                        prefix: IpNet::V6(*prefix),
-                        expected: want.clone(),
-                        actual: got,
-                    });
-                }
-            }
-            None => report.drift.push(Drift {
-                kind: DriftKind::Missing,
-                prefix: IpNet::V6(*prefix),
-                expected: want.clone(),
-                actual: Behaviour::Kernel,
-            }),
-            Some(raw) => {
-                let got = resolver.behaviour(*raw);
-                if got != *want {
-                    report.drift.push(Drift {
-                        kind: DriftKind::Different,
-                        prefix: IpNet::V6(*prefix),
-                        expected: want.clone(),
-                        actual: got,
-                    });
-                }
-            }
-        }
-    }
-    for (prefix, raw) in &actual {
-        if !expected.contains_key(prefix) {
-            let got = resolver.behaviour(*raw);
-            report.drift.push(Drift {
-                kind: DriftKind::Extra,
-                prefix: IpNet::V6(*prefix),
-                expected: Behaviour::Kernel,
-                actual: got,
-            });
-        }
-    }
-    Ok(())
+    walk.mismatches.finish(report);
 }
 
 #[cfg(test)]

@@ -29,3 +29,4 @@ pub mod offload;
 pub mod programmer;
 pub mod replay;
 pub mod rib;
+pub mod v6trie;

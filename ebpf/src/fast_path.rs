@@ -4,22 +4,21 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::{bpf_fib_lookup, bpf_ktime_get_ns},
     macros::xdp,
-    maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use pf_common::{
     config::CFG_F_DRY_RUN,
     hash::{bucket_of, flow_hash_v4, flow_hash_v6, proto_has_ports},
     layout::{Nexthop, ING_F_VRF, ING_F_VRF_KERNEL, PORT_F_VLAN, XMIT_FROM_CACHE, XMIT_FROM_FIB},
-    maps::{ECMP_BUCKETS, FINALIZE_SLOT, TBL8_GROUP_SIZE},
-    route::{INDEX_MASK, KIND_SHIFT},
+    maps::{ECMP_BUCKETS, FINALIZE_SLOT, TBL8_GROUP_SIZE, V6_MAX_DEPTH, V6_STRIDE, V6_TOP_BITS},
+    route::{INDEX_MASK, KIND_SHIFT, V6_INHERIT},
     Counter, Mode, RouteKind,
 };
 
 use crate::{
     maps::{
         count, CONFIG, GROUPS, GRP_PTR, INGRESS, JUMP, NEXTHOPS, NH_PTR, PORTS, TX_PORTS, V4_TBL24,
-        V4_TBL8, V6_ROUTES, XMIT,
+        V4_TBL8, V6_LEAVES, V6_NODES, V6_TOP, XMIT,
     },
     packet::*,
 };
@@ -37,7 +36,7 @@ struct Flow {
     /// Host-order address words; IPv4 uses word 0 only.
     saddr: [u32; 4],
     daddr: [u32; 4],
-    /// The destination exactly as in the packet, for the LPM key.
+    /// The destination exactly as in the packet, for `bpf_fib_lookup`.
     daddr_raw: [u32; 4],
     /// IPv4 TOS or the IPv6 flow-info word (network order), for fib lookups.
     tos_or_flowinfo: u32,
@@ -330,7 +329,7 @@ fn decide(ctx: &XdpContext, flow: &Flow, mode: Mode, seed: u32, stale: bool) -> 
     let action = if flow.ip_version == 4 {
         lookup_v4(flow.daddr[0])
     } else {
-        lookup_v6(flow)
+        lookup_v6(&flow.daddr)
     };
     let index = action & INDEX_MASK;
     let nexthop_id = match RouteKind::from_u32(action >> KIND_SHIFT) {
@@ -392,13 +391,61 @@ fn lookup_v4(daddr: u32) -> u32 {
     }
 }
 
+/// The IPv6 trie (see `pf_control::v6trie`): the /18's entry, then one
+/// node per six bits until a slot without a child names its leaf. A /48
+/// takes at most six node reads, a /64 nine.
 #[inline(always)]
-fn lookup_v6(flow: &Flow) -> u32 {
-    let key = Key::new(128, flow.daddr_raw);
-    match V6_ROUTES.get(&key) {
-        Some(action) => *action,
-        None => 0,
+fn lookup_v6(daddr: &[u32; 4]) -> u32 {
+    const FIB: u32 = (RouteKind::Fib as u32) << KIND_SHIFT;
+    let slot = daddr[0] >> (32 - V6_TOP_BITS);
+    let Some(top) = V6_TOP.get_ptr(slot) else {
+        return FIB;
+    };
+    let head = unsafe { (*top)[0] };
+    if head >> KIND_SHIFT != RouteKind::Tbl8 as u32 {
+        return head;
     }
+    let hi = (daddr[0] as u64) << 32 | daddr[1] as u64;
+    let lo = (daddr[2] as u64) << 32 | daddr[3] as u64;
+    let mut index = head & INDEX_MASK;
+    let mut offset = V6_TOP_BITS;
+    for _ in 0..V6_MAX_DEPTH {
+        let Some(node) = V6_NODES.get_ptr(index) else {
+            return FIB;
+        };
+        // The six bits at `offset` (zeros past the address).
+        let bits = if offset < 64 {
+            hi << offset | lo >> (64 - offset)
+        } else {
+            lo << ((offset - 64) & 63)
+        };
+        let v = (bits >> 58) as u32;
+        let upto = u64::MAX >> (63 - v);
+        let (children, runs, first_child, first_leaf) = unsafe {
+            (
+                (*node).children,
+                (*node).runs,
+                (*node).first_child,
+                (*node).first_leaf,
+            )
+        };
+        if children >> v & 1 != 0 {
+            index = first_child + (children & upto).count_ones() - 1;
+            offset += V6_STRIDE;
+            continue;
+        }
+        let leaf = first_leaf + (runs & upto).count_ones() - 1;
+        let Some(pair) = V6_LEAVES.get_ptr(leaf >> 1) else {
+            return FIB;
+        };
+        let action = unsafe { *(pair as *const u32).add((leaf & 1) as usize) };
+        return if action == V6_INHERIT {
+            unsafe { (*top)[1] }
+        } else {
+            action
+        };
+    }
+    FIB
 }
 
 #[inline(always)]

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
 };
 use pf_common::{
     counters::COUNTER_COUNT,
-    layout::{Tbl24Element, Tbl8Group},
+    layout::{Tbl24Element, Tbl8Group, V6LeafPair, V6Node, V6TopEntry},
     maps::*,
     Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port, Xmit,
 };
@@ -24,7 +24,17 @@ pub static V4_TBL24: Array<Tbl24Element> = Array::with_max_entries(TBL24_ELEMENT
 pub static V4_TBL8: Array<Tbl8Group> = Array::with_max_entries(DEFAULT_TBL8_GROUPS, BPF_F_MMAPABLE);
 
 #[map]
-pub static V6_ROUTES: LpmTrie<[u32; 4], u32> = LpmTrie::with_max_entries(DEFAULT_V6_ROUTES, 0);
+pub static V6_TOP: Array<V6TopEntry> = Array::with_max_entries(V6_TOP_SLOTS, BPF_F_MMAPABLE);
+
+#[map]
+pub static V6_NODES: Array<V6Node> =
+    Array::with_max_entries(DEFAULT_V6_ROUTES * V6_NODES_PER_ROUTE, BPF_F_MMAPABLE);
+
+#[map]
+pub static V6_LEAVES: Array<V6LeafPair> = Array::with_max_entries(
+    DEFAULT_V6_ROUTES * V6_LEAVES_PER_ROUTE / V6_LEAVES_PER_ELEMENT,
+    BPF_F_MMAPABLE,
+);
 
 #[map]
 pub static NH_PTR: Array<u32> = Array::with_max_entries(DEFAULT_NEXTHOPS, 0);

@@ -53,13 +53,19 @@ impl MapWriter for Maps {
     fn write_ingress(&mut self, _: u32, _: u32) -> Result<(), String> {
         Ok(())
     }
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
+    fn insert_v6(
+        &mut self,
+        prefix: Ipv6Net,
+        action: RouteAction,
+    ) -> Result<(), pf_control::v6trie::V6TrieError> {
         self.v6.insert(prefix, action);
         Ok(())
     }
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+    fn remove_v6(&mut self, prefix: Ipv6Net) {
         self.v6.remove(&prefix);
-        Ok(())
+    }
+    fn retry_v6_slots(&mut self) -> Vec<u32> {
+        Vec::new()
     }
     fn reclaim(&mut self) {}
 }

@@ -14,10 +14,9 @@ use std::{
 };
 
 use anyhow::Context;
-use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData, PerCpuArray};
-use ipnet::Ipv6Net;
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use pf_common::{
-    layout::{Tbl24Element, Tbl8Group},
+    layout::{Tbl24Element, Tbl8Group, V6LeafPair, V6Node, V6TopEntry},
     maps as names, Config, Counter, EcmpGroup, Nexthop, NexthopInfo, RouteAction, RouteKind,
 };
 use serde::Serialize;
@@ -27,7 +26,10 @@ use pf_control::{
     programmer::{nexthop_key, NexthopKey},
 };
 
-use crate::datapath::{mmap::MmapRegion, pins};
+use crate::datapath::{
+    mmap::{MmapRegion, MmapV6Store},
+    pins,
+};
 
 /// One way out, as the maps hold it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,7 +90,7 @@ pub struct PinnedMaps {
     config: Array<MapData, Config>,
     tbl24: MmapRegion,
     tbl8: MmapRegion,
-    v6: LpmTrie<MapData, [u8; 16], u32>,
+    v6: MmapV6Store,
     nh_ptr: Array<MapData, u32>,
     nexthops: Array<MapData, Nexthop>,
     nh_info: Array<MapData, NexthopInfo>,
@@ -153,7 +155,11 @@ impl PinnedMaps {
         Ok(Self {
             tbl24: mmap_pinned(g, names::V4_TBL24, size_of::<Tbl24Element>())?,
             tbl8: mmap_pinned(g, names::V4_TBL8, size_of::<Tbl8Group>())?,
-            v6: open(g, names::V6_ROUTES, Map::LpmTrie)?,
+            v6: MmapV6Store {
+                top: mmap_pinned(g, names::V6_TOP, size_of::<V6TopEntry>())?,
+                nodes: mmap_pinned(g, names::V6_NODES, size_of::<V6Node>())?,
+                leaves: mmap_pinned(g, names::V6_LEAVES, size_of::<V6LeafPair>())?,
+            },
             nh_ptr: open(g, names::NH_PTR, Map::Array)?,
             nexthops: open(g, names::NEXTHOPS, Map::Array)?,
             nh_info: open(g, names::NH_INFO, Map::Array)?,
@@ -240,11 +246,7 @@ impl PinnedMaps {
     }
 
     fn action_v6(&self, addr: Ipv6Addr) -> anyhow::Result<RouteAction> {
-        match self.v6.get(&Key::new(128, addr.octets()), 0) {
-            Ok(action) => Ok(RouteAction(action)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(RouteAction::MISS),
-            Err(e) => Err(e.into()),
-        }
+        Ok(pf_control::v6trie::lookup_in(&self.v6, addr.into()))
     }
 
     fn leg(&self, id: u32, weight: u32) -> anyhow::Result<LegAnswer> {
@@ -311,14 +313,8 @@ impl MapsView for PinnedMaps {
         self.tbl8.load(index)
     }
 
-    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>> {
-        let mut entries = Vec::new();
-        for item in self.v6.iter() {
-            let (key, action) = item?;
-            let prefix = Ipv6Net::new(key.data().into(), key.prefix_len() as u8)?;
-            entries.push((prefix, action));
-        }
-        Ok(entries)
+    fn v6(&self) -> &dyn pf_control::v6trie::V6Read {
+        &self.v6
     }
 
     fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)> {

@@ -37,6 +37,9 @@ pub struct DaemonState {
     #[serde(default)]
     pub fpm_allowed_uids: Vec<u32>,
     pub v4_tbl8_groups: usize,
+    /// IPv6 trie nodes in use (reachable, or waiting for a grace period).
+    #[serde(default)]
+    pub v6_trie_nodes: usize,
     /// The links run this daemon's generation on a device now (false
     /// before it goes live, and after its links or pins were removed from
     /// outside).

@@ -9,9 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{lpm_trie::Key, lpm_trie::LpmTrie, Array, Map, MapData};
+use aya::maps::{Array, Map, MapData};
 use integration_tests::{lab::Lab, require_root};
-use pf_common::{layout::Tbl24Element, maps as names, RouteAction, RouteKind};
+use pf_common::{
+    layout::{Tbl24Element, V6LeafPair, V6Node, V6TopEntry},
+    maps as names, RouteAction, RouteKind,
+};
 use serde_json::Value;
 use support::{Daemon, SIDECAR};
 
@@ -100,9 +103,42 @@ fn block_action(daemon: &Daemon, prefix24: [u8; 3]) -> RouteAction {
     RouteAction(tbl24.get(&(block >> 1), 0).unwrap()[(block & 1) as usize])
 }
 
-fn v6_routes(daemon: &Daemon) -> LpmTrie<MapData, [u8; 16], u32> {
-    let data = MapData::from_pin(generation(daemon).join(names::V6_ROUTES)).unwrap();
-    Map::LpmTrie(data).try_into().unwrap()
+fn pinned_array<T: aya::Pod>(daemon: &Daemon, name: &str) -> Array<MapData, T> {
+    let data = MapData::from_pin(generation(daemon).join(name)).unwrap();
+    Map::Array(data).try_into().unwrap()
+}
+
+/// Sets the head and cover of the IPv6 trie's /18 slot `slot`.
+fn set_v6_top(daemon: &Daemon, slot: u32, entry: V6TopEntry) {
+    pinned_array::<V6TopEntry>(daemon, names::V6_TOP)
+        .set(slot, entry, 0)
+        .unwrap();
+}
+
+/// Overwrites the leaf the IPv6 trie answers `addr` from, found by
+/// walking the pinned arrays as the datapath does.
+fn set_v6_leaf(daemon: &Daemon, addr: std::net::Ipv6Addr, action: RouteAction) {
+    let addr = u128::from(addr);
+    let top = pinned_array::<V6TopEntry>(daemon, names::V6_TOP);
+    let nodes = pinned_array::<V6Node>(daemon, names::V6_NODES);
+    let head = RouteAction(top.get(&pf_control::v6trie::slot_of(addr), 0).unwrap()[0]);
+    assert_eq!(head.kind(), Some(RouteKind::Tbl8), "the slot has a trie");
+    let mut node = nodes.get(&head.index(), 0).unwrap();
+    let mut offset = names::V6_TOP_BITS;
+    let leaf = loop {
+        let v = ((addr << offset) >> 122) as usize;
+        let upto = u64::MAX >> (63 - v);
+        if node.children >> v & 1 == 0 {
+            break node.first_leaf + (node.runs & upto).count_ones() - 1;
+        }
+        let child = node.first_child + (node.children & upto).count_ones() - 1;
+        node = nodes.get(&child, 0).unwrap();
+        offset += names::V6_STRIDE;
+    };
+    let mut leaves = pinned_array::<V6LeafPair>(daemon, names::V6_LEAVES);
+    let mut pair = leaves.get(&(leaf / 2), 0).unwrap();
+    pair[(leaf % 2) as usize] = action.0;
+    leaves.set(leaf / 2, pair, 0).unwrap();
 }
 
 #[test]
@@ -173,14 +209,13 @@ fn diff_is_clean_after_sync_and_names_every_kind_of_drift_in_the_pinned_maps() {
         [100, 64, 1],
         RouteAction::simple(RouteKind::Blackhole),
     );
-    let mut v6 = v6_routes(&daemon);
-    let extra6: std::net::Ipv6Addr = "2001:db8:dead::".parse().unwrap();
-    v6.insert(
-        &Key::new(48, extra6.octets()),
-        RouteAction::simple(RouteKind::Blackhole).0,
-        0,
-    )
-    .unwrap();
+    // 3fff::/20 (documentation) lies in a /18 slot nothing routes.
+    let extra6 = pf_control::v6trie::slot_of(0x3fff_u128 << 112);
+    set_v6_top(
+        &daemon,
+        extra6,
+        [RouteAction::simple(RouteKind::Blackhole).0, 0],
+    );
     let (code, json) = diff(&lab, &daemon);
     assert_eq!(code, 1, "drift exits 1: {json:#}");
     assert_eq!(json["summary"]["in_sync"], false);
@@ -188,20 +223,19 @@ fn diff_is_clean_after_sync_and_names_every_kind_of_drift_in_the_pinned_maps() {
         drift_of(&json),
         vec![
             ("extra".to_owned(), "100.64.1.0/24".to_owned()),
-            ("extra".to_owned(), "2001:db8:dead::/48".to_owned()),
+            ("extra".to_owned(), "3fff::/18".to_owned()),
         ]
     );
     let entry = &json["drift"][0];
     assert_eq!(entry["expected"]["kind"], "kernel");
     assert_eq!(entry["actual"]["kind"], "blackhole");
     set_block(&daemon, [100, 64, 1], RouteAction::MISS);
-    v6.remove(&Key::new(48, extra6.octets())).unwrap();
+    set_v6_top(&daemon, extra6, [0, 0]);
     wait_in_sync(&lab, &daemon, "after the extra entries were taken out");
 
     // A missing route and a wrong nexthop: the IPv6 route's entry is deleted,
     // and 203.0.113.0/24 is pointed at the ECMP group of another route.
-    let server6: std::net::Ipv6Addr = "2001:db8:ff::".parse().unwrap();
-    v6.remove(&Key::new(48, server6.octets())).unwrap();
+    set_v6_leaf(&daemon, "2001:db8:ff::".parse().unwrap(), RouteAction::MISS);
     let group = block_action(&daemon, [198, 51, 100]);
     let group = if group.kind() == Some(RouteKind::Tbl8) {
         let data = MapData::from_pin(generation(&daemon).join(names::V4_TBL8)).unwrap();

@@ -5,14 +5,12 @@
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsFd,
     time::{Duration, Instant},
 };
 
-use aya::maps::IterableMap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pf_common::{RouteAction, RouteKind};
-use pf_sidecar::datapath::{batch, Capacities, Datapath};
+use pf_sidecar::datapath::{Capacities, Datapath};
 
 use crate::{
     fpm_messages::{nexthop_message, route_message},
@@ -103,10 +101,10 @@ impl FullTable {
 /// How the floor writes the IPv6 trie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpV6Writes {
-    /// One `BPF_MAP_UPDATE_ELEM` per prefix.
+    /// One trie update (one path rewrite) per prefix.
     OneByOne,
-    /// 4096 prefixes to a `BPF_MAP_UPDATE_BATCH`, as the daemon's writer
-    /// thread makes them.
+    /// 4096 prefixes per trie batch (each changed slot rewritten once), as
+    /// the daemon's writer thread ships them.
     Batched,
 }
 
@@ -143,24 +141,13 @@ impl FullTable {
                 }
             }
             IpV6Writes::Batched => {
-                #[repr(C)]
-                #[derive(Clone, Copy)]
-                struct LpmKey6 {
-                    prefix_len: u32,
-                    address: [u8; 16],
-                }
-                let keys: Vec<LpmKey6> = self
-                    .v6
-                    .iter()
-                    .map(|p| LpmKey6 {
-                        prefix_len: p.prefix_len() as u32,
-                        address: p.network().octets(),
-                    })
-                    .collect();
-                let values: Vec<u32> = (0..self.v6.len()).map(|i| action(i).0).collect();
-                let fd = dp.maps.v6_routes.map().fd().as_fd();
-                for (k, v) in keys.chunks(4096).zip(values.chunks(4096)) {
-                    batch::update(fd, k, v).expect("room enough");
+                let mut table = dp.maps.v6.lock();
+                for (n, chunk) in self.v6.chunks(4096).enumerate() {
+                    let writes = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (*p, Some(action(n * 4096 + i))));
+                    assert!(table.apply(writes).is_empty(), "room enough");
                 }
             }
         }

@@ -15,71 +15,84 @@ fn prefix(i: u32) -> Ipv6Net {
     .unwrap()
 }
 
-fn trie_contents(datapath: &Datapath) -> Vec<(Ipv6Net, u32)> {
-    let mut found: Vec<(Ipv6Net, u32)> = datapath
-        .maps
-        .v6_routes
-        .iter()
-        .map(|entry| {
-            let (key, value) = entry.unwrap();
-            let net = Ipv6Net::new(key.data().into(), key.prefix_len() as u8).unwrap();
-            (net, value)
-        })
-        .collect();
-    found.sort();
-    found
+/// What the trie answers at each prefix's first address.
+fn answers(datapath: &Datapath, prefixes: impl Iterator<Item = Ipv6Net>) -> Vec<RouteAction> {
+    let table = datapath.maps.v6.lock();
+    prefixes
+        .map(|p| table.lookup(u128::from(p.network())))
+        .collect()
 }
 
 #[test]
-fn queued_writes_land_in_order_and_refusals_come_back_with_what_was_refused() {
-    ipv6_writes_and_refusals(200);
+fn queued_ipv6_writes_land_in_order() {
+    ipv6_writes_in_order(200);
 }
 
 #[test]
-fn a_small_batch_written_at_once_lands_and_is_refused_the_same_way() {
-    ipv6_writes_and_refusals(8);
+fn a_small_ipv6_batch_written_at_once_lands_the_same_way() {
+    ipv6_writes_in_order(8);
 }
 
-/// `room` prefixes fit; `room + 4` are written (more than a small batch
-/// when `room` is large, so they go through the writer thread), then a
-/// change and a removal of prefixes already queued, and a removal of a
-/// prefix that was never there.
-fn ipv6_writes_and_refusals(room: u32) {
+/// `count` prefixes (more than a small batch when `count` is large, so
+/// they go through the writer thread), then a change and a removal of
+/// prefixes already queued, and a removal of a prefix never there.
+fn ipv6_writes_in_order(count: u32) {
     require_root!();
     let ns = NetNs::new("pipe");
     ns.enter(|| {
-        let capacities = Capacities {
-            v6_routes: room,
-            ..Capacities::default()
-        };
-        let mut datapath = Datapath::load(&capacities).expect("load the datapath");
+        let mut datapath = Datapath::load(&Capacities::default()).expect("load the datapath");
         let action = |i: u32| RouteAction::new(RouteKind::Nexthop, i);
-        let never = prefix(100_000);
         let refused = {
             let mut maps = RouteWriter::new(&mut datapath.maps).unwrap();
-            for i in 0..room + 4 {
+            for i in 0..count {
                 maps.insert_v6(prefix(i), action(i)).unwrap();
             }
             maps.insert_v6(prefix(0), action(100)).unwrap();
-            maps.remove_v6(prefix(1)).unwrap();
-            maps.remove_v6(never).unwrap();
+            maps.remove_v6(prefix(1));
+            maps.remove_v6(prefix(100_000));
             maps.flush()
         };
-        let mut expected: Vec<(Ipv6Net, u32)> =
-            (2..room).map(|i| (prefix(i), action(i).0)).collect();
-        expected.push((prefix(0), action(100).0));
-        expected.sort();
-        assert_eq!(trie_contents(&datapath), expected);
+        let mut expected: Vec<RouteAction> = (0..count).map(action).collect();
+        expected[0] = action(100);
+        expected[1] = RouteAction::MISS;
+        assert_eq!(answers(&datapath, (0..count).map(prefix)), expected);
+        assert_eq!(refused, Default::default());
+    });
+}
 
-        let refused_inserts: Vec<(Ipv6Net, Option<RouteAction>)> =
-            refused.v6.iter().map(|r| (r.prefix, r.action)).collect();
-        let mut wanted: Vec<(Ipv6Net, Option<RouteAction>)> = (room..room + 4)
-            .map(|i| (prefix(i), Some(action(i))))
-            .collect();
-        wanted.push((never, None));
-        assert_eq!(refused_inserts, wanted, "{refused:?}");
-        assert!(refused.v6.iter().all(|r| !r.error.is_empty()));
-        assert!(refused.v4_blocks.is_empty());
+#[test]
+fn a_slot_the_writer_thread_found_no_room_for_comes_back_and_asks_the_kernel() {
+    ipv6_slot_deferred(200);
+}
+
+#[test]
+fn a_slot_a_small_batch_found_no_room_for_comes_back_the_same_way() {
+    ipv6_slot_deferred(40);
+}
+
+fn ipv6_slot_deferred(count: u32) {
+    require_root!();
+    let ns = NetNs::new("pipe");
+    ns.enter(|| {
+        // Room for a few prefixes only.
+        let capacities = Capacities {
+            v6_routes: 4,
+            ..Capacities::default()
+        };
+        let mut datapath = Datapath::load(&capacities).expect("load the datapath");
+        let refused = {
+            let mut maps = RouteWriter::new(&mut datapath.maps).unwrap();
+            for i in 0..count {
+                maps.insert_v6(prefix(i), RouteAction::new(RouteKind::Nexthop, i))
+                    .unwrap();
+            }
+            maps.flush()
+        };
+        let slot = pf_control::v6trie::slot_of(u128::from(prefix(0).network()));
+        assert_eq!(refused.v6_slots, vec![slot], "{refused:?}");
+        assert!(answers(&datapath, (0..count).map(prefix))
+            .iter()
+            .all(|a| a.kind() == Some(RouteKind::Fib)));
     });
 }
 
@@ -96,7 +109,10 @@ fn dropping_the_writer_writes_everything_still_queued() {
                     .unwrap();
             }
         }
-        assert_eq!(trie_contents(&datapath).len(), 10_000);
+        assert!(answers(&datapath, (0..10_000).map(prefix))
+            .iter()
+            .all(|a| a.kind() == Some(RouteKind::Blackhole)));
+        assert_eq!(datapath.maps.v6.lock().len(), 10_000);
     });
 }
 
@@ -153,6 +169,6 @@ fn ipv4_writes_and_a_deferred_block(padding: u32) {
             assert_eq!(at(&format!("10.0.{}.1", padding - 1)), action(9));
         }
         assert_eq!(refused.v4_blocks, vec![0xcb0071], "{refused:?}");
-        assert!(refused.v6.is_empty());
+        assert!(refused.v6_slots.is_empty());
     });
 }

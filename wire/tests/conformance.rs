@@ -98,14 +98,21 @@ impl MapWriter for Recorder {
         self.log.push(format!("rebuild block {block}"));
         self.maps.rebuild_v4_block(block, covering, longer)
     }
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
+    fn insert_v6(
+        &mut self,
+        prefix: Ipv6Net,
+        action: RouteAction,
+    ) -> Result<(), pf_control::v6trie::V6TrieError> {
         self.log
             .push(format!("route {prefix} → {}", describe_action(action)));
         self.maps.insert_v6(prefix, action)
     }
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+    fn remove_v6(&mut self, prefix: Ipv6Net) {
         self.log.push(format!("unroute {prefix}"));
         self.maps.remove_v6(prefix)
+    }
+    fn retry_v6_slots(&mut self) -> Vec<u32> {
+        self.maps.retry_v6_slots()
     }
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), String> {
         self.log.push(match port {

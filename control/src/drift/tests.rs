@@ -16,8 +16,8 @@ impl MapsView for FakeMaps {
         use crate::dir24::Dir24Store;
         self.v4.store().tbl8(group, offset)
     }
-    fn v6_entries(&self) -> anyhow::Result<Vec<(Ipv6Net, u32)>> {
-        Ok(self.v6.iter().map(|(p, a)| (*p, a.0)).collect())
+    fn v6(&self) -> &dyn crate::v6trie::V6Read {
+        self.v6.store()
     }
     fn nexthop(&self, id: u32) -> Option<(NexthopKey, Nexthop)> {
         let key = nexthop_key(self.info.get(&id)?)?;
@@ -227,18 +227,14 @@ fn an_on_link_ipv6_route_matches_an_absent_entry_only_when_nothing_covers_it() {
     let mut routes = router();
     routes.push((net("2001:db8:9::/64"), Target::Kernel));
     let mut p = programmed(&routes);
-    p.writer_mut()
-        .v6
-        .remove(&"2001:db8:9::/64".parse().unwrap());
+    p.writer_mut().v6.remove("2001:db8:9::/64".parse().unwrap());
     assert!(diff(p.writer(), &routes).in_sync());
     routes.push((
         net("2001:db8::/32"),
         Target::Forward(vec![leg(ETH0, GW_A, 1)]),
     ));
     let mut p = programmed(&routes);
-    p.writer_mut()
-        .v6
-        .remove(&"2001:db8:9::/64".parse().unwrap());
+    p.writer_mut().v6.remove("2001:db8:9::/64".parse().unwrap());
     let report = diff(p.writer(), &routes);
     assert_eq!(report.drift.len(), 1, "{report:#?}");
     assert_eq!(report.drift[0].kind, DriftKind::Different);

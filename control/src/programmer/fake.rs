@@ -9,13 +9,16 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use pf_common::{EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, RouteKind};
 
-use super::{FailedWrite, MapWriter, Refusals};
-use crate::dir24::{Covering, Dir24, Dir24Error, VecStore};
+use super::{MapWriter, Refusals};
+use crate::{
+    dir24::{Covering, Dir24, Dir24Error, VecStore},
+    v6trie::{V6Trie, V6TrieError, VecV6Store},
+};
 
 /// Maps in memory, with a log of writes in order.
 pub struct FakeMaps {
     pub v4: Dir24<VecStore>,
-    pub v6: HashMap<Ipv6Net, RouteAction>,
+    pub v6: V6Trie<VecV6Store>,
     pub nh_ptr: HashMap<u32, u32>,
     pub nexthops: HashMap<u32, Nexthop>,
     pub info: HashMap<u32, NexthopInfo>,
@@ -26,10 +29,10 @@ pub struct FakeMaps {
     /// `INGRESS` bits, by ifindex (absent: 0).
     pub ingress: HashMap<u32, u32>,
     pub log: Vec<String>,
-    /// IPv6 prefixes whose inserts are accepted and then refused, as a
-    /// writer thread reports them at the end of the batch.
-    pub refuse_v6: std::collections::HashSet<Ipv6Net>,
-    refused: Vec<FailedWrite>,
+    /// IPv6 inserts are accepted and a slot left to the kernel is reported
+    /// at the end of the batch, as the writer thread does.
+    pub queue_v6: bool,
+    deferred_slots: Vec<u32>,
     /// IPv4 inserts are accepted and a block without a group is reported
     /// at the end of the batch, as the writer thread does.
     pub queue_v4: bool,
@@ -46,15 +49,15 @@ impl FakeMaps {
     pub fn new() -> Self {
         Self {
             v4: Dir24::new(VecStore::new(4)),
-            v6: HashMap::new(),
+            v6: V6Trie::new(VecV6Store::new(4096, 4096)),
             nh_ptr: HashMap::new(),
             nexthops: HashMap::new(),
             info: HashMap::new(),
             grp_ptr: HashMap::new(),
             groups: HashMap::new(),
             log: Vec::new(),
-            refuse_v6: Default::default(),
-            refused: Vec::new(),
+            queue_v6: false,
+            deferred_slots: Vec::new(),
             ports: HashMap::new(),
             ingress: HashMap::new(),
             queue_v4: false,
@@ -69,13 +72,16 @@ impl FakeMaps {
         (action, self.nexthop_of(action))
     }
 
+    /// Maps whose IPv6 trie has room for `nodes` nodes and `leaves` leaves.
+    pub fn with_v6_room(nodes: u32, leaves: u32) -> Self {
+        Self {
+            v6: V6Trie::new(VecV6Store::new(nodes, leaves)),
+            ..Self::new()
+        }
+    }
+
     pub fn lookup_v6(&self, addr: Ipv6Addr) -> RouteAction {
-        self.v6
-            .iter()
-            .filter(|(p, _)| p.contains(&addr))
-            .max_by_key(|(p, _)| p.prefix_len())
-            .map(|(_, a)| *a)
-            .unwrap_or(RouteAction::MISS)
+        self.v6.lookup(addr.into())
     }
 
     pub fn nexthop_of(&self, action: RouteAction) -> Option<Nexthop> {
@@ -128,23 +134,22 @@ impl MapWriter for FakeMaps {
         self.log.push(format!("rebuild block {block}"));
         self.v4.rebuild_deferred(block, covering, longer)
     }
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), String> {
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), V6TrieError> {
         self.log.push(format!("route {prefix}"));
-        if self.refuse_v6.contains(&prefix) {
-            self.refused.push(FailedWrite {
-                prefix,
-                action: Some(action),
-                error: "refused by the test".into(),
-            });
-        } else {
-            self.v6.insert(prefix, action);
+        match self.v6.insert(prefix, action) {
+            Err(V6TrieError::OutOfSpace { slot, .. }) if self.queue_v6 => {
+                self.deferred_slots.push(slot);
+                Ok(())
+            }
+            other => other,
         }
-        Ok(())
     }
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), String> {
+    fn remove_v6(&mut self, prefix: Ipv6Net) {
         self.log.push(format!("unroute {prefix}"));
-        self.v6.remove(&prefix);
-        Ok(())
+        self.v6.remove(prefix);
+    }
+    fn retry_v6_slots(&mut self) -> Vec<u32> {
+        self.v6.retry_deferred()
     }
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), String> {
         match port {
@@ -173,14 +178,15 @@ impl MapWriter for FakeMaps {
     }
     fn reclaim(&mut self) {
         self.v4.reclaim();
+        self.v6.reclaim();
     }
     fn end_batch(&mut self) -> Refusals {
         self.flush()
     }
     fn flush(&mut self) -> Refusals {
         Refusals {
-            v6: std::mem::take(&mut self.refused),
             v4_blocks: std::mem::take(&mut self.deferred_blocks),
+            v6_slots: std::mem::take(&mut self.deferred_slots),
         }
     }
 }

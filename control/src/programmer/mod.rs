@@ -30,7 +30,7 @@ use nexthops::GroupKey;
 pub use nexthops::{
     nexthop_info, nexthop_key, offloadable, resolve_nexthop, Leg, LinkInfo, NexthopKey,
 };
-pub use writer::{FailedWrite, MapWriter, Refusals};
+pub use writer::{MapWriter, Refusals};
 
 use std::net::IpAddr;
 
@@ -40,7 +40,6 @@ use pf_common::{
     maps::ECMP_MAX_LEGS,
     EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, RouteKind,
 };
-use prefix_trie::PrefixMap;
 use slots::{Acquired, Interner, Pool};
 
 /// The `NEXTHOPS` slot of the parked entry: unresolved, so a route whose
@@ -74,6 +73,8 @@ pub enum Target {
 pub struct Limits {
     pub nexthops: u32,
     pub ecmp_groups: u32,
+    /// IPv6 routes the trie's arrays are sized for; the trie itself says
+    /// when it is full.
     pub v6_routes: u32,
 }
 
@@ -141,7 +142,6 @@ struct NexthopState {
 
 pub struct Programmer<W: MapWriter, E: ProgrammedEntry = Option<Programmed>> {
     writer: W,
-    limits: Limits,
     links: FastMap<u32, LinkInfo>,
     neighbours: FastMap<NexthopKey, [u8; 6]>,
     nexthop_ids: Interner<NexthopKey>,
@@ -159,13 +159,9 @@ pub struct Programmer<W: MapWriter, E: ProgrammedEntry = Option<Programmed>> {
     /// /24 blocks left to the kernel for want of a second-level group,
     /// retried when groups are reclaimed.
     v4_deferred_blocks: std::collections::BTreeSet<u32>,
-    /// Deferred IPv6 prefixes, each with the installed prefix that covers
-    /// it (and answers `Fib` while it does). An IPv6 prefix is installed
-    /// when `routes` holds it and it is not deferred.
-    v6_deferred: PrefixMap<Ipv6Net, Option<Ipv6Net>>,
-    /// Installed IPv6 prefixes answering `Fib` because a deferred prefix lies under them.
-    v6_shadowed: FastMap<Ipv6Net, u32>,
-    v6_count: u32,
+    /// /18 slots the IPv6 trie left to the kernel for want of room,
+    /// retried when room is reclaimed.
+    v6_deferred_slots: std::collections::BTreeSet<u32>,
     /// The `INGRESS` bits written, by ifindex.
     ingress: FastMap<u32, u32>,
     recorder: Option<Recorder>,
@@ -229,7 +225,6 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
     pub fn sharing_table(writer: W, limits: Limits) -> Self {
         Self {
             writer,
-            limits,
             links: FastMap::new(),
             neighbours: FastMap::new(),
             nexthop_ids: Interner::new(1, limits.nexthops),
@@ -242,9 +237,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             routes: PrefixHashMap::new(),
             v4_long_per_block: FastMap::new(),
             v4_deferred_blocks: Default::default(),
-            v6_deferred: PrefixMap::new(),
-            v6_shadowed: FastMap::new(),
-            v6_count: 0,
+            v6_deferred_slots: Default::default(),
             ingress: FastMap::new(),
             recorder: None,
             stats: ProgrammerStats::default(),
@@ -304,6 +297,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         self.writer.reclaim();
         self.unpark_nexthops();
         self.retry_deferred_v4();
+        self.retry_deferred_v6();
     }
 
     /// The IPv4 table left `block` to the kernel after its writes were
@@ -381,33 +375,14 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         self.handle_refused(refused);
     }
 
-    /// A refused write that is still the prefix's current entry leaves the
-    /// prefix to the kernel, as an inline failure does; one already
-    /// superseded by a later write only counts.
+    /// Blocks and slots the tables left to the kernel after accepting the
+    /// writes: their prefixes are deferred, as after an inline refusal.
     fn handle_refused(&mut self, refused: Refusals) {
         for block in refused.v4_blocks {
             self.v4_block_deferred(block);
         }
-        for write in refused.v6 {
-            self.stats.write_errors += 1;
-            let prefix = write.prefix;
-            let Some(action) = write.action else {
-                tracing::error!(%prefix, error = %write.error, "removing an IPv6 route failed");
-                continue;
-            };
-            let current = self.v6_installed(prefix).map(|installed| {
-                if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
-                    RouteAction::simple(RouteKind::Fib)
-                } else {
-                    installed
-                }
-            });
-            if current != Some(action) {
-                tracing::warn!(%prefix, error = %write.error, "an IPv6 route write was refused; a later write replaced it");
-                continue;
-            }
-            tracing::error!(%prefix, error = %write.error, "writing an IPv6 route failed; left to the kernel");
-            self.leave_v6_to_kernel(prefix, true);
+        for slot in refused.v6_slots {
+            self.v6_slot_deferred(slot);
         }
     }
 
@@ -449,10 +424,6 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         self.routes.v4().get(&prefix)?.programmed()
     }
 
-    fn programmed_v6(&self, prefix: Ipv6Net) -> Option<Programmed> {
-        self.routes.v6().get(&prefix)?.programmed()
-    }
-
     fn programmed_mut(&mut self, prefix: IpNet) -> Option<&mut Programmed> {
         self.routes.get_mut(&prefix)?.programmed_mut().as_mut()
     }
@@ -473,9 +444,9 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         self.group_ids.len()
     }
 
-    /// IPv6 entries in the trie (installed routes, not deferred ones).
+    /// IPv6 prefixes in the trie, deferred slots' included.
     pub fn v6_entries(&self) -> u32 {
-        self.v6_count
+        self.stats.routes_v6 as u32
     }
 
     /// Every programmed prefix with its action and whether it is deferred.
@@ -578,7 +549,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         }
         let deferred = match prefix {
             IpNet::V4(p) => self.write_v4(p, action, old.is_some_and(|o| o.deferred)),
-            IpNet::V6(p) => self.write_v6(p, action, old.is_some_and(|o| !o.deferred)),
+            IpNet::V6(p) => self.write_v6(p, action, old.is_some_and(|o| o.deferred)),
         };
         if deferred {
             if let Some(programmed) = self.programmed_mut(prefix) {

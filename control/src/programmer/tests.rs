@@ -1,4 +1,4 @@
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::fake::FakeMaps;
 use super::*;
@@ -509,147 +509,106 @@ fn a_link_going_down_unresolves_its_nexthops() {
         .is_resolved());
 }
 
-#[test]
-fn when_the_ipv6_table_is_full_the_covering_prefix_defers_until_the_longer_one_goes() {
-    let mut p = programmer(16, 2);
-    let gw6 = Target::Forward(vec![Leg {
+fn gw6() -> Target {
+    Target::Forward(vec![Leg {
         ifindex: ETH0,
         gateway: Some("2001:db8::1".parse().unwrap()),
         weight: 1,
-    }]);
-    p.upsert(net("2001:db8::/32"), &gw6.clone());
-    p.upsert(net("2001:db8:1::/48"), &Target::Blackhole);
-    p.upsert(net("2001:db8:2::/48"), &Target::Unreachable); // no room
-    let inside: Ipv6Addr = "2001:db8:2::9".parse().unwrap();
-    let elsewhere: Ipv6Addr = "2001:db8:3::9".parse().unwrap();
-    assert_eq!(
-        p.writer().lookup_v6(inside).kind(),
-        Some(RouteKind::Fib),
-        "the /32 must not answer for the /48"
-    );
-    assert_eq!(
-        p.writer().lookup_v6(elsewhere).kind(),
-        Some(RouteKind::Fib),
-        "the whole /32 defers meanwhile"
-    );
-    assert_eq!((p.stats.overflow_v6_routes, p.stats.deferred_v6), (1, 1));
-    p.remove(net("2001:db8:2::/48"));
-    assert_eq!(
-        p.writer().lookup_v6(elsewhere).kind(),
-        Some(RouteKind::Nexthop),
-        "restored"
-    );
-    assert!(p.shadowed_v6().is_empty());
+    }])
+}
+
+fn a48(i: u32) -> IpNet {
+    net(&format!("2001:db8:{i:x}::/48"))
+}
+
+/// Fills the slot of 2001:db8::/32 with /48s until one is deferred;
+/// returns how many were written.
+fn fill_v6_slot(p: &mut Programmer<FakeMaps>) -> u32 {
+    for i in 1..200 {
+        p.upsert(a48(i), &Target::Blackhole);
+        p.end_batch();
+        if p.programmed(&a48(i)).is_some_and(|(_, deferred)| deferred) {
+            return i;
+        }
+    }
+    panic!("the trie never filled up");
 }
 
 #[test]
-fn an_ipv6_write_refused_after_queueing_leaves_the_prefix_to_the_kernel_and_its_cover_aside() {
-    let mut p = programmer(16, 8);
-    let v6 = |s: &str| match net(s) {
-        IpNet::V6(n) => n,
-        IpNet::V4(_) => unreachable!(),
-    };
-    p.upsert(net("2001:db8::/32"), &Target::Blackhole);
-    p.writer_mut().refuse_v6.insert(v6("2001:db8:5::/48"));
-    p.upsert(net("2001:db8:5::/48"), &Target::Unreachable);
-    // The writer accepted it; the refusal arrives with the end of the batch.
+fn when_the_ipv6_trie_is_full_its_slot_defers_to_the_kernel_until_room_returns() {
+    let mut p = programmer(16, 64);
+    *p.writer_mut() = FakeMaps::with_v6_room(24, 24);
+    p.upsert(net("2001:db8::/32"), &gw6());
+    p.upsert(net("2001:db8:4000::/34"), &Target::Unreachable);
+    let full_at = fill_v6_slot(&mut p);
+    let at = |p: &Programmer<FakeMaps>, s: &str| p.writer().lookup_v6(s.parse().unwrap());
     assert_eq!(
-        p.programmed(&net("2001:db8:5::/48")).map(|(_, d)| d),
-        Some(false)
+        at(&p, &format!("2001:db8:{full_at:x}::9")).kind(),
+        Some(RouteKind::Fib)
     );
-    p.end_batch();
-    let inside: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
     assert_eq!(
-        p.writer().lookup_v6(inside).kind(),
+        at(&p, "2001:db8:ffff::9").kind(),
         Some(RouteKind::Fib),
-        "the /32 must not answer for the refused /48"
+        "the /32 must not answer while a longer prefix under it is missing"
     );
     assert_eq!(
-        p.programmed(&net("2001:db8:5::/48")).map(|(_, d)| d),
+        at(&p, "2001:4db8::1"),
+        RouteAction::MISS,
+        "other slots answer"
+    );
+    // Every prefix of the slot is the kernel's now, and says so.
+    let in_slot = full_at + 2;
+    assert_eq!(p.stats.deferred_v6, u64::from(in_slot));
+    assert_eq!(p.stats.overflow_v6_routes, u64::from(in_slot));
+    assert_eq!(
+        p.programmed(&net("2001:db8::/32")).map(|(_, d)| d),
         Some(true)
     );
+    // An update inside the deferred slot stays deferred, counted once.
+    p.upsert(a48(1), &Target::Prohibit);
+    assert_eq!(p.stats.deferred_v6, u64::from(in_slot));
+    // Room comes back once enough is removed and a grace period passed.
+    for i in 2..=full_at {
+        p.remove(a48(i));
+    }
+    p.reclaim();
+    p.reclaim();
+    assert_eq!(p.stats.deferred_v6, 0);
+    assert_eq!(at(&p, "2001:db8:1::9").kind(), Some(RouteKind::Prohibit));
+    assert_eq!(at(&p, "2001:db8:ffff::9").kind(), Some(RouteKind::Nexthop));
     assert_eq!(
-        (p.stats.write_errors, p.stats.deferred_v6, p.v6_entries()),
-        (1, 1, 1)
-    );
-    assert_eq!(p.shadowed_v6(), [v6("2001:db8::/32")].into());
-
-    // A refusal superseded by a later write of the same prefix only counts.
-    p.upsert(net("2001:db8:6::/48"), &Target::Blackhole);
-    p.writer_mut().refuse_v6.insert(v6("2001:db8:6::/48"));
-    p.upsert(net("2001:db8:6::/48"), &Target::Unreachable);
-    p.writer_mut().refuse_v6.clear();
-    p.upsert(net("2001:db8:6::/48"), &Target::Prohibit);
-    p.end_batch();
-    assert_eq!(p.stats.write_errors, 2);
-    assert_eq!(
-        p.writer()
-            .lookup_v6("2001:db8:6::1".parse().unwrap())
-            .kind(),
-        Some(RouteKind::Prohibit)
+        at(&p, "2001:db8:4000::1").kind(),
+        Some(RouteKind::Unreachable)
     );
     assert_eq!(
-        p.programmed(&net("2001:db8:6::/48")).map(|(_, d)| d),
+        p.programmed(&net("2001:db8::/32")).map(|(_, d)| d),
         Some(false)
     );
-
-    // Room is made: the refused prefix is retried, and installed this time.
-    p.upsert(net("2001:db8:7::/48"), &Target::Blackhole);
-    p.remove(net("2001:db8:7::/48"));
-    assert_eq!(
-        p.writer().lookup_v6(inside).kind(),
-        Some(RouteKind::Unreachable)
-    );
-    assert!(p.shadowed_v6().is_empty());
-    assert_eq!(p.stats.deferred_v6, 0);
 }
 
 #[test]
-fn a_refused_update_of_an_installed_ipv6_prefix_leaves_no_stale_entry_behind() {
-    let mut p = programmer(16, 8);
-    let v6 = |s: &str| match net(s) {
-        IpNet::V6(n) => n,
-        IpNet::V4(_) => unreachable!(),
-    };
-    p.upsert(net("2001:db8:5::/48"), &Target::Blackhole);
-    p.end_batch();
-    assert_eq!(p.v6_entries(), 1);
-    p.writer_mut().refuse_v6.insert(v6("2001:db8:5::/48"));
-    p.upsert(net("2001:db8:5::/48"), &Target::Unreachable);
-    p.end_batch();
-    let inside: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
-    assert_eq!(
-        p.writer().lookup_v6(inside),
-        RouteAction::MISS,
-        "neither the refused action nor the old blackhole answers"
-    );
-    assert_eq!((p.v6_entries(), p.stats.deferred_v6), (0, 1));
-    p.writer_mut().refuse_v6.clear();
-    p.remove(net("2001:db8:5::/48"));
-    assert_eq!((p.v6_entries(), p.stats.deferred_v6), (0, 0));
-}
-
-#[test]
-fn a_deferred_ipv6_prefix_moves_its_shadow_when_a_closer_covering_prefix_appears() {
-    let mut p = programmer(16, 3);
-    p.upsert(net("2001:db8::/32"), &Target::Blackhole);
-    p.upsert(net("2001:db8:9::/48"), &Target::Blackhole);
-    p.upsert(net("2001:db8:1:2:3::/80"), &Target::Unreachable); // room for 3: installed
-    p.upsert(net("2001:db8:1:2:4::/80"), &Target::Unreachable); // deferred, shadows the /32
-    let v6 = |s: &str| match net(s) {
-        IpNet::V6(n) => n,
-        IpNet::V4(_) => unreachable!(),
-    };
-    assert_eq!(p.shadowed_v6(), [v6("2001:db8::/32")].into());
-    p.remove(net("2001:db8:9::/48"));
-    // Room again: the deferred /80 is installed and the /32 answers again.
-    assert!(p.shadowed_v6().is_empty());
-    let inside: Ipv6Addr = "2001:db8:1:2:4::1".parse().unwrap();
-    assert_eq!(
-        p.writer().lookup_v6(inside).kind(),
-        Some(RouteKind::Unreachable)
-    );
+fn a_slot_deferred_by_the_writer_thread_defers_every_prefix_in_it_at_the_batch_end() {
+    let mut p = programmer(16, 64);
+    *p.writer_mut() = FakeMaps::with_v6_room(24, 24);
+    p.writer_mut().queue_v6 = true;
+    p.upsert(net("2001:db8::/32"), &gw6());
+    let full_at = fill_v6_slot(&mut p);
+    for i in 1..=full_at {
+        assert_eq!(p.programmed(&a48(i)).map(|(_, d)| d), Some(true), "/48 {i}");
+    }
+    assert_eq!(p.stats.deferred_v6, u64::from(full_at + 1));
+    for i in 1..=full_at {
+        p.remove(a48(i));
+    }
+    p.reclaim();
+    p.reclaim();
     assert_eq!(p.stats.deferred_v6, 0);
+    assert_eq!(
+        p.writer()
+            .lookup_v6("2001:db8:1::1".parse().unwrap())
+            .kind(),
+        Some(RouteKind::Nexthop)
+    );
 }
 
 #[test]

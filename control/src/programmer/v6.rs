@@ -1,175 +1,113 @@
-//! IPv6 routes: written to the kernel's LPM trie through the writer; a
-//! prefix the trie refuses is left to the kernel, and so is every shorter
-//! prefix that covers it (shadowed), until it is written again.
+//! IPv6 routes: written to the IPv6 trie through the writer. When the
+//! trie's arrays are full it leaves the prefix's whole /18 slot to the
+//! kernel (the slot answers `Fib`, never a covering prefix); the slot's
+//! prefixes count as deferred until a reclaim gives it room again.
 
 use super::*;
+use crate::v6trie::slot_of;
 
 impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
-    /// What the trie holds for an installed IPv6 prefix (before shadowing).
-    pub(super) fn v6_installed(&self, prefix: Ipv6Net) -> Option<RouteAction> {
-        let programmed = self.programmed_v6(prefix)?;
-        (!programmed.deferred).then_some(programmed.action)
-    }
-
-    /// The longest installed IPv6 prefix strictly above `prefix`. At most
-    /// 128 probes, and only deferred prefixes (a full table) ask.
-    pub(super) fn v6_cover(&self, prefix: Ipv6Net) -> Option<Ipv6Net> {
-        (0..prefix.prefix_len()).rev().find_map(|len| {
-            let above = Ipv6Net::new(prefix.network(), len).ok()?.trunc();
-            self.v6_installed(above).map(|_| above)
-        })
-    }
-
     /// Writes `prefix` into the trie (the route table already holds its
-    /// new action); returns whether it ended up deferred instead.
+    /// new action); returns whether its slot is deferred.
     pub(super) fn write_v6(
         &mut self,
         prefix: Ipv6Net,
         action: RouteAction,
-        was_installed: bool,
+        was_deferred: bool,
     ) -> bool {
-        if !was_installed && self.v6_count >= self.limits.v6_routes {
-            self.stats.overflow_v6_routes += 1;
-            self.leave_v6_to_kernel(prefix, false);
-            return true;
-        }
-        let shown = if self.v6_shadowed.get(&prefix).copied().unwrap_or(0) > 0 {
-            RouteAction::simple(RouteKind::Fib)
-        } else {
-            action
-        };
-        if let Err(err) = self.writer.insert_v6(prefix, shown) {
-            self.stats.write_errors += 1;
-            tracing::error!(%prefix, %err, "writing an IPv6 route failed; left to the kernel");
-            self.leave_v6_to_kernel(prefix, was_installed);
-            return true;
-        }
-        if !was_installed {
-            self.v6_count += 1;
-        }
-        if let Some(cover) = self.v6_deferred.remove(&prefix) {
-            self.stats.deferred_v6 -= 1;
-            if let Some(cover) = cover {
-                self.unshadow_v6(cover);
+        match self.writer.insert_v6(prefix, action) {
+            Ok(()) => {
+                if was_deferred {
+                    self.stats.deferred_v6 -= 1;
+                }
+                false
+            }
+            Err(err) => {
+                let slot = slot_of(prefix.network().into());
+                if self.v6_deferred_slots.contains(&slot) {
+                    if !was_deferred {
+                        self.stats.overflow_v6_routes += 1;
+                        self.stats.deferred_v6 += 1;
+                    }
+                } else {
+                    // The slot's other prefixes go to the kernel with it.
+                    tracing::warn!(%err, "IPv6 prefix deferred to the kernel");
+                    if was_deferred {
+                        self.stats.deferred_v6 -= 1;
+                    }
+                    self.v6_slot_deferred(slot);
+                }
+                true
             }
         }
-        self.reshadow_v6_under(prefix);
-        false
-    }
-
-    /// Takes `prefix` out of the trie (when `installed`, whatever it holds
-    /// there is stale) and defers it: the kernel answers for it, and so does
-    /// its covering prefix while it is deferred.
-    pub(super) fn leave_v6_to_kernel(&mut self, prefix: Ipv6Net, installed: bool) {
-        if installed {
-            if let Err(err) = self.writer.remove_v6(prefix) {
-                tracing::error!(%prefix, %err, "removing a refused IPv6 route failed");
-            }
-            self.v6_count -= 1;
-        }
-        if let Some(route) = self.programmed_mut(IpNet::V6(prefix)) {
-            route.deferred = true;
-        }
-        if !self.v6_deferred.contains_key(&prefix) {
-            self.stats.deferred_v6 += 1;
-            self.v6_deferred.insert(prefix, None);
-        }
-        self.reshadow_v6_under(prefix);
     }
 
     pub(super) fn remove_v6(&mut self, prefix: Ipv6Net, deferred: bool) {
         if deferred {
-            if let Some(cover) = self.v6_deferred.remove(&prefix) {
-                self.stats.deferred_v6 -= 1;
-                if let Some(cover) = cover {
-                    self.unshadow_v6(cover);
-                }
-            }
-            return;
+            self.stats.deferred_v6 -= 1;
         }
-        self.v6_shadowed.remove(&prefix);
-        self.v6_count -= 1;
-        if let Err(err) = self.writer.remove_v6(prefix) {
-            self.stats.write_errors += 1;
-            tracing::error!(%prefix, %err, "removing an IPv6 route failed");
-        }
-        self.reshadow_v6_under(prefix);
-        self.retry_deferred_v6();
+        self.writer.remove_v6(prefix);
     }
 
-    /// Installs deferred IPv6 prefixes while there is room.
-    pub(super) fn retry_deferred_v6(&mut self) {
-        while self.v6_count < self.limits.v6_routes {
-            let Some(prefix) = self.v6_deferred.keys().next() else {
-                return;
-            };
-            let Some(action) = self.programmed_v6(prefix).map(|r| r.action) else {
-                self.v6_deferred.remove(&prefix);
-                continue;
-            };
-            // Installed from here on, so the prefix covers its own deferred
-            // prefixes; `write_v6` defers it again if it must.
+    /// The prefixes longer than /18 programmed under `slot`.
+    fn v6_prefixes_in(&self, slot: u32) -> Vec<Ipv6Net> {
+        self.routes
+            .v6()
+            .keys()
+            .filter(|p| {
+                u32::from(p.prefix_len()) > pf_common::maps::V6_TOP_BITS
+                    && slot_of(p.network().into()) == slot
+            })
+            .copied()
+            .collect()
+    }
+
+    /// The trie left `slot` to the kernel after its writes were accepted
+    /// (by a writer thread): its prefixes are deferred, as an inline
+    /// refusal defers them.
+    pub(super) fn v6_slot_deferred(&mut self, slot: u32) {
+        let mut deferred = 0;
+        for prefix in self.v6_prefixes_in(slot) {
             if let Some(route) = self.programmed_mut(IpNet::V6(prefix)) {
-                route.deferred = false;
-            }
-            if self.write_v6(prefix, action, false) {
-                return;
-            }
-        }
-    }
-
-    /// Re-points every deferred IPv6 prefix under `root` at its current
-    /// covering installed prefix, which must answer `Fib` while it covers one.
-    pub(super) fn reshadow_v6_under(&mut self, root: Ipv6Net) {
-        let deferred: Vec<(Ipv6Net, Option<Ipv6Net>)> = self
-            .v6_deferred
-            .children(&root)
-            .map(|(p, c)| (p, *c))
-            .collect();
-        for (prefix, old_cover) in deferred {
-            let new_cover = self.v6_cover(prefix);
-            if new_cover == old_cover {
-                continue;
-            }
-            if let Some(cover) = new_cover {
-                let count = self.v6_shadowed.entry(cover).or_insert(0);
-                *count += 1;
-                if *count == 1 {
-                    self.write_v6_raw(cover, RouteAction::simple(RouteKind::Fib));
+                if !route.deferred {
+                    route.deferred = true;
+                    deferred += 1;
                 }
             }
-            if let Some(cover) = old_cover {
-                self.unshadow_v6(cover);
-            }
-            if let Some(slot) = self.v6_deferred.get_mut(&prefix) {
-                *slot = new_cover;
-            }
         }
-    }
-
-    pub(super) fn unshadow_v6(&mut self, cover: Ipv6Net) {
-        let Some(count) = self.v6_shadowed.get_mut(&cover) else {
+        self.v6_deferred_slots.insert(slot);
+        if deferred == 0 {
             return;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.v6_shadowed.remove(&cover);
-            if let Some(action) = self.v6_installed(cover) {
-                self.write_v6_raw(cover, action);
+        }
+        tracing::warn!(
+            slot = %std::net::Ipv6Addr::from((slot as u128) << (128 - pf_common::maps::V6_TOP_BITS)),
+            prefixes = deferred,
+            "the IPv6 trie is full; the /18's prefixes are left to bpf_fib_lookup"
+        );
+        self.stats.overflow_v6_routes += deferred;
+        self.stats.deferred_v6 += deferred;
+    }
+
+    /// Rebuilds deferred slots while the trie has room.
+    pub(super) fn retry_deferred_v6(&mut self) {
+        if self.v6_deferred_slots.is_empty() {
+            return;
+        }
+        for slot in self.writer.retry_v6_slots() {
+            self.v6_deferred_slots.remove(&slot);
+            let prefixes = self.v6_prefixes_in(slot);
+            for prefix in &prefixes {
+                if let Some(route) = self.programmed_mut(IpNet::V6(*prefix)) {
+                    if std::mem::take(&mut route.deferred) {
+                        self.stats.deferred_v6 -= 1;
+                    }
+                }
             }
+            tracing::info!(
+                slot = %std::net::Ipv6Addr::from((slot as u128) << (128 - pf_common::maps::V6_TOP_BITS)),
+                prefixes = prefixes.len(),
+                "the IPv6 trie has room again: the /18's prefixes are installed"
+            );
         }
-    }
-
-    pub(super) fn write_v6_raw(&mut self, prefix: Ipv6Net, action: RouteAction) {
-        if let Err(err) = self.writer.insert_v6(prefix, action) {
-            self.stats.write_errors += 1;
-            tracing::error!(%prefix, %err, "rewriting an IPv6 route failed");
-        }
-    }
-
-    /// Prefixes whose entry currently answers `Fib` because of a deferred
-    /// longer prefix (for status and tests).
-    pub fn shadowed_v6(&self) -> std::collections::BTreeSet<Ipv6Net> {
-        self.v6_shadowed.keys().copied().collect()
     }
 }

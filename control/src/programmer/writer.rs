@@ -2,6 +2,7 @@
 //! against the real maps or a test double.
 
 use super::*;
+use crate::v6trie::V6TrieError;
 
 /// Map writes, so the programmer runs against real maps or a test double.
 pub trait MapWriter {
@@ -22,8 +23,13 @@ pub trait MapWriter {
         covering: Covering,
         longer: &[(Ipv4Net, RouteAction)],
     ) -> Result<(), Dir24Error>;
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error>;
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error>;
+    /// Writes an IPv6 prefix into the trie; an error says its /18 slot is
+    /// left to the kernel (the trie keeps the prefix for a retry).
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), V6TrieError>;
+    fn remove_v6(&mut self, prefix: Ipv6Net);
+    /// Rebuilds deferred IPv6 slots while the trie has room; returns those
+    /// answered from the trie again.
+    fn retry_v6_slots(&mut self) -> Vec<u32>;
     /// Records VLAN device `ifindex` for the `bpf_fib_lookup` path (which
     /// answers with the VLAN device): its frames leave by its parent with
     /// its tag. `None` forgets it.
@@ -31,7 +37,8 @@ pub trait MapWriter {
     /// Sets the `INGRESS` bits (`ING_F_*`, 0: in no VRF) of ifindex
     /// `ifindex`.
     fn write_ingress(&mut self, ifindex: u32, flags: u32) -> Result<(), Self::Error>;
-    /// Lets quarantined second-level IPv4 groups be reused.
+    /// Lets quarantined second-level IPv4 groups and IPv6 trie nodes be
+    /// reused.
     fn reclaim(&mut self);
     /// Sends writes a writer queued on their way, and returns those the
     /// maps refused since the last call (writers that write inline have
@@ -46,22 +53,14 @@ pub trait MapWriter {
     }
 }
 
-/// What the maps refused after a writer had accepted it.
+/// What the tables left to the kernel after a writer had accepted it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Refusals {
-    pub v6: Vec<FailedWrite>,
     /// /24 blocks the IPv4 table left to the kernel for want of a
     /// second-level group (it answers `Fib` for them already).
     pub v4_blocks: Vec<u32>,
-}
-
-/// An IPv6 route write the maps refused after the writer had accepted it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedWrite {
-    pub prefix: Ipv6Net,
-    /// The action written, or `None` for a removal.
-    pub action: Option<RouteAction>,
-    pub error: String,
+    /// /18 slots the IPv6 trie left to the kernel for want of room.
+    pub v6_slots: Vec<u32>,
 }
 
 impl<W: MapWriter> MapWriter for &mut W {
@@ -89,11 +88,14 @@ impl<W: MapWriter> MapWriter for &mut W {
     ) -> Result<(), Dir24Error> {
         (**self).rebuild_v4_block(block, covering, longer)
     }
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), V6TrieError> {
         (**self).insert_v6(prefix, action)
     }
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
+    fn remove_v6(&mut self, prefix: Ipv6Net) {
         (**self).remove_v6(prefix)
+    }
+    fn retry_v6_slots(&mut self) -> Vec<u32> {
+        (**self).retry_v6_slots()
     }
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), Self::Error> {
         (**self).write_vlan_port(ifindex, port)

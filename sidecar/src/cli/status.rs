@@ -173,9 +173,9 @@ fn occupancy(maps: &PinnedMaps, daemon: Option<&DaemonState>) -> Vec<Occupancy> 
             capacity: maps.capacity(names::V4_TBL8),
         },
         Occupancy {
-            table: "IPv6 routes (V6_ROUTES)",
-            used: used(|d| d.control.v6_entries as u64),
-            capacity: maps.capacity(names::V6_ROUTES),
+            table: "IPv6 trie nodes (V6_NODES)",
+            used: used(|d| d.v6_trie_nodes as u64),
+            capacity: maps.capacity(names::V6_NODES),
         },
         Occupancy {
             table: "nexthops (NH_PTR)",

@@ -21,6 +21,7 @@ impl Daemon<'_> {
         state.fpm_refused =
             state.fpm_refused_address + state.fpm_refused_user + state.fpm_refused_busy;
         state.v4_tbl8_groups = self.controller.writer().v4.lock().groups_in_use();
+        state.v6_trie_nodes = self.controller.writer().v6.lock().nodes_in_use() as usize;
         state.interfaces = self.ports.states();
         state.live = state.control.taken_over && self.ports.live();
         state.redirect_failures = self.ports.redirect_failures();
@@ -43,6 +44,11 @@ impl Daemon<'_> {
                 "v6_routes",
                 programmer.v6_entries() as usize,
                 capacity.v6_routes,
+            ),
+            TableUse::new(
+                "v6_trie_nodes",
+                self.state.v6_trie_nodes,
+                capacity.v6_nodes(),
             ),
             TableUse::new("nexthops", programmer.nexthops_in_use(), capacity.nexthops),
             TableUse::new(

@@ -1,43 +1,51 @@
 //! Typed handles on every map of the datapath.
 
 use std::{
+    mem::size_of,
     os::fd::AsFd,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap, Map, MapData, PerCpuArray, ProgramArray,
-    },
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray},
     Ebpf,
 };
 use pf_common::{
     counters::COUNTER_COUNT,
-    layout::{Tbl24Element, Tbl8Group},
-    maps as names, Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port,
+    layout::{Tbl24Element, Tbl8Group, V6LeafPair, V6Node, V6TopEntry},
+    maps as names, Config, Counter, EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction,
 };
 
-use pf_control::dir24::Dir24;
+use pf_control::{dir24::Dir24, v6trie::V6Trie};
 
 use super::{
-    mmap::{MmapDir24Store, MmapRegion},
+    mmap::{MmapDir24Store, MmapRegion, MmapV6Store},
     tx_ports::TxPorts,
     DatapathError,
 };
 
-/// The IPv4 table, `V4_TBL24` and `V4_TBL8` written through shared memory.
-/// Shared so that [`super::route_writer::RouteWriter`] can write it from its
-/// writer thread; whoever writes holds the lock for the whole run of writes.
-#[derive(Clone)]
-pub struct SharedDir24(Arc<Mutex<Dir24<MmapDir24Store>>>);
+/// A route table written through shared memory, shared so that
+/// [`super::route_writer::RouteWriter`] can write it from its writer
+/// thread; whoever writes holds the lock for the whole run of writes.
+pub struct Shared<T>(Arc<Mutex<T>>);
 
-impl SharedDir24 {
-    fn new(table: Dir24<MmapDir24Store>) -> Self {
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// The IPv4 table: `V4_TBL24` and `V4_TBL8`.
+pub type SharedDir24 = Shared<Dir24<MmapDir24Store>>;
+/// The IPv6 table: `V6_TOP`, `V6_NODES` and `V6_LEAVES`.
+pub type SharedV6 = Shared<V6Trie<MmapV6Store>>;
+
+impl<T> Shared<T> {
+    fn new(table: T) -> Self {
         Self(Arc::new(Mutex::new(table)))
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Dir24<MmapDir24Store>> {
+    pub fn lock(&self) -> MutexGuard<'_, T> {
         // A writer that panicked mid-run left entries the datapath can
         // read either way; the shadow state is still the best there is.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -46,7 +54,7 @@ impl SharedDir24 {
 
 pub struct DatapathMaps {
     pub v4: SharedDir24,
-    pub v6_routes: LpmTrie<MapData, [u8; 16], u32>,
+    pub v6: SharedV6,
     pub nh_ptr: Array<MapData, u32>,
     pub nexthops: Array<MapData, Nexthop>,
     pub nexthop_info: Array<MapData, NexthopInfo>,
@@ -73,6 +81,15 @@ macro_rules! typed {
                 source,
             })?
     };
+}
+
+/// Maps all of an array map's values, `element` bytes each.
+fn mmap_whole(map: Map, name: &'static str, element: usize) -> Result<MmapRegion, DatapathError> {
+    let entries = match &map {
+        Map::Array(data) => data.info().map(|i| i.max_entries()).unwrap_or(0),
+        _ => 0,
+    };
+    mmap_array(map, name, entries as usize * element)
 }
 
 fn mmap_array(map: Map, name: &'static str, bytes: usize) -> Result<MmapRegion, DatapathError> {
@@ -117,7 +134,23 @@ impl DatapathMaps {
                 tbl8,
                 groups: tbl8_groups,
             })),
-            v6_routes: typed!(ebpf, names::V6_ROUTES),
+            v6: SharedV6::new(V6Trie::new(MmapV6Store {
+                top: mmap_whole(
+                    take(ebpf, names::V6_TOP)?,
+                    names::V6_TOP,
+                    size_of::<V6TopEntry>(),
+                )?,
+                nodes: mmap_whole(
+                    take(ebpf, names::V6_NODES)?,
+                    names::V6_NODES,
+                    size_of::<V6Node>(),
+                )?,
+                leaves: mmap_whole(
+                    take(ebpf, names::V6_LEAVES)?,
+                    names::V6_LEAVES,
+                    size_of::<V6LeafPair>(),
+                )?,
+            })),
             nh_ptr: typed!(ebpf, names::NH_PTR),
             nexthops: typed!(ebpf, names::NEXTHOPS),
             nexthop_info: typed!(ebpf, names::NH_INFO),
@@ -223,27 +256,24 @@ impl DatapathMaps {
             })
     }
 
+    /// Installs an IPv6 route in the trie (tests and benches; the daemon
+    /// writes through the programmer).
     pub fn set_v6_route(
         &mut self,
         addr: [u8; 16],
         prefix_len: u8,
         action: u32,
     ) -> Result<(), DatapathError> {
-        self.v6_routes
-            .insert(&Key::new(prefix_len as u32, addr), action, 0)
-            .map_err(|source| DatapathError::Map {
-                name: names::V6_ROUTES,
-                source,
-            })
+        let prefix = ipnet::Ipv6Net::new(addr.into(), prefix_len)
+            .map_err(|_| DatapathError::PrefixLength(prefix_len))?;
+        Ok(self.v6.lock().insert(prefix, RouteAction(action))?)
     }
 
     pub fn remove_v6_route(&mut self, addr: [u8; 16], prefix_len: u8) -> Result<(), DatapathError> {
-        self.v6_routes
-            .remove(&Key::new(prefix_len as u32, addr))
-            .map_err(|source| DatapathError::Map {
-                name: names::V6_ROUTES,
-                source,
-            })
+        let prefix = ipnet::Ipv6Net::new(addr.into(), prefix_len)
+            .map_err(|_| DatapathError::PrefixLength(prefix_len))?;
+        self.v6.lock().remove(prefix);
+        Ok(())
     }
 }
 
@@ -275,7 +305,7 @@ impl pf_control::programmer::MapWriter for DatapathMaps {
     fn insert_v4(
         &mut self,
         prefix: ipnet::Ipv4Net,
-        action: pf_common::RouteAction,
+        action: RouteAction,
     ) -> Result<(), pf_control::dir24::Dir24Error> {
         self.v4.lock().insert(prefix, action)
     }
@@ -301,13 +331,17 @@ impl pf_control::programmer::MapWriter for DatapathMaps {
     fn insert_v6(
         &mut self,
         prefix: ipnet::Ipv6Net,
-        action: pf_common::RouteAction,
-    ) -> Result<(), DatapathError> {
-        self.set_v6_route(prefix.network().octets(), prefix.prefix_len(), action.0)
+        action: RouteAction,
+    ) -> Result<(), pf_control::v6trie::V6TrieError> {
+        self.v6.lock().insert(prefix, action)
     }
 
-    fn remove_v6(&mut self, prefix: ipnet::Ipv6Net) -> Result<(), DatapathError> {
-        self.remove_v6_route(prefix.network().octets(), prefix.prefix_len())
+    fn remove_v6(&mut self, prefix: ipnet::Ipv6Net) {
+        self.v6.lock().remove(prefix)
+    }
+
+    fn retry_v6_slots(&mut self) -> Vec<u32> {
+        self.v6.lock().retry_deferred()
     }
 
     fn write_vlan_port(&mut self, ifindex: u32, port: Option<&Port>) -> Result<(), DatapathError> {
@@ -335,6 +369,7 @@ impl pf_control::programmer::MapWriter for DatapathMaps {
     }
 
     fn reclaim(&mut self) {
-        self.v4.lock().reclaim()
+        self.v4.lock().reclaim();
+        self.v6.lock().reclaim();
     }
 }

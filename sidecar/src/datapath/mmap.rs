@@ -1,8 +1,8 @@
 //! Shared-memory views of `BPF_F_MMAPABLE` array maps.
 //!
-//! The IPv4 route tables are written through these views: a route change is
-//! a handful of aligned 32-bit stores, which the datapath sees atomically,
-//! instead of one syscall per /24 block.
+//! The route tables are written through these views: a route change is a
+//! handful of aligned 32-bit stores, which the datapath sees atomically,
+//! instead of one syscall per /24 block or trie node.
 
 use std::{
     os::fd::{AsRawFd, BorrowedFd},
@@ -61,6 +61,12 @@ impl MmapRegion {
         unsafe { &*self.base.as_ptr().add(index) }
     }
 
+    /// The word at `index`, or `None` outside the region (for readers of
+    /// indexes taken from the maps themselves).
+    pub fn get(&self, index: usize) -> Option<u32> {
+        (index < self.words).then(|| self.load(index))
+    }
+
     pub fn load(&self, index: usize) -> u32 {
         self.word(index).load(Ordering::Acquire)
     }
@@ -76,6 +82,62 @@ impl Drop for MmapRegion {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.words * 4) };
+    }
+}
+
+/// The IPv6 trie's three arrays as mapped memory: `V6_TOP` (head and
+/// cover per slot), `V6_NODES` (six words per node) and `V6_LEAVES` (one
+/// word per leaf). Reads outside an array answer zeros, so a reader of
+/// another process's maps never trusts an index it found there.
+pub struct MmapV6Store {
+    pub top: MmapRegion,
+    pub nodes: MmapRegion,
+    pub leaves: MmapRegion,
+}
+
+const NODE_WORDS: usize = std::mem::size_of::<pf_common::layout::V6Node>() / 4;
+
+impl pf_control::v6trie::V6Read for MmapV6Store {
+    fn head(&self, slot: u32) -> u32 {
+        self.top.get(2 * slot as usize).unwrap_or(0)
+    }
+    fn cover(&self, slot: u32) -> u32 {
+        self.top.get(2 * slot as usize + 1).unwrap_or(0)
+    }
+    fn node(&self, index: u32) -> pf_common::layout::V6Node {
+        let base = index as usize * NODE_WORDS;
+        let mut words = [0; NODE_WORDS];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = self.nodes.get(base + i).unwrap_or(0);
+        }
+        pf_common::layout::V6Node::from_words(words)
+    }
+    fn leaf(&self, index: u32) -> u32 {
+        self.leaves.get(index as usize).unwrap_or(0)
+    }
+}
+
+impl pf_control::v6trie::V6Store for MmapV6Store {
+    fn set_head(&mut self, slot: u32, raw: u32) {
+        self.top.store(2 * slot as usize, raw)
+    }
+    fn set_cover(&mut self, slot: u32, raw: u32) {
+        self.top.store(2 * slot as usize + 1, raw)
+    }
+    fn set_node(&mut self, index: u32, node: &pf_common::layout::V6Node) {
+        let base = index as usize * NODE_WORDS;
+        for (i, word) in node.to_words().into_iter().enumerate() {
+            self.nodes.store(base + i, word);
+        }
+    }
+    fn set_leaf(&mut self, index: u32, raw: u32) {
+        self.leaves.store(index as usize, raw)
+    }
+    fn node_capacity(&self) -> u32 {
+        (self.nodes.len_words() / NODE_WORDS) as u32
+    }
+    fn leaf_capacity(&self) -> u32 {
+        self.leaves.len_words() as u32
     }
 }
 

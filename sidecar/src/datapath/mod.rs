@@ -30,10 +30,24 @@ pub use maps::DatapathMaps;
 pub struct Capacities {
     /// Second-level IPv4 groups: one per /24 that holds longer prefixes.
     pub tbl8_groups: u32,
+    /// IPv6 routes the trie is sized for (nodes and leaves per route, see
+    /// `pf_common::maps::V6_NODES_PER_ROUTE`).
     pub v6_routes: u32,
     pub nexthops: u32,
     pub ecmp_groups: u32,
     pub ports: u32,
+}
+
+impl Capacities {
+    /// `V6_NODES` entries for `v6_routes` routes.
+    pub fn v6_nodes(&self) -> u32 {
+        self.v6_routes.saturating_mul(names::V6_NODES_PER_ROUTE)
+    }
+
+    /// `V6_LEAVES` elements (two leaves each) for `v6_routes` routes.
+    pub fn v6_leaf_elements(&self) -> u32 {
+        self.v6_routes.saturating_mul(names::V6_LEAVES_PER_ROUTE) / names::V6_LEAVES_PER_ELEMENT
+    }
 }
 
 impl Default for Capacities {
@@ -72,6 +86,10 @@ pub enum DatapathError {
     },
     #[error("the object has no {0}")]
     Missing(&'static str),
+    #[error(transparent)]
+    V6Trie(#[from] pf_control::v6trie::V6TrieError),
+    #[error("{0} is not an IPv6 prefix length")]
+    PrefixLength(u8),
     #[error("map {name}: {source}")]
     Io {
         name: &'static str,
@@ -282,7 +300,8 @@ impl Datapath {
         }
         loader
             .map_max_entries(names::V4_TBL8, capacities.tbl8_groups)
-            .map_max_entries(names::V6_ROUTES, capacities.v6_routes)
+            .map_max_entries(names::V6_NODES, capacities.v6_nodes())
+            .map_max_entries(names::V6_LEAVES, capacities.v6_leaf_elements())
             .map_max_entries(names::NH_PTR, capacities.nexthops)
             .map_max_entries(names::NEXTHOPS, 2 * capacities.nexthops)
             .map_max_entries(names::NH_INFO, capacities.nexthops)

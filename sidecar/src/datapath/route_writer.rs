@@ -2,9 +2,8 @@
 //!
 //! Writing the route tables is most of a full-table load's work: the IPv4
 //! DIR-24-8 arrays (a /16 alone is 256 entries and their shadow depths) and
-//! the kernel's IPv6 LPM trie, where every insert or delete is a `bpf()`
-//! syscall that allocates or frees a trie node. [`RouteWriter`] hands
-//! both to a writer thread in batches, and the programmer goes on deciding
+//! the IPv6 trie (new nodes for every changed path, one rebuild per slot
+//! and shipment). [`RouteWriter`] hands both to a writer thread in batches, and the programmer goes on deciding
 //! the next routes meanwhile. Nexthops and ECMP groups are written inline.
 //!
 //! What keeps this safe:
@@ -15,11 +14,12 @@
 //!   programmer calls it before freed nexthop, group and second-level ids
 //!   may be reused, and the daemon before it tells zebra a route is
 //!   offloaded and before a generation goes live.
-//! - A write the maps refused (an IPv4 block without a free second-level
-//!   group, a trie insert the kernel failed) comes back from `end_batch` or
-//!   `flush`, and the programmer leaves that prefix to the kernel, as when an
-//!   inline write fails. The IPv4 table defers such a block to the kernel by
-//!   itself, so nothing wrong is forwarded meanwhile.
+//! - A block or slot a table left to the kernel (an IPv4 /24 without a
+//!   free second-level group, an IPv6 /18 without room in the trie) comes
+//!   back from `end_batch` or `flush`, and the programmer counts its
+//!   prefixes as deferred, as when an inline write fails. The tables defer
+//!   such a block or slot to the kernel by themselves, so nothing wrong is
+//!   forwarded meanwhile.
 //! - The queue is bounded: when the writer falls behind, the programmer waits.
 //! - A small batch (a route change, not a table load) is written at once
 //!   when the writer has nothing in hand: a hand-over to another thread
@@ -28,7 +28,6 @@
 
 use std::{
     ops::{Deref, DerefMut},
-    os::fd::AsFd,
     sync::{
         atomic::{AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
@@ -36,17 +35,19 @@ use std::{
     thread,
 };
 
-use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    IterableMap, Map, MapData,
-};
 use ipnet::{Ipv4Net, Ipv6Net};
-use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction, V6Key};
+use pf_common::{maps as names, EcmpGroup, Nexthop, NexthopInfo, Port, RouteAction};
 
-use pf_control::dir24::{Covering, Dir24Error};
+use pf_control::{
+    dir24::{Covering, Dir24Error},
+    v6trie::V6TrieError,
+};
 
-use super::{batch, maps::SharedDir24, DatapathError, DatapathMaps};
-use pf_control::programmer::{FailedWrite, MapWriter, Refusals};
+use super::{
+    maps::{SharedDir24, SharedV6},
+    DatapathError, DatapathMaps,
+};
+use pf_control::programmer::{MapWriter, Refusals};
 
 /// Writes shipped to the writer thread at once (and at every batch end).
 const SHIP_AT: usize = 4096;
@@ -54,8 +55,6 @@ const SHIP_AT: usize = 4096;
 const INLINE_UP_TO: usize = 64;
 /// Shipments in flight before the programmer waits for the writer.
 const QUEUE_DEPTH: usize = 16;
-/// Refused writes kept for the programmer; beyond this they are only counted.
-const FAILURES_KEPT: usize = 65_536;
 
 #[derive(Debug, Clone, Copy)]
 enum V4Write {
@@ -95,13 +94,12 @@ enum Work {
     Barrier(mpsc::SyncSender<()>),
 }
 
+/// Blocks and slots the tables left to the kernel since the programmer
+/// last asked.
 #[derive(Default)]
 struct Refused {
-    writes: Vec<FailedWrite>,
-    /// IPv4 blocks deferred to the kernel (the table never refuses more).
     v4_blocks: std::collections::BTreeSet<u32>,
-    /// Refused writes beyond [`FAILURES_KEPT`].
-    uncounted: u64,
+    v6_slots: std::collections::BTreeSet<u32>,
 }
 
 /// The datapath's maps, with route writes made by a writer thread.
@@ -111,8 +109,6 @@ pub struct RouteWriter<'a> {
     work: Option<mpsc::SyncSender<Work>>,
     /// Shipments sent and not yet written.
     in_flight: Arc<AtomicUsize>,
-    /// The trie, for writes made inline.
-    trie: TrieWriter,
     refused: Arc<Mutex<Refused>>,
     writer: Option<thread::JoinHandle<()>>,
 }
@@ -125,18 +121,16 @@ impl<'a> RouteWriter<'a> {
         let writer = {
             let refused = refused.clone();
             let in_flight = in_flight.clone();
-            let v4 = maps.v4.clone();
-            let trie = TrieWriter::new(maps)?;
+            let (v4, v6) = (maps.v4.clone(), maps.v6.clone());
             thread::Builder::new()
                 .name("pf-route-writer".into())
-                .spawn(move || write_routes(&v4, trie, queue, &in_flight, &refused))
+                .spawn(move || write_routes(&v4, &v6, queue, &in_flight, &refused))
                 .map_err(|source| DatapathError::Io {
-                    name: names::V6_ROUTES,
+                    name: names::V6_NODES,
                     source,
                 })?
         };
         Ok(Self {
-            trie: TrieWriter::new(maps)?,
             maps,
             pending: Shipment::with_capacity(),
             work: Some(work),
@@ -175,7 +169,7 @@ impl<'a> RouteWriter<'a> {
 
     fn write_inline(&mut self, writes: &Shipment) {
         write_v4(&self.maps.v4, &writes.v4, &self.refused);
-        self.trie.write(&writes.v6, &self.refused);
+        write_v6(&self.maps.v6, &writes.v6, &self.refused);
     }
 
     /// Returns once everything queued so far is in the maps.
@@ -191,190 +185,30 @@ impl<'a> RouteWriter<'a> {
 
     fn take_refused(&mut self) -> Refusals {
         let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        if refused.uncounted > 0 {
-            tracing::error!(
-                writes = refused.uncounted,
-                "more route writes were refused than are kept for retry"
-            );
-            refused.uncounted = 0;
-        }
         Refusals {
-            v6: std::mem::take(&mut refused.writes),
             v4_blocks: std::mem::take(&mut refused.v4_blocks).into_iter().collect(),
+            v6_slots: std::mem::take(&mut refused.v6_slots).into_iter().collect(),
         }
     }
 }
 
-/// The trie's key (`struct bpf_lpm_trie_key` with an IPv6 address), as
-/// `pf_common` defines it for both sides.
-fn lpm_key(prefix: Ipv6Net) -> V6Key {
-    V6Key {
-        prefix_len: prefix.prefix_len() as u32,
-        addr: prefix.network().octets(),
+/// Applies a run of IPv6 writes as one batch of the trie (each changed
+/// slot rebuilt once) under one hold of its lock.
+fn write_v6(v6: &SharedV6, writes: &[V6Write], refused: &Mutex<Refused>) {
+    if writes.is_empty() {
+        return;
     }
-}
-
-/// The IPv6 trie as the writer thread uses it: batch commands where the
-/// kernel has them, single writes otherwise. [`KernelTrie`] is the
-/// datapath's; the unit tests use a fake to drive the fallbacks.
-trait V6Table {
-    fn update_batch(&mut self, keys: &[V6Key], values: &[u32]) -> Result<(), batch::BatchError>;
-    fn delete_batch(&mut self, keys: &[V6Key]) -> Result<(), batch::BatchError>;
-    fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String>;
-    fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String>;
-}
-
-/// The datapath's LPM trie.
-struct KernelTrie(LpmTrie<MapData, [u8; 16], u32>);
-
-impl V6Table for KernelTrie {
-    fn update_batch(&mut self, keys: &[V6Key], values: &[u32]) -> Result<(), batch::BatchError> {
-        batch::update(self.0.map().fd().as_fd(), keys, values)
-    }
-
-    fn delete_batch(&mut self, keys: &[V6Key]) -> Result<(), batch::BatchError> {
-        batch::delete(self.0.map().fd().as_fd(), keys)
-    }
-
-    fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String> {
-        self.0
-            .insert(&key(prefix), action, 0)
-            .map_err(|e| e.to_string())
-    }
-
-    fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String> {
-        self.0.remove(&key(prefix)).map_err(|e| e.to_string())
-    }
-}
-
-/// Writes the trie on the writer thread: runs of inserts and of removals in
-/// one batch syscall each where the kernel has them, one by one otherwise.
-struct TrieWriter<T = KernelTrie> {
-    trie: T,
-    batches: bool,
-    keys: Vec<V6Key>,
-    values: Vec<u32>,
-}
-
-impl TrieWriter {
-    /// A writer over its own handle on the datapath's trie.
-    fn new(maps: &DatapathMaps) -> Result<Self, DatapathError> {
-        let fd = maps
-            .v6_routes
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| DatapathError::Io {
-                name: names::V6_ROUTES,
-                source,
-            })?;
-        let data = MapData::from_fd(fd).map_err(|source| DatapathError::Map {
-            name: names::V6_ROUTES,
-            source,
-        })?;
-        let trie = Map::LpmTrie(data)
-            .try_into()
-            .map_err(|source| DatapathError::Map {
-                name: names::V6_ROUTES,
-                source,
-            })?;
-        Ok(Self::over(KernelTrie(trie)))
-    }
-}
-
-impl<T: V6Table> TrieWriter<T> {
-    fn over(trie: T) -> Self {
-        Self {
-            trie,
-            batches: true,
-            keys: Vec::with_capacity(SHIP_AT),
-            values: Vec::with_capacity(SHIP_AT),
-        }
-    }
-
-    fn write(&mut self, writes: &[V6Write], refused: &Mutex<Refused>) {
-        let inserting = |w: &V6Write| matches!(w, V6Write::Insert(..));
-        for run in writes.chunk_by(|a, b| inserting(a) == inserting(b)) {
-            if self.batches {
-                self.write_batch(run, refused);
-            } else {
-                for write in run {
-                    self.write_one(*write, refused);
-                }
-            }
-        }
-    }
-
-    fn write_batch(&mut self, run: &[V6Write], refused: &Mutex<Refused>) {
-        self.keys.clear();
-        self.values.clear();
-        for write in run {
-            match *write {
-                V6Write::Insert(prefix, action) => {
-                    self.keys.push(lpm_key(prefix));
-                    self.values.push(action.0);
-                }
-                V6Write::Remove(prefix) => self.keys.push(lpm_key(prefix)),
-            }
-        }
-        let mut from = 0;
-        while from < run.len() {
-            let result = if inserting_run(run) {
-                self.trie
-                    .update_batch(&self.keys[from..], &self.values[from..])
-            } else {
-                self.trie.delete_batch(&self.keys[from..])
-            };
-            match result {
-                Ok(()) => return,
-                Err(err) if from == 0 && err.unsupported() => {
-                    tracing::info!(error = %err.error, "no batch writes for the IPv6 trie on this kernel; writing one by one");
-                    self.batches = false;
-                    for write in run {
-                        self.write_one(*write, refused);
-                    }
-                    return;
-                }
-                Err(err) => {
-                    // Clamped: an element past the run cannot have failed.
-                    let failed = (from + err.done).min(run.len() - 1);
-                    refuse(refused, run[failed], err.error.to_string());
-                    from = failed + 1;
-                }
-            }
-        }
-    }
-
-    fn write_one(&mut self, write: V6Write, refused: &Mutex<Refused>) {
-        let result = match write {
-            V6Write::Insert(prefix, action) => self.trie.insert(prefix, action.0),
-            V6Write::Remove(prefix) => self.trie.remove(prefix),
-        };
-        if let Err(err) = result {
-            refuse(refused, write, err);
-        }
-    }
-}
-
-fn inserting_run(run: &[V6Write]) -> bool {
-    matches!(run.first(), Some(V6Write::Insert(..)))
-}
-
-fn refuse(refused: &Mutex<Refused>, write: V6Write, error: String) {
-    let (prefix, action) = match write {
+    let deferred = v6.lock().apply(writes.iter().map(|w| match *w {
         V6Write::Insert(prefix, action) => (prefix, Some(action)),
         V6Write::Remove(prefix) => (prefix, None),
-    };
-    let mut refused = refused.lock().unwrap_or_else(|e| e.into_inner());
-    if refused.writes.len() < FAILURES_KEPT {
-        refused.writes.push(FailedWrite {
-            prefix,
-            action,
-            error,
-        });
-    } else {
-        refused.uncounted += 1;
+    }));
+    if !deferred.is_empty() {
+        let mut refused = refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.v6_slots.extend(
+            deferred
+                .into_iter()
+                .map(|V6TrieError::OutOfSpace { slot, .. }| slot),
+        );
     }
 }
 
@@ -406,7 +240,7 @@ fn write_v4(v4: &SharedDir24, writes: &[V4Write], refused: &Mutex<Refused>) {
 
 fn write_routes(
     v4: &SharedDir24,
-    mut trie: TrieWriter,
+    v6: &SharedV6,
     queue: mpsc::Receiver<Work>,
     in_flight: &AtomicUsize,
     refused: &Mutex<Refused>,
@@ -415,7 +249,7 @@ fn write_routes(
         match work {
             Work::Writes(writes) => {
                 write_v4(v4, &writes.v4, refused);
-                trie.write(&writes.v6, refused);
+                write_v6(v6, &writes.v6, refused);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
             Work::Barrier(done) => {
@@ -423,10 +257,6 @@ fn write_routes(
             }
         }
     }
-}
-
-fn key(prefix: Ipv6Net) -> Key<[u8; 16]> {
-    Key::new(prefix.prefix_len() as u32, prefix.network().octets())
 }
 
 impl Drop for RouteWriter<'_> {
@@ -491,16 +321,21 @@ impl MapWriter for RouteWriter<'_> {
             .lock()
             .rebuild_deferred(block, covering, longer)
     }
-    /// Queued: a refusal comes back from `end_batch` or `flush`.
-    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), Self::Error> {
+    /// Queued: a slot left to the kernel comes back from `end_batch` or
+    /// `flush`.
+    fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), V6TrieError> {
         self.pending.v6.push(V6Write::Insert(prefix, action));
         self.queued();
         Ok(())
     }
-    fn remove_v6(&mut self, prefix: Ipv6Net) -> Result<(), Self::Error> {
+    fn remove_v6(&mut self, prefix: Ipv6Net) {
         self.pending.v6.push(V6Write::Remove(prefix));
         self.queued();
-        Ok(())
+    }
+    /// Made at once, after everything queued: the caller needs the answer.
+    fn retry_v6_slots(&mut self) -> Vec<u32> {
+        self.wait_for_writer();
+        self.maps.v6.lock().retry_deferred()
     }
     /// Inline: only the `bpf_fib_lookup` path reads it, in no order with
     /// the route writes.
@@ -519,157 +354,11 @@ impl MapWriter for RouteWriter<'_> {
         self.wait_for_writer();
         self.take_refused()
     }
-    /// After everything queued: second-level groups unhooked by queued
-    /// removals age from the moment they were unhooked.
+    /// After everything queued: second-level groups and trie nodes
+    /// replaced by queued writes age from the moment they were replaced.
     fn reclaim(&mut self) {
         self.wait_for_writer();
-        self.maps.v4.lock().reclaim()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    /// A trie in memory whose kernel has no batch commands, or refuses one
-    /// prefix (as a full trie refuses an insert).
-    #[derive(Default)]
-    struct FakeTrie {
-        entries: BTreeMap<Ipv6Net, u32>,
-        no_batches: bool,
-        refuse: Option<Ipv6Net>,
-        batch_calls: usize,
-        single_calls: usize,
-    }
-
-    fn prefix_of(key: &V6Key) -> Ipv6Net {
-        Ipv6Net::new(key.addr.into(), key.prefix_len as u8).unwrap()
-    }
-
-    impl FakeTrie {
-        fn batch(
-            &mut self,
-            keys: &[V6Key],
-            mut apply: impl FnMut(&mut Self, usize, Ipv6Net),
-        ) -> Result<(), batch::BatchError> {
-            self.batch_calls += 1;
-            if self.no_batches {
-                return Err(batch::BatchError {
-                    done: 0,
-                    error: std::io::Error::from_raw_os_error(libc::EINVAL),
-                });
-            }
-            for (i, key) in keys.iter().enumerate() {
-                let prefix = prefix_of(key);
-                if self.refuse == Some(prefix) {
-                    return Err(batch::BatchError {
-                        done: i,
-                        error: std::io::Error::from_raw_os_error(libc::ENOSPC),
-                    });
-                }
-                apply(self, i, prefix);
-            }
-            Ok(())
-        }
-    }
-
-    impl V6Table for FakeTrie {
-        fn update_batch(
-            &mut self,
-            keys: &[V6Key],
-            values: &[u32],
-        ) -> Result<(), batch::BatchError> {
-            self.batch(keys, |trie, i, prefix| {
-                trie.entries.insert(prefix, values[i]);
-            })
-        }
-
-        fn delete_batch(&mut self, keys: &[V6Key]) -> Result<(), batch::BatchError> {
-            self.batch(keys, |trie, _, prefix| {
-                trie.entries.remove(&prefix);
-            })
-        }
-
-        fn insert(&mut self, prefix: Ipv6Net, action: u32) -> Result<(), String> {
-            self.single_calls += 1;
-            if self.refuse == Some(prefix) {
-                return Err("no room".into());
-            }
-            self.entries.insert(prefix, action);
-            Ok(())
-        }
-
-        fn remove(&mut self, prefix: Ipv6Net) -> Result<(), String> {
-            self.single_calls += 1;
-            self.entries.remove(&prefix);
-            Ok(())
-        }
-    }
-
-    fn prefix(i: u16) -> Ipv6Net {
-        format!("2001:db8:{i:x}::/48").parse().unwrap()
-    }
-
-    fn inserts(range: std::ops::Range<u16>) -> Vec<V6Write> {
-        range
-            .map(|i| V6Write::Insert(prefix(i), RouteAction(u32::from(i) + 100)))
-            .collect()
-    }
-
-    fn refused_prefixes(refused: &Mutex<Refused>) -> Vec<Ipv6Net> {
-        refused
-            .lock()
-            .unwrap()
-            .writes
-            .iter()
-            .map(|w| w.prefix)
-            .collect()
-    }
-
-    #[test]
-    fn a_kernel_without_batch_commands_gets_every_write_one_by_one_from_then_on() {
-        let mut writer = TrieWriter::over(FakeTrie {
-            no_batches: true,
-            ..Default::default()
-        });
-        let refused = Mutex::new(Refused::default());
-        let mut writes = inserts(0..5);
-        writes.push(V6Write::Remove(prefix(1)));
-        writer.write(&writes, &refused);
-        assert!(!writer.batches);
-        assert_eq!(writer.trie.batch_calls, 1, "one try, then no more");
-        assert_eq!(writer.trie.single_calls, 6);
-        writer.write(&inserts(5..8), &refused);
-        assert_eq!(writer.trie.batch_calls, 1);
-        let held: Vec<Ipv6Net> = writer.trie.entries.keys().copied().collect();
-        assert_eq!(
-            held,
-            [0, 2, 3, 4, 5, 6, 7].map(prefix).to_vec(),
-            "every write landed, in order"
-        );
-        assert!(refused_prefixes(&refused).is_empty());
-    }
-
-    #[test]
-    fn a_write_refused_inside_a_batch_is_refused_alone_and_the_rest_is_written() {
-        for refused_at in [0, 2, 4] {
-            let mut writer = TrieWriter::over(FakeTrie {
-                refuse: Some(prefix(refused_at)),
-                ..Default::default()
-            });
-            let refused = Mutex::new(Refused::default());
-            writer.write(&inserts(0..5), &refused);
-            assert!(
-                writer.batches,
-                "a refusal at element {refused_at} is not missing batch support"
-            );
-            assert_eq!(refused_prefixes(&refused), vec![prefix(refused_at)]);
-            let held: Vec<Ipv6Net> = writer.trie.entries.keys().copied().collect();
-            let expected: Vec<Ipv6Net> = (0..5).filter(|i| *i != refused_at).map(prefix).collect();
-            assert_eq!(held, expected);
-            assert_eq!(writer.trie.single_calls, 0);
-        }
+        self.maps.v4.lock().reclaim();
+        self.maps.v6.lock().reclaim();
     }
 }

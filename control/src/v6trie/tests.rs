@@ -1,0 +1,269 @@
+use std::{collections::BTreeMap, net::Ipv6Addr};
+
+use super::*;
+
+fn nh(id: u32) -> RouteAction {
+    RouteAction::new(RouteKind::Nexthop, id)
+}
+
+fn net(s: &str) -> Ipv6Net {
+    s.parse().unwrap()
+}
+
+fn addr(s: &str) -> u128 {
+    u128::from(s.parse::<Ipv6Addr>().unwrap())
+}
+
+/// The reference: longest match over a plain list of prefixes.
+fn reference(routes: &BTreeMap<Ipv6Net, RouteAction>, a: u128) -> RouteAction {
+    routes
+        .iter()
+        .filter(|(p, _)| p.contains(&Ipv6Addr::from(a)))
+        .max_by_key(|(p, _)| p.prefix_len())
+        .map(|(_, a)| *a)
+        .unwrap_or(RouteAction::MISS)
+}
+
+/// Deterministic xorshift, so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn table(nodes: u32, leaves: u32) -> V6Trie<VecV6Store> {
+    V6Trie::new(VecV6Store::new(nodes, leaves))
+}
+
+#[test]
+fn a_48_answers_for_its_addresses_only() {
+    let mut t = table(64, 64);
+    t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    assert_eq!(t.lookup(addr("2001:db8:1::1")), nh(1));
+    assert_eq!(t.lookup(addr("2001:db8:1:ffff:ffff:ffff:ffff:ffff")), nh(1));
+    assert_eq!(t.lookup(addr("2001:db8:2::1")), RouteAction::MISS);
+    assert_eq!(t.lookup(addr("2001:db8::1")), RouteAction::MISS);
+}
+
+#[test]
+fn longer_prefixes_win_and_short_ones_cover_through_the_slot() {
+    let mut t = table(256, 256);
+    t.insert(net("2001:db8:1:2::/64"), nh(3)).unwrap();
+    t.insert(net("2001:db8::/32"), nh(2)).unwrap();
+    t.insert(net("2000::/3"), nh(1)).unwrap();
+    t.insert(net("2001:db8:1:2::7/128"), nh(4)).unwrap();
+    assert_eq!(t.lookup(addr("2001:db8:1:2::7")), nh(4));
+    assert_eq!(t.lookup(addr("2001:db8:1:2::8")), nh(3));
+    assert_eq!(t.lookup(addr("2001:db8:1:3::8")), nh(2));
+    assert_eq!(t.lookup(addr("2001:db9::1")), nh(1));
+    // 2001:db8::/32 is a leaf, 2000::/3 the slot's cover.
+    assert_eq!(t.lookup(addr("2001:0000::1")), nh(1));
+    t.remove(net("2000::/3"));
+    assert_eq!(t.lookup(addr("2001:0000::1")), RouteAction::MISS);
+    assert_eq!(t.lookup(addr("2001:db8:1:3::8")), nh(2));
+    t.remove(net("2001:db8::/32"));
+    assert_eq!(t.lookup(addr("2001:db8:1:3::8")), RouteAction::MISS);
+    assert_eq!(t.lookup(addr("2001:db8:1:2::7")), nh(4));
+}
+
+#[test]
+fn the_last_long_prefix_gone_leaves_the_slot_to_its_cover_and_frees_everything() {
+    let mut t = table(64, 64);
+    t.insert(net("2001:db8::/16"), nh(1)).unwrap();
+    t.insert(net("2001:db8:1::/48"), nh(2)).unwrap();
+    assert!(t.nodes_in_use() > 0);
+    t.remove(net("2001:db8:1::/48"));
+    assert_eq!(t.lookup(addr("2001:db8:1::1")), nh(1));
+    assert_eq!(
+        t.store().head(slot_of(addr("2001:db8:1::"))),
+        nh(1).0,
+        "no trie left under the slot"
+    );
+    t.reclaim();
+    t.reclaim();
+    assert_eq!((t.nodes_in_use(), t.leaves_in_use()), (0, 0));
+}
+
+#[test]
+fn replaced_nodes_wait_a_full_grace_period() {
+    let mut t = table(64, 64);
+    t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    let before = (t.nodes.next, t.leaves.next);
+    t.insert(net("2001:db8:1::/48"), nh(2)).unwrap();
+    t.reclaim();
+    // Nothing replaced is free yet: a reader may still be on the old path.
+    assert!(t.nodes.free.iter().all(Vec::is_empty));
+    t.reclaim();
+    assert!(t.nodes.free.iter().any(|f| !f.is_empty()));
+    assert!(t.nodes.next > before.0 && t.leaves.next > before.1);
+    assert_eq!(t.lookup(addr("2001:db8:1::1")), nh(2));
+}
+
+#[test]
+fn when_the_arrays_run_out_the_slot_defers_to_the_kernel_until_room_returns() {
+    let mut t = table(12, 12);
+    t.insert(net("2001:db8::/18"), nh(9)).unwrap();
+    t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    let mut refused = None;
+    for i in 2..40u32 {
+        let prefix = Ipv6Net::new(
+            Ipv6Addr::from(addr("2001:db8::") | (u128::from(i) << 88)),
+            48,
+        )
+        .unwrap();
+        if let Err(err) = t.insert(prefix, nh(i)) {
+            refused = Some((prefix, err));
+            break;
+        }
+    }
+    let (prefix, err) = refused.expect("twelve nodes hold fewer than 38 /48s");
+    let slot = slot_of(u128::from(prefix.network()));
+    assert_eq!(err, V6TrieError::OutOfSpace { prefix, slot });
+    assert_eq!(
+        t.deferred_slots().iter().copied().collect::<Vec<_>>(),
+        [slot]
+    );
+    // The whole slot asks the kernel, not the /18 over it.
+    assert_eq!(t.lookup(addr("2001:db8:1::1")).kind(), Some(RouteKind::Fib));
+    assert_eq!(
+        t.lookup(u128::from(prefix.network()) | 1).kind(),
+        Some(RouteKind::Fib)
+    );
+    // Other slots still answer.
+    t.insert(net("2001:db9:4000::/48"), nh(50)).unwrap_or(());
+    // Emptying the slot and waiting a grace period gives it back.
+    let all: Vec<Ipv6Net> = (1..40u32)
+        .map(|i| {
+            Ipv6Net::new(
+                Ipv6Addr::from(addr("2001:db8::") | (u128::from(i) << 88)),
+                48,
+            )
+            .unwrap()
+        })
+        .collect();
+    for p in &all[1..] {
+        t.remove(*p);
+    }
+    t.reclaim();
+    t.reclaim();
+    assert_eq!(t.retry_deferred(), vec![slot]);
+    assert_eq!(t.lookup(addr("2001:db8:1::1")), nh(1));
+    assert_eq!(t.lookup(addr("2001:db8:2::1")), nh(9));
+}
+
+#[test]
+fn random_inserts_and_removes_match_a_reference_longest_prefix_match() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut t = table(1 << 20, 1 << 20);
+    let mut routes = BTreeMap::new();
+    // Clustered under 2001:db8::/32 with a few short prefixes, so prefixes
+    // overlap at every level.
+    let base = addr("2001:db8::");
+    let lens = [
+        0u8, 3, 16, 18, 19, 24, 29, 32, 33, 36, 40, 44, 47, 48, 48, 48, 52, 56, 60, 63, 64, 65, 96,
+        127, 128,
+    ];
+    let random_addr = |rng: &mut Rng| {
+        let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 32;
+        // A few bits of variety per level keep neighbours close.
+        base | (low & 0x0003_0003_0303_0303_0303_0303_0f0f_0f0f)
+    };
+    for step in 0..6000u32 {
+        let len = lens[(rng.next() % lens.len() as u64) as usize];
+        let prefix = Ipv6Net::new(Ipv6Addr::from(random_addr(&mut rng)), len)
+            .unwrap()
+            .trunc();
+        if rng.next().is_multiple_of(3) && routes.contains_key(&prefix) {
+            routes.remove(&prefix);
+            t.remove(prefix);
+        } else {
+            let action = nh(step + 1);
+            t.insert(prefix, action).unwrap();
+            routes.insert(prefix, action);
+        }
+        if step.is_multiple_of(64) {
+            t.reclaim();
+        }
+        if step.is_multiple_of(100) {
+            for _ in 0..300 {
+                let probe = random_addr(&mut rng);
+                assert_eq!(
+                    t.lookup(probe),
+                    reference(&routes, probe),
+                    "step {step} addr {}",
+                    Ipv6Addr::from(probe)
+                );
+            }
+            for p in routes.keys().take(50) {
+                let a = u128::from(p.network());
+                assert_eq!(t.lookup(a), reference(&routes, a), "step {step} {p}");
+            }
+        }
+    }
+    assert!(t.deferred_slots().is_empty());
+}
+
+#[test]
+fn random_48s_take_a_bounded_number_of_nodes_and_leaves() {
+    let mut rng = Rng(7);
+    let mut t = table(1 << 20, 1 << 20);
+    let n = 20_000u32;
+    for i in 0..n {
+        let a = (0x2000u128 << 112) | (u128::from(rng.next()) << 64) & ((1u128 << 125) - 1);
+        t.insert(Ipv6Net::new(Ipv6Addr::from(a), 48).unwrap().trunc(), nh(i))
+            .unwrap();
+    }
+    t.reclaim();
+    t.reclaim();
+    let (nodes, leaves) = (
+        t.nodes_in_use() as f64 / n as f64,
+        t.leaves_in_use() as f64 / n as f64,
+    );
+    assert!(
+        nodes <= f64::from(pf_common::maps::V6_NODES_PER_ROUTE)
+            && leaves <= f64::from(pf_common::maps::V6_LEAVES_PER_ROUTE),
+        "{nodes:.2} nodes and {leaves:.2} leaves per random /48"
+    );
+}
+
+#[test]
+fn batches_rewrite_each_slot_once_and_match_the_reference() {
+    let mut rng = Rng(0xdead_beef);
+    let mut t = table(1 << 18, 1 << 18);
+    let mut routes = BTreeMap::new();
+    let base = addr("2001:db8::");
+    let lens = [17u8, 20, 30, 32, 40, 44, 48, 48, 48, 56, 64, 128];
+    for round in 0..30u32 {
+        let mut batch = Vec::new();
+        for i in 0..300u32 {
+            let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 32;
+            let a = base | (low & 0x0000_0003_0f0f_0f0f_0101_0101_0101_0101);
+            let len = lens[(rng.next() % lens.len() as u64) as usize];
+            let prefix = Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc();
+            if rng.next().is_multiple_of(4) {
+                routes.remove(&prefix);
+                batch.push((prefix, None));
+            } else {
+                let action = nh(round * 1000 + i + 1);
+                routes.insert(prefix, action);
+                batch.push((prefix, Some(action)));
+            }
+        }
+        assert!(t.apply(batch).is_empty());
+        t.reclaim();
+        for p in routes.keys() {
+            let a = u128::from(p.network());
+            assert_eq!(t.lookup(a), reference(&routes, a), "round {round} {p}");
+            let last = a | (u128::MAX >> p.prefix_len().min(127));
+            assert_eq!(
+                t.lookup(last),
+                reference(&routes, last),
+                "round {round} {p} last"
+            );
+        }
+    }
+}

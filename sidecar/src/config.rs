@@ -609,8 +609,14 @@ fn capacity_bounds(c: &Capacities) -> [(&'static str, u32, u32, u64); 5] {
     [
         // One 256-entry second-level group per /24 with longer prefixes.
         ("capacity.tbl8_groups", c.tbl8_groups, 1 << 20, 1024),
-        // The IPv6 LPM trie allocates a node per route as it fills.
-        ("capacity.v6_routes", c.v6_routes, 16 << 20, 96),
+        // The IPv6 trie's node and leaf arrays, allocated at creation.
+        (
+            "capacity.v6_routes",
+            c.v6_routes,
+            16 << 20,
+            u64::from(pf_common::maps::V6_NODES_PER_ROUTE) * size_of::<pf_common::V6Node>() as u64
+                + u64::from(pf_common::maps::V6_LEAVES_PER_ROUTE) * 4,
+        ),
         (
             "capacity.nexthops",
             c.nexthops,

@@ -243,3 +243,53 @@ fn an_on_link_ipv6_route_matches_an_absent_entry_only_when_nothing_covers_it() {
         "via 192.0.2.1 ifindex 2"
     );
 }
+
+#[test]
+fn ipv6_drift_is_found_address_by_address_in_the_trie() {
+    let routes = router();
+    let mut p = programmed(&routes);
+    let v6 = |s: &str| s.parse::<ipnet::Ipv6Net>().unwrap();
+    // A prefix the maps hold and nothing expected covers: an extra range.
+    p.writer_mut()
+        .v6
+        .insert(v6("3fff::/20"), RouteAction::simple(RouteKind::Blackhole))
+        .unwrap();
+    // A longer prefix inside an expected one, answering differently: the
+    // expected prefix is reported, once.
+    p.writer_mut()
+        .v6
+        .insert(
+            v6("2001:db8:2:5::/64"),
+            RouteAction::simple(RouteKind::Blackhole),
+        )
+        .unwrap();
+    p.writer_mut()
+        .v6
+        .insert(
+            v6("2001:db8:2:6::/64"),
+            RouteAction::simple(RouteKind::Blackhole),
+        )
+        .unwrap();
+    let report = diff(p.writer(), &routes);
+    let mut found: Vec<(DriftKind, String)> = report
+        .drift
+        .iter()
+        .map(|d| (d.kind, d.prefix.to_string()))
+        .collect();
+    found.sort();
+    let mut wanted = [
+        (DriftKind::Different, "2001:db8:2::/48".to_string()),
+        (DriftKind::Extra, "3fff::/20".to_string()),
+    ];
+    wanted.sort();
+    assert_eq!(found, wanted, "{report:#?}");
+    // And a prefix the maps lost is missing.
+    p.writer_mut().v6.remove(v6("2001:db8:2:5::/64"));
+    p.writer_mut().v6.remove(v6("2001:db8:2:6::/64"));
+    p.writer_mut().v6.remove(v6("3fff::/20"));
+    p.writer_mut().v6.remove(v6("2001:db8:1::/48"));
+    let report = diff(p.writer(), &routes);
+    assert_eq!(report.drift.len(), 1, "{report:#?}");
+    assert_eq!(report.drift[0].kind, DriftKind::Missing);
+    assert_eq!(report.drift[0].prefix.to_string(), "2001:db8:1::/48");
+}

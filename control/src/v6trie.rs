@@ -15,11 +15,15 @@
 //!   writes the changed path's new nodes and leaves elsewhere and then
 //!   swaps the slot's head, one 32-bit store;
 //! - what an update replaced is reused only after two [`V6Trie::reclaim`]
-//!   calls (a grace period for readers of the old path);
+//!   calls (a grace period for readers of the old path; the daemon's
+//!   callers go through [`V6Trie::reclaim_at`], which spaces them);
 //! - when the arrays are full, the slot answers `Fib` (ask the kernel), not
 //!   a covering prefix, until [`V6Trie::retry_deferred`] rebuilds it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
 use ipnet::Ipv6Net;
 use pf_common::{
@@ -189,7 +193,15 @@ pub struct V6Trie<S> {
     deferred: BTreeSet<u32>,
     quarantined: Vec<Span>,
     aging: Vec<Span>,
+    last_reclaim: Option<Instant>,
 }
+
+/// The least time between two reclaims by [`V6Trie::reclaim_at`]: a span is
+/// reused two reclaims after it was replaced, so at least this long after.
+/// An XDP program holds what it read for one run (microseconds, in an RCU
+/// read-side section); a table load replaces nodes fast enough that the
+/// daemon's 50 ms grace period would let them pile up.
+pub const RECLAIM_EVERY: Duration = Duration::from_millis(10);
 
 impl<S: V6Store> V6Trie<S> {
     /// Starts from an empty table (all misses). The store must be zeroed.
@@ -203,6 +215,7 @@ impl<S: V6Store> V6Trie<S> {
             deferred: BTreeSet::new(),
             quarantined: Vec::new(),
             aging: Vec::new(),
+            last_reclaim: None,
         }
     }
 
@@ -234,6 +247,19 @@ impl<S: V6Store> V6Trie<S> {
     /// Slots answering `Fib` because the arrays were full.
     pub fn deferred_slots(&self) -> &BTreeSet<u32> {
         &self.deferred
+    }
+
+    /// [`Self::reclaim`] if [`RECLAIM_EVERY`] has passed since the last one
+    /// made here; any number of callers may call it as often as they like.
+    pub fn reclaim_at(&mut self, now: Instant) {
+        if self
+            .last_reclaim
+            .is_some_and(|last| now.saturating_duration_since(last) < RECLAIM_EVERY)
+        {
+            return;
+        }
+        self.last_reclaim = Some(now);
+        self.reclaim();
     }
 
     /// Called once per grace period: spans replaced before the previous

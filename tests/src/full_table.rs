@@ -123,7 +123,7 @@ impl FullTable {
     /// The raw floor: the same route writes into fresh maps in a tight loop,
     /// on one thread; returns how long they took.
     pub fn write_floor(&self, v6: IpV6Writes) -> Duration {
-        let mut dp = Datapath::load(&Self::capacities()).expect("load the datapath");
+        let dp = Datapath::load(&Self::capacities()).expect("load the datapath");
         let action = |i: usize| RouteAction::new(RouteKind::Nexthop, 1 + i as u32 % GATEWAYS);
         let started = Instant::now();
         {
@@ -134,10 +134,15 @@ impl FullTable {
         }
         match v6 {
             IpV6Writes::OneByOne => {
+                let mut table = dp.maps.v6.lock();
                 for (i, p) in self.v6.iter().enumerate() {
-                    dp.maps
-                        .set_v6_route(p.network().octets(), p.prefix_len(), action(i).0)
-                        .expect("room enough");
+                    table.insert(*p, action(i)).expect("room enough");
+                    // Nothing reads these maps: replaced nodes may be
+                    // reused at once, as the daemon's writer does every
+                    // few milliseconds.
+                    if i % 1024 == 1023 {
+                        table.reclaim();
+                    }
                 }
             }
             IpV6Writes::Batched => {
@@ -148,6 +153,7 @@ impl FullTable {
                         .enumerate()
                         .map(|(i, p)| (*p, Some(action(n * 4096 + i))));
                     assert!(table.apply(writes).is_empty(), "room enough");
+                    table.reclaim();
                 }
             }
         }

@@ -267,3 +267,19 @@ fn batches_rewrite_each_slot_once_and_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn reclaims_made_sooner_than_the_grace_period_apart_are_skipped() {
+    let mut t = table(64, 64);
+    t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    t.insert(net("2001:db8:1::/48"), nh(2)).unwrap();
+    let start = std::time::Instant::now();
+    t.reclaim_at(start);
+    t.reclaim_at(start + RECLAIM_EVERY / 2);
+    assert!(
+        t.nodes.free.iter().all(Vec::is_empty),
+        "two callers within the grace period free nothing"
+    );
+    t.reclaim_at(start + RECLAIM_EVERY);
+    assert!(t.nodes.free.iter().any(|f| !f.is_empty()));
+}

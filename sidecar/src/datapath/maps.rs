@@ -370,6 +370,6 @@ impl pf_control::programmer::MapWriter for DatapathMaps {
 
     fn reclaim(&mut self) {
         self.v4.lock().reclaim();
-        self.v6.lock().reclaim();
+        self.v6.lock().reclaim_at(std::time::Instant::now());
     }
 }

@@ -198,10 +198,15 @@ fn write_v6(v6: &SharedV6, writes: &[V6Write], refused: &Mutex<Refused>) {
     if writes.is_empty() {
         return;
     }
-    let deferred = v6.lock().apply(writes.iter().map(|w| match *w {
+    let mut table = v6.lock();
+    // A table load replaces trie nodes faster than the daemon's grace
+    // period comes round: let them age here too.
+    table.reclaim_at(std::time::Instant::now());
+    let deferred = table.apply(writes.iter().map(|w| match *w {
         V6Write::Insert(prefix, action) => (prefix, Some(action)),
         V6Write::Remove(prefix) => (prefix, None),
     }));
+    drop(table);
     if !deferred.is_empty() {
         let mut refused = refused.lock().unwrap_or_else(|e| e.into_inner());
         refused.v6_slots.extend(
@@ -359,6 +364,6 @@ impl MapWriter for RouteWriter<'_> {
     fn reclaim(&mut self) {
         self.wait_for_writer();
         self.maps.v4.lock().reclaim();
-        self.maps.v6.lock().reclaim();
+        self.maps.v6.lock().reclaim_at(std::time::Instant::now());
     }
 }

@@ -26,7 +26,7 @@ use crate::{
 
 mod probes;
 
-use probes::{batch, helpers, jit_checks, map_types, mmapable, tail_call_mix};
+use probes::{helpers, jit_checks, map_types, mmapable, tail_call_mix};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -168,7 +168,6 @@ pub fn run(options: &Options) -> Vec<Check> {
     };
     checks.extend(jit_checks(&kernel, jited_bytes));
     checks.push(tail_call_mix());
-    checks.push(batch());
     checks.push(mmapable());
 
     let mut trial = Datapath::trial_load(&options.capacities);

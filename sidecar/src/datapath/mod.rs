@@ -1,6 +1,5 @@
 //! Loading the XDP programs and owning their maps.
 
-pub mod batch;
 pub mod maps;
 pub mod mmap;
 pub mod pins;

@@ -1,5 +1,5 @@
 //! The raw `bpf()` syscall, for what aya does not wrap or wraps differently:
-//! link updates, `TX_PORTS` with 4-byte values, batch map writes,
+//! link updates, `TX_PORTS` with 4-byte values,
 //! `BPF_PROG_TEST_RUN`, and the kernel probes of `feasibility`. [`bpf`] is
 //! the one place pf-sidecar (and its test support) makes the syscall
 //! itself; everything else goes through aya.
@@ -22,12 +22,10 @@ pub const BPF_LINK_UPDATE: libc::c_long = 29;
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
-pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 pub const BPF_MAP_TYPE_DEVMAP_HASH: u32 = 25;
 
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 
-pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 

@@ -1,15 +1,14 @@
 //! Probes that load small programs and maps through the raw `bpf()`
 //! syscall: is the JIT used, does the verifier accept tail calls mixed with
-//! bpf-to-bpf calls, do batch map operations work, can arrays be mmapped.
+//! bpf-to-bpf calls, can arrays be mmapped.
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use crate::datapath::{
-    batch,
     mmap::MmapRegion,
     sys::{
-        self, insn, MapSpec, ProgLoadError, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY,
-        BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_PROG_ARRAY, BPF_PROG_TYPE_XDP,
+        self, insn, MapSpec, ProgLoadError, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY,
+        BPF_MAP_TYPE_PROG_ARRAY, BPF_PROG_TYPE_XDP,
     },
     verifier_log::{log_reason, log_tail, LOG_TAIL_LINES},
 };
@@ -127,76 +126,6 @@ pub fn tail_call_mix() -> std::io::Result<TailCallMix> {
         mixed: Verdict::of(sys::prog_load(BPF_PROG_TYPE_XDP, &mixed, "pf_probe_mix")),
         tail_call_alone: Verdict::of(sys::prog_load(BPF_PROG_TYPE_XDP, &alone, "pf_probe_tail")),
     })
-}
-
-/// Whether `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH` work on one
-/// map type: `Ok(())`, or the failing command and its error.
-pub type BatchResult = Result<(), String>;
-
-#[derive(Debug, Clone)]
-pub struct Batch {
-    pub lpm_trie: BatchResult,
-    pub hash: BatchResult,
-}
-
-fn batch_on<K: Copy + AsRef<[u8]>>(spec: &MapSpec<'_>, keys: &[K]) -> BatchResult {
-    let map =
-        sys::map_create(spec).map_err(|e| format!("creating the map: {}", sys::describe(&e)))?;
-    let values: Vec<u32> = (1..=keys.len() as u32).collect();
-    batch::update(map.as_fd(), keys, &values)
-        .map_err(|e| format!("BPF_MAP_UPDATE_BATCH: {}", sys::describe(&e.error)))?;
-    let mut value = [0u8; 4];
-    for key in keys {
-        if !sys::map_lookup(map.as_fd(), key.as_ref(), &mut value).unwrap_or(false) {
-            return Err("BPF_MAP_UPDATE_BATCH did not write every element".into());
-        }
-    }
-    batch::delete(map.as_fd(), keys)
-        .map_err(|e| format!("BPF_MAP_DELETE_BATCH: {}", sys::describe(&e.error)))?;
-    for key in keys {
-        if sys::map_lookup(map.as_fd(), key.as_ref(), &mut value).unwrap_or(true) {
-            return Err("BPF_MAP_DELETE_BATCH left an element behind".into());
-        }
-    }
-    Ok(())
-}
-
-/// Writes and deletes two elements by batch in a small LPM trie (the IPv6
-/// route table's type) and a small hash.
-pub fn batch() -> Batch {
-    // 192.0.2.0/24 and 198.51.100.0/24: prefix length (host order), address.
-    let lpm_key = |address: [u8; 4]| {
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&24u32.to_ne_bytes());
-        key[4..].copy_from_slice(&address);
-        key
-    };
-    let lpm_keys = [lpm_key([192, 0, 2, 0]), lpm_key([198, 51, 100, 0])];
-    let hash_keys = [1u32.to_ne_bytes(), 2u32.to_ne_bytes()];
-    Batch {
-        lpm_trie: batch_on(
-            &MapSpec {
-                map_type: BPF_MAP_TYPE_LPM_TRIE,
-                key_size: 8,
-                value_size: 4,
-                max_entries: 4,
-                flags: BPF_F_NO_PREALLOC,
-                name: "pf_probe_lpm",
-            },
-            &lpm_keys,
-        ),
-        hash: batch_on(
-            &MapSpec {
-                map_type: BPF_MAP_TYPE_HASH,
-                key_size: 4,
-                value_size: 4,
-                max_entries: 4,
-                flags: 0,
-                name: "pf_probe_hash",
-            },
-            &hash_keys,
-        ),
-    }
 }
 
 /// Creates a `BPF_F_MMAPABLE` array, maps it, writes through the mapping

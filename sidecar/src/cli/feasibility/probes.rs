@@ -210,36 +210,6 @@ pub(super) fn tail_call_mix() -> Check {
     }
 }
 
-pub(super) fn batch() -> Check {
-    let result = probe::batch();
-    let describe = |r: &probe::BatchResult| match r {
-        Ok(()) => "works".to_string(),
-        Err(e) => e.clone(),
-    };
-    let detail = format!(
-        "BPF_MAP_UPDATE_BATCH and BPF_MAP_DELETE_BATCH: LPM trie {}; hash {}. {}",
-        describe(&result.lpm_trie),
-        describe(&result.hash),
-        if result.lpm_trie.is_ok() {
-            "IPv6 route writes go in batches"
-        } else {
-            "The daemon writes IPv6 routes one syscall per route (a full table loads slower)"
-        }
-    );
-    Check::new(
-        "maps: batch operations",
-        result.lpm_trie.is_ok() && result.hash.is_ok(),
-        false,
-        detail,
-    )
-    .value(if result.lpm_trie.is_ok() {
-        "batch"
-    } else {
-        "per-element"
-    })
-    .fix("nothing needed: the daemon falls back to single-element writes")
-}
-
 pub(super) fn mmapable() -> Check {
     let result = probe::mmapable_array();
     Check::new(

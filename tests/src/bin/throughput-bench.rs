@@ -408,12 +408,15 @@ impl FastPath<'_> {
     fn attach_v6(&self, table: &[Ipv6Net]) {
         self.attach(&[]);
         self.lab.router.enter(|| {
-            let (mut dp, _) = Datapath::load_current(&self.caps, &self.pin_dir).unwrap();
+            let (dp, _) = Datapath::load_current(&self.caps, &self.pin_dir).unwrap();
             let action = RouteAction::new(RouteKind::Nexthop, 1);
-            for p in table {
-                dp.maps
-                    .set_v6_route(p.network().octets(), p.prefix_len(), action.0)
-                    .expect("the IPv6 table has room");
+            let mut trie = dp.maps.v6.lock();
+            // In batches, as the daemon's writer ships them; no traffic
+            // runs yet, so replaced nodes may be reused at once.
+            for chunk in table.chunks(4096) {
+                let deferred = trie.apply(chunk.iter().map(|p| (*p, Some(action))));
+                assert!(deferred.is_empty(), "the IPv6 table has room");
+                trie.reclaim();
             }
         });
     }

@@ -4,7 +4,8 @@
 //!
 //! `V6_TOP` holds one entry per /18: a route action, or the root of a trie
 //! of [`V6Node`]s that consume six address bits each, so a /48 is found in
-//! at most six reads and a /64 in nine, whatever the table's size. Leaves
+//! the top entry, at most five nodes and a leaf (a /64: eight nodes),
+//! whatever the table's size. Leaves
 //! are route actions; equal neighbouring leaves of a node are stored once,
 //! so memory follows the number of prefixes, not the address space they
 //! span. Prefixes of /18 or shorter live in the top entries only: their

@@ -393,7 +393,7 @@ fn lookup_v4(daddr: u32) -> u32 {
 
 /// The IPv6 trie (see `pf_control::v6trie`): the /18's entry, then one
 /// node per six bits until a slot without a child names its leaf. A /48
-/// takes at most six node reads, a /64 nine.
+/// takes the top entry and at most five nodes, a /64 eight.
 #[inline(always)]
 fn lookup_v6(daddr: &[u32; 4]) -> u32 {
     const FIB: u32 = (RouteKind::Fib as u32) << KIND_SHIFT;

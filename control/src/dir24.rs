@@ -358,6 +358,7 @@ mod tests {
     use std::{collections::BTreeMap, net::Ipv4Addr};
 
     use super::*;
+    use crate::test_rng::Rng;
 
     fn nh(id: u32) -> RouteAction {
         RouteAction::new(RouteKind::Nexthop, id)
@@ -390,17 +391,6 @@ mod tests {
         !routes
             .keys()
             .any(|p| p.prefix_len() > 24 && u32::from(p.network()) >> 8 == block)
-    }
-
-    /// Deterministic xorshift, so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     #[test]

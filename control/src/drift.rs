@@ -374,21 +374,79 @@ fn describe_nexthop(n: &Nexthop) -> String {
     )
 }
 
+/// Expected behaviours by id, written into an expected table as
+/// `Nexthop(id)` actions; 0 is "kernel", which a missing entry means.
+struct Behaviours {
+    ids: FastMap<Behaviour, u32>,
+    by_id: Vec<Behaviour>,
+}
+
+impl Behaviours {
+    fn new() -> Self {
+        let mut ids = FastMap::new();
+        ids.insert(Behaviour::Kernel, 0);
+        Self {
+            ids,
+            by_id: vec![Behaviour::Kernel],
+        }
+    }
+
+    fn id(&mut self, behaviour: &Behaviour) -> u32 {
+        if let Some(id) = self.ids.get(behaviour) {
+            return *id;
+        }
+        self.by_id.push(behaviour.clone());
+        let id = self.by_id.len() as u32 - 1;
+        self.ids.insert(behaviour.clone(), id);
+        id
+    }
+
+    /// The behaviour id of a raw entry of an expected table.
+    fn id_at(raw: u32) -> u32 {
+        if raw == 0 {
+            0
+        } else {
+            RouteAction(raw).index()
+        }
+    }
+}
+
+/// A drift against the expected prefix `prefix`, once per prefix.
+fn report_covered(
+    reported: &mut FastSet<IpNet>,
+    prefix: IpNet,
+    expected: &Behaviour,
+    got: Behaviour,
+    report: &mut Report,
+) {
+    if !reported.insert(prefix) {
+        return;
+    }
+    let kind = if got == Behaviour::Kernel {
+        DriftKind::Missing
+    } else {
+        DriftKind::Different
+    };
+    report.drift.push(Drift {
+        kind,
+        prefix,
+        expected: expected.clone(),
+        actual: got,
+    });
+}
+
 /// The expected IPv4 behaviours as a DIR-24-8 table of behaviour ids, so
 /// that it can be walked block by block beside the maps.
 struct ExpectedV4 {
     table: Dir24<VecStore>,
     /// The expected prefixes, for naming the one an address falls in.
     covering: PrefixMap<Ipv4Net, u32>,
-    /// Behaviours by id; 0 is "kernel", which a missing entry means.
-    behaviours: Vec<Behaviour>,
+    behaviours: Behaviours,
 }
 
 impl ExpectedV4 {
     fn new(expected: &[(Ipv4Net, Behaviour)]) -> Self {
-        let mut ids: FastMap<Behaviour, u32> = FastMap::new();
-        let mut behaviours = vec![Behaviour::Kernel];
-        ids.insert(Behaviour::Kernel, 0);
+        let mut behaviours = Behaviours::new();
         let long_blocks: FastSet<u32> = expected
             .iter()
             .filter(|(p, _)| p.prefix_len() > 24)
@@ -397,10 +455,7 @@ impl ExpectedV4 {
         let mut table = Dir24::new(VecStore::new(long_blocks.len() as u32 + 1));
         let mut covering: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
         for (prefix, behaviour) in expected {
-            let id = *ids.entry(behaviour.clone()).or_insert_with(|| {
-                behaviours.push(behaviour.clone());
-                behaviours.len() as u32 - 1
-            });
+            let id = behaviours.id(behaviour);
             // Groups are sized for every long block, so this cannot defer.
             let _ = table.insert(*prefix, RouteAction::new(RouteKind::Nexthop, id));
             covering.insert(*prefix, id);
@@ -411,15 +466,6 @@ impl ExpectedV4 {
             behaviours,
         }
     }
-
-    /// The behaviour id of a raw entry of the expected table.
-    fn id_at(raw: u32) -> u32 {
-        if raw == 0 {
-            0
-        } else {
-            RouteAction(raw).index()
-        }
-    }
 }
 
 /// Addresses where the maps and the expected table disagree, gathered
@@ -427,7 +473,7 @@ impl ExpectedV4 {
 /// covers into the fewest prefixes.
 #[derive(Default)]
 struct V4Mismatches {
-    reported: FastSet<Ipv4Net>,
+    reported: FastSet<IpNet>,
     /// The contiguous range being extended, with what the maps do there.
     extra: Option<(u32, u32, Behaviour)>,
     extras: Vec<(u32, u32, Behaviour)>,
@@ -447,21 +493,13 @@ impl V4Mismatches {
             .covering
             .get_lpm(&Ipv4Net::new(addr.into(), 32).expect("32 is valid"));
         match lpm {
-            Some((prefix, _)) => {
-                if self.reported.insert(prefix) {
-                    let kind = if got == Behaviour::Kernel {
-                        DriftKind::Missing
-                    } else {
-                        DriftKind::Different
-                    };
-                    report.drift.push(Drift {
-                        kind,
-                        prefix: IpNet::V4(prefix),
-                        expected: expected.behaviours[want as usize].clone(),
-                        actual: got,
-                    });
-                }
-            }
+            Some((prefix, _)) => report_covered(
+                &mut self.reported,
+                IpNet::V4(prefix),
+                &expected.behaviours.by_id[want as usize],
+                got,
+                report,
+            ),
             None => match &mut self.extra {
                 Some((_, end, b)) if *end == addr && *b == got => *end = addr + len,
                 _ => {
@@ -514,9 +552,9 @@ fn compare_v4<V: MapsView>(
             if last_equal == Some((want_raw, got_raw)) {
                 continue;
             }
-            let want = ExpectedV4::id_at(want_raw);
+            let want = Behaviours::id_at(want_raw);
             let got = resolver.behaviour(got_raw);
-            if expected.behaviours[want as usize] == got {
+            if expected.behaviours.by_id[want as usize] == got {
                 last_equal = Some((want_raw, got_raw));
             } else {
                 mismatches.note(&expected, base, 256, want, got, report);
@@ -524,7 +562,7 @@ fn compare_v4<V: MapsView>(
             continue;
         }
         for offset in 0..256u32 {
-            let want = ExpectedV4::id_at(if want_ext {
+            let want = Behaviours::id_at(if want_ext {
                 store.tbl8(RouteAction(want_raw).index(), offset)
             } else {
                 want_raw
@@ -534,7 +572,7 @@ fn compare_v4<V: MapsView>(
             } else {
                 resolver.behaviour(got_raw)
             };
-            if expected.behaviours[want as usize] != got {
+            if expected.behaviours.by_id[want as usize] != got {
                 mismatches.note(&expected, base + offset, 1, want, got, report);
             }
         }
@@ -547,21 +585,16 @@ fn compare_v4<V: MapsView>(
 struct ExpectedV6 {
     table: V6Trie<VecV6Store>,
     covering: PrefixMap<Ipv6Net, u32>,
-    behaviours: Vec<Behaviour>,
+    behaviours: Behaviours,
 }
 
 impl ExpectedV6 {
     fn new(expected: &[(Ipv6Net, Behaviour)]) -> Self {
-        let mut ids: FastMap<Behaviour, u32> = FastMap::new();
-        let mut behaviours = vec![Behaviour::Kernel];
-        ids.insert(Behaviour::Kernel, 0);
+        let mut behaviours = Behaviours::new();
         let mut covering: PrefixMap<Ipv6Net, u32> = PrefixMap::new();
         let mut writes = Vec::with_capacity(expected.len());
         for (prefix, behaviour) in expected {
-            let id = *ids.entry(behaviour.clone()).or_insert_with(|| {
-                behaviours.push(behaviour.clone());
-                behaviours.len() as u32 - 1
-            });
+            let id = behaviours.id(behaviour);
             covering.insert(*prefix, id);
             writes.push((*prefix, Some(RouteAction::new(RouteKind::Nexthop, id))));
         }
@@ -574,14 +607,6 @@ impl ExpectedV6 {
             table,
             covering,
             behaviours,
-        }
-    }
-
-    fn id_at(raw: u32) -> u32 {
-        if raw == 0 {
-            0
-        } else {
-            RouteAction(raw).index()
         }
     }
 }
@@ -631,7 +656,7 @@ impl V6Side {
 /// fewest prefixes.
 #[derive(Default)]
 struct V6Mismatches {
-    reported: FastSet<Ipv6Net>,
+    reported: FastSet<IpNet>,
     /// The contiguous range (first and last address) being extended.
     extra: Option<(u128, u128, Behaviour)>,
     extras: Vec<(u128, u128, Behaviour)>,
@@ -647,21 +672,13 @@ impl V6Mismatches {
         report: &mut Report,
     ) {
         match expected.covering.get_lpm(&range) {
-            Some((prefix, _)) => {
-                if self.reported.insert(prefix) {
-                    let kind = if got == Behaviour::Kernel {
-                        DriftKind::Missing
-                    } else {
-                        DriftKind::Different
-                    };
-                    report.drift.push(Drift {
-                        kind,
-                        prefix: IpNet::V6(prefix),
-                        expected: expected.behaviours[want as usize].clone(),
-                        actual: got,
-                    });
-                }
-            }
+            Some((prefix, _)) => report_covered(
+                &mut self.reported,
+                IpNet::V6(prefix),
+                &expected.behaviours.by_id[want as usize],
+                got,
+                report,
+            ),
             None => {
                 let (first, last) = (u128::from(range.network()), u128::from(range.broadcast()));
                 match &mut self.extra {
@@ -705,9 +722,9 @@ impl<V: MapsView> V6Walk<'_, '_, V> {
     fn range(&mut self, want: V6Side, got: V6Side, base: u128, len: u32, report: &mut Report) {
         use pf_common::maps::V6_STRIDE;
         if let (V6Side::Leaf(want), V6Side::Leaf(got)) = (want, got) {
-            let want = ExpectedV6::id_at(want);
+            let want = Behaviours::id_at(want);
             let got = self.resolver.behaviour(got);
-            if self.expected.behaviours[want as usize] != got {
+            if self.expected.behaviours.by_id[want as usize] != got {
                 let range = Ipv6Net::new(base.into(), len as u8).expect("len <= 128");
                 self.mismatches
                     .note(self.expected, range, want, got, report);

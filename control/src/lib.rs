@@ -30,3 +30,6 @@ pub mod programmer;
 pub mod replay;
 pub mod rib;
 pub mod v6trie;
+
+#[cfg(test)]
+mod test_rng;

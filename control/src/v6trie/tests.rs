@@ -1,6 +1,7 @@
 use std::{collections::BTreeMap, net::Ipv6Addr};
 
 use super::*;
+use crate::test_rng::Rng;
 
 fn nh(id: u32) -> RouteAction {
     RouteAction::new(RouteKind::Nexthop, id)
@@ -22,17 +23,6 @@ fn reference(routes: &BTreeMap<Ipv6Net, RouteAction>, a: u128) -> RouteAction {
         .max_by_key(|(p, _)| p.prefix_len())
         .map(|(_, a)| *a)
         .unwrap_or(RouteAction::MISS)
-}
-
-/// Deterministic xorshift, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 fn table(nodes: u32, leaves: u32) -> V6Trie<VecV6Store> {

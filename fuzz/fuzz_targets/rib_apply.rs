@@ -86,7 +86,6 @@ fuzz_target!(|data: &[u8]| {
         Limits {
             nexthops: 16,
             ecmp_groups: 4,
-            v6_routes: 16,
         },
     );
     let mut rib = Rib::new(Source::Fpm, vec![254, 100]);

@@ -537,7 +537,6 @@ impl Config {
             limits: pf_control::programmer::Limits {
                 nexthops: self.capacity.nexthops,
                 ecmp_groups: self.capacity.ecmp_groups,
-                v6_routes: self.capacity.v6_routes,
             },
         }
     }

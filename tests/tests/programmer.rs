@@ -25,7 +25,6 @@ fn routes_written_by_the_programmer_are_forwarded_by_fast_path() {
         let limits = Limits {
             nexthops: 256,
             ecmp_groups: 16,
-            v6_routes: 1024,
         };
         let fast_path = fixture
             .datapath

@@ -161,7 +161,6 @@ fn parse_settings(words: &[&str]) -> Result<Settings, String> {
         limits: Limits {
             nexthops: 64,
             ecmp_groups: 16,
-            v6_routes: 64,
         },
     };
     for word in words {

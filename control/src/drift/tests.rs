@@ -85,7 +85,6 @@ fn programmed(routes: &[(IpNet, Target)]) -> Programmer<FakeMaps> {
         Limits {
             nexthops: 64,
             ecmp_groups: 8,
-            v6_routes: 64,
         },
     );
     p.set_link(ETH0, Some(LINK));

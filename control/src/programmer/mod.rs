@@ -73,9 +73,6 @@ pub enum Target {
 pub struct Limits {
     pub nexthops: u32,
     pub ecmp_groups: u32,
-    /// IPv6 routes the trie's arrays are sized for; the trie itself says
-    /// when it is full.
-    pub v6_routes: u32,
 }
 
 /// Counters a reader of `status` and the metrics cares about.

@@ -11,13 +11,12 @@ const GW_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
-fn programmer(nexthops: u32, v6_routes: u32) -> Programmer<FakeMaps> {
+fn programmer(nexthops: u32) -> Programmer<FakeMaps> {
     let mut p = Programmer::new(
         FakeMaps::new(),
         Limits {
             nexthops,
             ecmp_groups: 8,
-            v6_routes,
         },
     );
     for ifindex in [ETH0, ETH1] {
@@ -44,7 +43,7 @@ fn v4(s: &str) -> Ipv4Addr {
 
 #[test]
 fn a_route_via_a_resolved_gateway_forwards_with_the_neighbours_mac() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     let (action, nexthop) = p.writer().lookup_v4(v4("198.51.100.7"));
@@ -58,7 +57,7 @@ fn a_route_via_a_resolved_gateway_forwards_with_the_neighbours_mac() {
 
 #[test]
 fn a_gateway_without_a_neighbour_is_programmed_unresolved_and_resolves_later() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     assert!(!p
         .writer()
@@ -75,7 +74,7 @@ fn a_gateway_without_a_neighbour_is_programmed_unresolved_and_resolves_later() {
 
 #[test]
 fn routes_sharing_a_gateway_share_one_nexthop_entry() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     for i in 0..200u32 {
         let prefix = Ipv4Net::new(Ipv4Addr::from(0xcb00_0000 | (i << 8)), 24).unwrap();
         p.upsert(IpNet::V4(prefix), &via(GW_A));
@@ -93,7 +92,7 @@ fn routes_sharing_a_gateway_share_one_nexthop_entry() {
 
 #[test]
 fn a_neighbour_change_rewrites_the_nexthop_alone_and_touches_no_route() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.upsert(net("203.0.113.0/24"), &via(GW_A));
@@ -116,7 +115,7 @@ fn a_neighbour_change_rewrites_the_nexthop_alone_and_touches_no_route() {
 
 #[test]
 fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_reclaim() {
-    let mut p = programmer(2, 16); // one usable id, so two slots
+    let mut p = programmer(2); // one usable id, so two slots
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     let first_slot = p.writer().nh_ptr[&1];
@@ -144,7 +143,7 @@ fn a_changed_nexthop_is_written_to_a_fresh_slot_and_the_old_slot_waits_for_recla
 #[test]
 fn a_neighbour_flapping_faster_than_grace_periods_parks_its_nexthop_and_never_rewrites_a_live_slot()
 {
-    let mut p = programmer(2, 16); // one usable id, so two slots
+    let mut p = programmer(2); // one usable id, so two slots
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     let mut live = p.writer().nh_ptr[&1];
@@ -177,7 +176,7 @@ fn a_neighbour_flapping_faster_than_grace_periods_parks_its_nexthop_and_never_re
 
 #[test]
 fn a_route_change_writes_the_new_nexthop_before_the_route_points_at_it() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.writer_mut().log.clear();
     p.upsert(net("198.51.100.0/24"), &via(GW_B));
@@ -193,7 +192,7 @@ fn a_route_change_writes_the_new_nexthop_before_the_route_points_at_it() {
 
 #[test]
 fn multipath_routes_become_weighted_groups_and_equal_leg_sets_share_a_group() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     let legs = Target::Forward(vec![
         Leg {
             ifindex: ETH0,
@@ -228,7 +227,7 @@ fn multipath_routes_become_weighted_groups_and_equal_leg_sets_share_a_group() {
 
 #[test]
 fn when_nexthop_ids_run_out_the_route_defers_to_the_kernel_and_is_counted() {
-    let mut p = programmer(2, 16); // ids 1..2: one nexthop
+    let mut p = programmer(2); // ids 1..2: one nexthop
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.upsert(net("203.0.113.0/24"), &via(GW_B));
     assert_eq!(
@@ -244,7 +243,7 @@ fn when_nexthop_ids_run_out_the_route_defers_to_the_kernel_and_is_counted() {
 
 #[test]
 fn an_on_link_route_is_left_to_the_kernels_neighbour_lookup() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.upsert(
         net("198.51.100.0/24"),
         &Target::Forward(vec![Leg {
@@ -262,7 +261,7 @@ fn an_on_link_route_is_left_to_the_kernels_neighbour_lookup() {
 
 #[test]
 fn removing_a_route_hands_its_addresses_back_to_the_covering_route() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.upsert(net("198.51.0.0/16"), &via(GW_A));
     p.upsert(net("198.51.100.0/24"), &Target::Blackhole);
     p.upsert(net("198.51.100.128/25"), &Target::Unreachable);
@@ -290,7 +289,7 @@ fn removing_a_route_hands_its_addresses_back_to_the_covering_route() {
 
 #[test]
 fn a_vlan_egress_sends_out_of_the_parent_with_the_tag() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(
         10,
         Some(LinkInfo {
@@ -336,7 +335,7 @@ fn vlan(id: u16, tpid: u16, parent: u32) -> Option<LinkInfo> {
 
 #[test]
 fn a_vlan_device_is_a_port_for_the_fib_path_until_it_goes() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(10, vlan(100, 0x8100, ETH0));
     let port = p.writer().ports[&10];
     assert_eq!(
@@ -370,7 +369,7 @@ fn a_vlan_device_is_a_port_for_the_fib_path_until_it_goes() {
 
 #[test]
 fn a_vlan_on_a_vlan_needs_two_tags_and_stays_out_of_the_ports() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(20, vlan(200, 0x88a8, ETH0));
     p.set_link(21, vlan(300, 0x8100, 20));
     assert!(p.writer().ports.contains_key(&20));
@@ -410,7 +409,7 @@ fn plain(ifindex: u32) -> Option<LinkInfo> {
 
 #[test]
 fn a_port_enslaved_to_a_vrf_is_marked_for_the_datapath_until_it_is_released() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(VRF_BLUE, vrf_device(10));
     assert!(
         p.writer().ingress.is_empty(),
@@ -434,7 +433,7 @@ fn a_port_enslaved_to_a_vrf_is_marked_for_the_datapath_until_it_is_released() {
 
 #[test]
 fn a_master_that_is_not_a_vrf_leaves_the_port_on_the_route_cache() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(41, plain(41)); // a bridge or a bond: no table of its own
     p.set_link(ETH1, enslaved(plain(ETH1), 41));
     assert!(p.writer().ingress.is_empty());
@@ -442,7 +441,7 @@ fn a_master_that_is_not_a_vrf_leaves_the_port_on_the_route_cache() {
 
 #[test]
 fn a_vlan_in_another_vrf_than_its_port_sends_the_port_to_the_kernel() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(VRF_BLUE, vrf_device(10));
     p.set_link(10, vlan(100, 0x8100, ETH0));
     p.set_link(20, vlan(200, 0x88a8, ETH1));
@@ -471,7 +470,7 @@ fn a_vlan_in_another_vrf_than_its_port_sends_the_port_to_the_kernel() {
 
 #[test]
 fn a_vlan_loop_in_bad_input_ends_the_walk() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(VRF_BLUE, vrf_device(10));
     p.set_link(30, vlan(1, 0x8100, 31));
     p.set_link(31, enslaved(vlan(2, 0x8100, 30), VRF_BLUE));
@@ -487,7 +486,7 @@ fn a_vlan_loop_in_bad_input_ends_the_walk() {
 
 #[test]
 fn a_link_going_down_unresolves_its_nexthops() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_neighbour(ETH0, GW_A, Some(MAC_A));
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.set_link(
@@ -536,7 +535,7 @@ fn fill_v6_slot(p: &mut Programmer<FakeMaps>) -> u32 {
 
 #[test]
 fn when_the_ipv6_trie_is_full_its_slot_defers_to_the_kernel_until_room_returns() {
-    let mut p = programmer(16, 64);
+    let mut p = programmer(16);
     *p.writer_mut() = FakeMaps::with_v6_room(24, 24);
     p.upsert(net("2001:db8::/32"), &gw6());
     p.upsert(net("2001:db8:4000::/34"), &Target::Unreachable);
@@ -588,7 +587,7 @@ fn when_the_ipv6_trie_is_full_its_slot_defers_to_the_kernel_until_room_returns()
 
 #[test]
 fn a_slot_deferred_by_the_writer_thread_defers_every_prefix_in_it_at_the_batch_end() {
-    let mut p = programmer(16, 64);
+    let mut p = programmer(16);
     *p.writer_mut() = FakeMaps::with_v6_room(24, 24);
     p.writer_mut().queue_v6 = true;
     p.upsert(net("2001:db8::/32"), &gw6());
@@ -613,7 +612,7 @@ fn a_slot_deferred_by_the_writer_thread_defers_every_prefix_in_it_at_the_batch_e
 
 #[test]
 fn every_nexthop_id_records_the_gateway_it_stands_for() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     let gw6: IpAddr = "2001:db8::1".parse().unwrap();
     p.upsert(net("198.51.100.0/24"), &via(GW_A));
     p.upsert(
@@ -651,7 +650,7 @@ fn a_block_the_writer_thread_defers_is_counted_at_the_batch_end_and_gets_its_gro
 
 #[test]
 fn a_longer_prefix_removed_before_its_refusal_arrives_leaves_nothing_deferred() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.writer_mut().queue_v4 = true;
     for block in 1..=5 {
         p.upsert(net(&format!("10.0.{block}.1/32")), &via(GW_B));
@@ -671,7 +670,7 @@ fn a_longer_prefix_removed_before_its_refusal_arrives_leaves_nothing_deferred() 
 /// `queued`: the writer reports the refusal at the end of the batch, as
 /// the daemon's writer thread does.
 fn deferred_block_gets_its_group_back(queued: bool) {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.writer_mut().queue_v4 = queued;
     p.upsert(net("10.0.0.0/8"), &via(GW_A));
     for block in 1..=5 {
@@ -713,7 +712,7 @@ fn deferred_block_gets_its_group_back(queued: bool) {
 
 #[test]
 fn the_ports_of_one_vrf_are_its_slaves_and_the_parents_of_its_vlans() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(VRF_BLUE, vrf_device(10));
     p.set_link(41, vrf_device(11));
     p.set_link(ETH0, enslaved(plain(ETH0), VRF_BLUE));
@@ -740,7 +739,7 @@ fn the_ports_of_one_vrf_are_its_slaves_and_the_parents_of_its_vlans() {
 
 #[test]
 fn the_members_of_a_bond_in_a_vrf_go_to_the_kernel() {
-    let mut p = programmer(16, 16);
+    let mut p = programmer(16);
     p.set_link(VRF_BLUE, vrf_device(10));
     p.set_link(50, plain(50)); // bond0
     p.set_link(ETH0, enslaved(plain(ETH0), 50));

@@ -664,7 +664,6 @@ fn the_table_shared_with_the_programmer_keeps_each_prefix_once_and_nothing_after
         Limits {
             nexthops: 16,
             ecmp_groups: 4,
-            v6_routes: 16,
         },
     );
     let own: IpAddr = Ipv4Addr::new(198, 51, 100, 1).into();

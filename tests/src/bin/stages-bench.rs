@@ -76,7 +76,6 @@ fn run(table: &FullTable, messages: &[Vec<u8>]) -> Figures {
         let limits = Limits {
             nexthops: caps.nexthops,
             ecmp_groups: caps.ecmp_groups,
-            v6_routes: caps.v6_routes,
         };
         let mut programmer: Programmer<_, RibEntry> = Programmer::sharing_table(maps, limits);
         let mut rib = Rib::new(Source::Fpm, vec![254]);

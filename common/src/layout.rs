@@ -24,7 +24,7 @@ assert_layout!(Tbl8Group, 1024, 4);
 
 /// One element of `V6_TOP`: the slot's head (a route action, or `Tbl8`
 /// naming the root node of its trie), then the action of the longest
-/// prefix of /18 or shorter over the slot, which leaves marked
+/// prefix of /22 or shorter over the slot, which leaves marked
 /// [`crate::route::V6_INHERIT`] stand for.
 pub type V6TopEntry = [u32; 2];
 assert_layout!(V6TopEntry, 8, 4);
@@ -40,6 +40,12 @@ assert_layout!(V6LeafPair, 8, 4);
 /// 1, where `runs` marks each slot whose leaf differs from the slot before
 /// (so equal neighbours share one leaf). Written once, never changed while
 /// reachable: an update writes new nodes and swaps a single head.
+///
+/// Path compression: a chain of nodes that each have one child and no
+/// prefix ending in them is left out. The node below the chain records the
+/// six-bit steps it stands for in `skip` ([`V6Node::skip_strides`] of them,
+/// the address bits in [`V6Node::skip_key`]); an address whose bits differ
+/// there ends in `miss`, the action the chain's leaves would all have held.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct V6Node {
@@ -47,12 +53,19 @@ pub struct V6Node {
     pub runs: u64,
     pub first_child: u32,
     pub first_leaf: u32,
+    /// `key << 8 | strides` (strides in the low three bits): see
+    /// [`V6_MAX_SKIP`].
+    pub skip: u32,
+    pub miss: u32,
 }
-assert_layout!(V6Node, 24, 8);
+assert_layout!(V6Node, 32, 8);
+
+/// Most six-bit steps one node's `skip` stands for (24 key bits).
+pub const V6_MAX_SKIP: u32 = 4;
 
 impl V6Node {
     /// The node's words as the datapath's (little-endian) memory holds them.
-    pub const fn to_words(&self) -> [u32; 6] {
+    pub const fn to_words(&self) -> [u32; 8] {
         [
             self.children as u32,
             (self.children >> 32) as u32,
@@ -60,16 +73,36 @@ impl V6Node {
             (self.runs >> 32) as u32,
             self.first_child,
             self.first_leaf,
+            self.skip,
+            self.miss,
         ]
     }
 
-    pub const fn from_words(w: [u32; 6]) -> Self {
+    pub const fn from_words(w: [u32; 8]) -> Self {
         Self {
             children: w[0] as u64 | (w[1] as u64) << 32,
             runs: w[2] as u64 | (w[3] as u64) << 32,
             first_child: w[4],
             first_leaf: w[5],
+            skip: w[6],
+            miss: w[7],
         }
+    }
+
+    /// How many six-bit steps above this node were left out (0 to
+    /// [`V6_MAX_SKIP`]).
+    pub const fn skip_strides(&self) -> u32 {
+        self.skip & 7
+    }
+
+    /// The address bits of the steps left out, the first step highest.
+    pub const fn skip_key(&self) -> u32 {
+        self.skip >> 8
+    }
+
+    /// `skip` for `strides` steps whose address bits are `key`.
+    pub const fn skip_of(strides: u32, key: u32) -> u32 {
+        key << 8 | strides
     }
 }
 

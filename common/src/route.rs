@@ -53,7 +53,7 @@ impl RouteKind {
 }
 
 /// An IPv6 leaf answering with its slot's covering action (the longest
-/// prefix of /18 or shorter), kept beside the head so that a change of a
+/// prefix of /22 or shorter), kept beside the head so that a change of a
 /// short prefix is one store per slot, not a rebuild of every trie under it.
 pub const V6_INHERIT: u32 = (RouteKind::Tbl8 as u32) << KIND_SHIFT;
 

@@ -615,36 +615,51 @@ impl ExpectedV6 {
 #[derive(Clone, Copy)]
 enum V6Side {
     Leaf(u32),
-    Node(pf_common::layout::V6Node),
+    /// A node, and how many of the steps its `skip` stands for the walk
+    /// has passed.
+    Node(pf_common::layout::V6Node, u32),
 }
 
 impl V6Side {
     fn of_head(store: &dyn V6Read, head: u32) -> Self {
         let action = RouteAction(head);
         if action.kind() == Some(RouteKind::Tbl8) {
-            Self::Node(store.node(action.index()))
+            Self::Node(store.node(action.index()), 0)
         } else {
             Self::Leaf(head)
         }
     }
 
-    /// What slot `v` of this side holds (a leaf stands for all of its slots).
+    /// What slot `v` of this side holds (a leaf stands for all of its slots;
+    /// a step a compressed node left out has one way on, and `miss`).
     fn at(self, store: &dyn V6Read, v: usize, cover: u32) -> Self {
+        use pf_common::maps::V6_STRIDE;
+        let resolve = |leaf: u32| {
+            Self::Leaf(if leaf == pf_common::route::V6_INHERIT {
+                cover
+            } else {
+                leaf
+            })
+        };
         match self {
             Self::Leaf(raw) => Self::Leaf(raw),
-            Self::Node(node) => {
+            Self::Node(node, passed) if passed < node.skip_strides() => {
+                let step = node.skip_key() >> (V6_STRIDE * (node.skip_strides() - 1 - passed));
+                if step & 63 == v as u32 {
+                    Self::Node(node, passed + 1)
+                } else {
+                    resolve(node.miss)
+                }
+            }
+            Self::Node(node, _) => {
                 let upto = u64::MAX >> (63 - v);
                 if node.children >> v & 1 != 0 {
                     Self::Node(
                         store.node(node.first_child + (node.children & upto).count_ones() - 1),
+                        0,
                     )
                 } else {
-                    let leaf = store.leaf(node.first_leaf + (node.runs & upto).count_ones() - 1);
-                    Self::Leaf(if leaf == pf_common::route::V6_INHERIT {
-                        cover
-                    } else {
-                        leaf
-                    })
+                    resolve(store.leaf(node.first_leaf + (node.runs & upto).count_ones() - 1))
                 }
             }
         }

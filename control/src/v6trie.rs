@@ -2,14 +2,23 @@
 //! and Ohara, SIGCOMM 2015), in arrays the datapath reads and the daemon
 //! writes through mmap.
 //!
-//! `V6_TOP` holds one entry per /18: a route action, or the root of a trie
+//! `V6_TOP` holds one entry per /22: a route action, or the root of a trie
 //! of [`V6Node`]s that consume six address bits each, so a /48 is found in
-//! the top entry, at most five nodes and a leaf (a /64: eight nodes),
-//! whatever the table's size. Leaves
-//! are route actions; equal neighbouring leaves of a node are stored once,
-//! so memory follows the number of prefixes, not the address space they
-//! span. Prefixes of /18 or shorter live in the top entries only: their
-//! slots' tries hold [`V6_INHERIT`] leaves that stand for them.
+//! the top entry, at most five nodes and a leaf (a /64: seven nodes),
+//! whatever the table's size. Leaves are route actions; equal neighbouring
+//! leaves of a node are stored once, so memory follows the number of
+//! prefixes, not the address space they span. Prefixes of /22 or shorter
+//! live in the top entries only: their slots' tries hold [`V6_INHERIT`]
+//! leaves that stand for them.
+//!
+//! Where one prefix path runs alone (a /48 with no neighbour under its
+//! /24, the common case in a full table), the nodes with one child and no
+//! prefix of their own are left out: the node below them checks their
+//! address bits (`skip`, up to four steps) and answers `miss` when they
+//! differ. A lone /48 under a busy /24 is then the top entry, two nodes and
+//! a leaf. Builds compress; an incremental update rebuilds a compressed
+//! node from its prefixes instead of editing it, and leaves an uncompressed
+//! node uncompressed (the answers are the same either way).
 //!
 //! Ordering rules, so the datapath never reads a half-built answer:
 //! - nodes and leaves reachable from a head are never written; an update
@@ -28,7 +37,7 @@ use std::{
 
 use ipnet::Ipv6Net;
 use pf_common::{
-    layout::V6Node,
+    layout::{V6Node, V6_MAX_SKIP},
     maps::{V6_MAX_DEPTH, V6_STRIDE, V6_TOP_BITS, V6_TOP_SLOTS},
     route::V6_INHERIT,
     RouteAction, RouteKind,
@@ -56,11 +65,11 @@ pub trait V6Store: V6Read {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum V6TrieError {
     /// The node or leaf array is full: the slot now defers to the kernel.
-    #[error("no room in the IPv6 trie for {prefix}; its /18 is left to bpf_fib_lookup")]
+    #[error("no room in the IPv6 trie for {prefix}; its /22 is left to bpf_fib_lookup")]
     OutOfSpace { prefix: Ipv6Net, slot: u32 },
 }
 
-/// The /18 slot an address falls in.
+/// The /22 slot an address falls in.
 pub fn slot_of(addr: u128) -> u32 {
     (addr >> (128 - V6_TOP_BITS)) as u32
 }
@@ -103,23 +112,38 @@ pub fn lookup_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> RouteAction {
     if head.kind() != Some(RouteKind::Tbl8) {
         return head;
     }
+    let resolve = |leaf: u32| {
+        RouteAction(if leaf == V6_INHERIT {
+            store.cover(slot)
+        } else {
+            leaf
+        })
+    };
     let mut node = store.node(head.index());
     let mut offset = V6_TOP_BITS;
     for _ in 0..V6_MAX_DEPTH {
+        let strides = node.skip_strides();
+        if strides != 0 {
+            if skip_key_at(addr, offset, strides) != node.skip_key() {
+                return resolve(node.miss);
+            }
+            offset += strides * V6_STRIDE;
+        }
         let v = index_at(addr, offset);
         if node.children >> v & 1 != 0 {
             node = store.node(node.first_child + rank(node.children, v) - 1);
             offset += V6_STRIDE;
             continue;
         }
-        let leaf = store.leaf(node.first_leaf + rank(node.runs, v) - 1);
-        return RouteAction(if leaf == V6_INHERIT {
-            store.cover(slot)
-        } else {
-            leaf
-        });
+        return resolve(store.leaf(node.first_leaf + rank(node.runs, v) - 1));
     }
     RouteAction::simple(RouteKind::Fib)
+}
+
+/// The address bits of `strides` six-bit steps from `offset` (zeros past
+/// the address), as [`V6Node::skip_key`] holds them.
+pub fn skip_key_at(addr: u128, offset: u32, strides: u32) -> u32 {
+    ((addr << offset) >> (128 - strides * V6_STRIDE)) as u32
 }
 
 /// Contiguous runs of one of the two arrays: first-fit per size (1 to 64),
@@ -404,7 +428,7 @@ impl<S: V6Store> V6Trie<S> {
         }
     }
 
-    /// Rewrites the paths of changed prefixes longer than /18 (sorted, all
+    /// Rewrites the paths of changed prefixes longer than /22 (sorted, all
     /// in one slot) and swaps the slot's head; on a full array, defers the
     /// slot (returned as the error).
     fn update_slot(&mut self, changes: &[(u128, u8)]) -> Result<(), u32> {
@@ -447,7 +471,7 @@ impl<S: V6Store> V6Trie<S> {
     }
 
     /// Runs `build` for a slot's root and returns the head that names it
-    /// (or the slot's cover when nothing longer than /18 is left).
+    /// (or the slot's cover when nothing longer than /22 is left).
     fn build_root(
         &mut self,
         txn: &mut Txn,
@@ -542,6 +566,12 @@ impl<S: V6Store> V6Trie<S> {
         old: V6Node,
         changes: &[(u128, u8)],
     ) -> Result<Option<V6Node>, ()> {
+        // A compressed node stands for a chain with one prefix path; any
+        // change may split or lengthen it, and what is under it is small.
+        if old.skip_strides() != 0 {
+            self.replace_subtree(txn, &old);
+            return self.build_fresh(txn, base, offset, inherit);
+        }
         let mut values = self.values(&old);
         let mut children = self.children(&old);
         let mut leaves_changed = false;
@@ -607,6 +637,7 @@ impl<S: V6Store> V6Trie<S> {
             runs,
             first_child,
             first_leaf,
+            ..V6Node::default()
         }))
     }
 
@@ -631,8 +662,42 @@ impl<S: V6Store> V6Trie<S> {
     }
 
     /// Builds a node from `under`: sorted prefixes inside its range (those
-    /// not longer than `offset` are ignored).
+    /// not longer than `offset` are ignored). Steps where every prefix
+    /// goes on through the same slot are left out (path compression).
     fn build_from(
+        &mut self,
+        txn: &mut Txn,
+        base: u128,
+        offset: u32,
+        inherit: u32,
+        under: &[(u128, u8, u32)],
+    ) -> Result<V6Node, ()> {
+        let longer = |(_, l, _): &&(u128, u8, u32)| u32::from(*l) > offset;
+        let first = under.iter().find(longer).map_or(base, |p| p.0);
+        let mut strides = 0;
+        while strides < V6_MAX_SKIP {
+            let at = offset + strides * V6_STRIDE;
+            let v = index_at(first, at);
+            let chain = under
+                .iter()
+                .filter(longer)
+                .all(|&(a, l, _)| u32::from(l) > at + V6_STRIDE && index_at(a, at) == v);
+            if !chain {
+                break;
+            }
+            strides += 1;
+        }
+        let below = offset + strides * V6_STRIDE;
+        let mut node = self.build_node(txn, trunc(first, below), below, inherit, under)?;
+        if strides != 0 {
+            node.skip = V6Node::skip_of(strides, skip_key_at(first, offset, strides));
+            node.miss = inherit;
+        }
+        Ok(node)
+    }
+
+    /// [`Self::build_from`]'s node at `offset`, with no step left out.
+    fn build_node(
         &mut self,
         txn: &mut Txn,
         base: u128,
@@ -669,6 +734,7 @@ impl<S: V6Store> V6Trie<S> {
             runs,
             first_child,
             first_leaf,
+            ..V6Node::default()
         })
     }
 

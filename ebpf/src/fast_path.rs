@@ -391,9 +391,11 @@ fn lookup_v4(daddr: u32) -> u32 {
     }
 }
 
-/// The IPv6 trie (see `pf_control::v6trie`): the /18's entry, then one
-/// node per six bits until a slot without a child names its leaf. A /48
-/// takes the top entry and at most five nodes, a /64 eight.
+/// The IPv6 trie (see `pf_control::v6trie`): the /22's entry, then one
+/// node per six bits until a slot without a child names its leaf; a
+/// compressed node first checks the steps of the chain it replaced. A /48
+/// takes the top entry and at most five nodes, a /64 seven, and fewer
+/// where the table branches less.
 #[inline(always)]
 fn lookup_v6(daddr: &[u32; 4]) -> u32 {
     const FIB: u32 = (RouteKind::Fib as u32) << KIND_SHIFT;
@@ -405,33 +407,36 @@ fn lookup_v6(daddr: &[u32; 4]) -> u32 {
     if head >> KIND_SHIFT != RouteKind::Tbl8 as u32 {
         return head;
     }
-    let hi = (daddr[0] as u64) << 32 | daddr[1] as u64;
-    let lo = (daddr[2] as u64) << 32 | daddr[3] as u64;
+    // The address not yet consumed, left-aligned: every step shifts it, so
+    // the verifier meets one path per level whatever the nodes skip.
+    let mut hi = (daddr[0] as u64) << 32 | daddr[1] as u64;
+    let mut lo = (daddr[2] as u64) << 32 | daddr[3] as u64;
+    hi = hi << V6_TOP_BITS | lo >> (64 - V6_TOP_BITS);
+    lo <<= V6_TOP_BITS;
     let mut index = head & INDEX_MASK;
-    let mut offset = V6_TOP_BITS;
     for _ in 0..V6_MAX_DEPTH {
         let Some(node) = V6_NODES.get_ptr(index) else {
             return FIB;
         };
-        // The six bits at `offset` (zeros past the address).
-        let bits = if offset < 64 {
-            hi << offset | lo >> (64 - offset)
-        } else {
-            lo << ((offset - 64) & 63)
-        };
-        let v = (bits >> 58) as u32;
+        let node = unsafe { &*node };
+        // The steps a compressed chain left out must match its key (an
+        // uncompressed node: no steps, key 0). `>> x >> 1` shifts by x + 1
+        // without ever shifting by 64.
+        let skip = node.skip;
+        let width = (skip & 7) * V6_STRIDE;
+        if (hi >> (63 - width) >> 1) as u32 != skip >> 8 {
+            return resolve_v6(node.miss, top);
+        }
+        hi = hi << width | lo >> (63 - width) >> 1;
+        lo <<= width;
+        let v = (hi >> (64 - V6_STRIDE)) as u32;
         let upto = u64::MAX >> (63 - v);
-        let (children, runs, first_child, first_leaf) = unsafe {
-            (
-                (*node).children,
-                (*node).runs,
-                (*node).first_child,
-                (*node).first_leaf,
-            )
-        };
+        let (children, runs, first_child, first_leaf) =
+            (node.children, node.runs, node.first_child, node.first_leaf);
         if children >> v & 1 != 0 {
             index = first_child + (children & upto).count_ones() - 1;
-            offset += V6_STRIDE;
+            hi = hi << V6_STRIDE | lo >> (64 - V6_STRIDE);
+            lo <<= V6_STRIDE;
             continue;
         }
         let leaf = first_leaf + (runs & upto).count_ones() - 1;
@@ -439,13 +444,19 @@ fn lookup_v6(daddr: &[u32; 4]) -> u32 {
             return FIB;
         };
         let action = unsafe { *(pair as *const u32).add((leaf & 1) as usize) };
-        return if action == V6_INHERIT {
-            unsafe { (*top)[1] }
-        } else {
-            action
-        };
+        return resolve_v6(action, top);
     }
     FIB
+}
+
+/// A leaf's action; [`V6_INHERIT`] stands for the slot's cover.
+#[inline(always)]
+fn resolve_v6(action: u32, top: *const [u32; 2]) -> u32 {
+    if action == V6_INHERIT {
+        unsafe { (*top)[1] }
+    } else {
+        action
+    }
 }
 
 #[inline(always)]

@@ -156,7 +156,7 @@ pub struct Programmer<W: MapWriter, E: ProgrammedEntry = Option<Programmed>> {
     /// /24 blocks left to the kernel for want of a second-level group,
     /// retried when groups are reclaimed.
     v4_deferred_blocks: std::collections::BTreeSet<u32>,
-    /// /18 slots the IPv6 trie left to the kernel for want of room,
+    /// /22 slots the IPv6 trie left to the kernel for want of room,
     /// retried when room is reclaimed.
     v6_deferred_slots: std::collections::BTreeSet<u32>,
     /// The `INGRESS` bits written, by ifindex.

@@ -1,5 +1,5 @@
 //! IPv6 routes: written to the IPv6 trie through the writer. When the
-//! trie's arrays are full it leaves the prefix's whole /18 slot to the
+//! trie's arrays are full it leaves the prefix's whole /22 slot to the
 //! kernel (the slot answers `Fib`, never a covering prefix); the slot's
 //! prefixes count as deferred until a reclaim gives it room again.
 
@@ -49,7 +49,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         self.writer.remove_v6(prefix);
     }
 
-    /// The prefixes longer than /18 programmed under `slot`.
+    /// The prefixes longer than /22 programmed under `slot`.
     fn v6_prefixes_in(&self, slot: u32) -> Vec<Ipv6Net> {
         self.routes
             .v6()
@@ -82,7 +82,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
         tracing::warn!(
             slot = %std::net::Ipv6Addr::from((slot as u128) << (128 - pf_common::maps::V6_TOP_BITS)),
             prefixes = deferred,
-            "the IPv6 trie is full; the /18's prefixes are left to bpf_fib_lookup"
+            "the IPv6 trie is full; the /22's prefixes are left to bpf_fib_lookup"
         );
         self.stats.overflow_v6_routes += deferred;
         self.stats.deferred_v6 += deferred;
@@ -106,7 +106,7 @@ impl<W: MapWriter, E: ProgrammedEntry> Programmer<W, E> {
             tracing::info!(
                 slot = %std::net::Ipv6Addr::from((slot as u128) << (128 - pf_common::maps::V6_TOP_BITS)),
                 prefixes = prefixes.len(),
-                "the IPv6 trie has room again: the /18's prefixes are installed"
+                "the IPv6 trie has room again: the /22's prefixes are installed"
             );
         }
     }

@@ -23,7 +23,7 @@ pub trait MapWriter {
         covering: Covering,
         longer: &[(Ipv4Net, RouteAction)],
     ) -> Result<(), Dir24Error>;
-    /// Writes an IPv6 prefix into the trie; an error says its /18 slot is
+    /// Writes an IPv6 prefix into the trie; an error says its /22 slot is
     /// left to the kernel (the trie keeps the prefix for a retry).
     fn insert_v6(&mut self, prefix: Ipv6Net, action: RouteAction) -> Result<(), V6TrieError>;
     fn remove_v6(&mut self, prefix: Ipv6Net);
@@ -59,7 +59,7 @@ pub struct Refusals {
     /// /24 blocks the IPv4 table left to the kernel for want of a
     /// second-level group (it answers `Fib` for them already).
     pub v4_blocks: Vec<u32>,
-    /// /18 slots the IPv6 trie left to the kernel for want of room.
+    /// /22 slots the IPv6 trie left to the kernel for want of room.
     pub v6_slots: Vec<u32>,
 }
 

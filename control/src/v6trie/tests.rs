@@ -273,3 +273,116 @@ fn reclaims_made_sooner_than_the_grace_period_apart_are_skipped() {
     t.reclaim_at(start + RECLAIM_EVERY);
     assert!(t.nodes.free.iter().any(|f| !f.is_empty()));
 }
+
+#[test]
+fn a_lone_long_prefix_is_found_through_a_compressed_node_and_a_diverging_address_gets_the_cover() {
+    use pf_common::maps::V6_TOP_BITS as TOP;
+    let mut t = table(64, 64);
+    let lone = addr("2001:db8:1234::");
+    let flip = |bit: u32| lone ^ (1u128 << (127 - bit));
+    t.insert(net("2001:db8:1234::/48"), nh(1)).unwrap();
+    // The root skips four steps and is the node for the /48's last bits:
+    // one node, where five were needed uncompressed.
+    assert_eq!(t.nodes_in_use(), 1);
+    let root = |t: &V6Trie<VecV6Store>| {
+        let head = RouteAction(t.store().head(slot_of(lone)));
+        t.store().node(head.index())
+    };
+    assert_eq!(root(&t).skip_strides(), V6_MAX_SKIP);
+    assert_eq!(t.lookup(lone | 1), nh(1));
+    assert_eq!(t.lookup(flip(TOP + 10)), RouteAction::MISS);
+    // A cover that ends in the root's first step: the root is a plain node
+    // again and its child skips three steps, answering the cover where an
+    // address leaves them.
+    let cover = Ipv6Net::new(Ipv6Addr::from(lone), (TOP + 4) as u8)
+        .unwrap()
+        .trunc();
+    t.insert(cover, nh(2)).unwrap();
+    t.reclaim();
+    t.reclaim();
+    assert_eq!(t.nodes_in_use(), 2);
+    assert_eq!(root(&t).skip_strides(), 0);
+    assert_eq!(t.store().node(root(&t).first_child).skip_strides(), 3);
+    assert_eq!(t.lookup(lone | 1), nh(1));
+    // Leaving in the first, a middle and the last left-out step, then in
+    // the node's own bits.
+    for bit in [TOP + 6, TOP + 14, TOP + 23, 47] {
+        assert_eq!(t.lookup(flip(bit)), nh(2), "bit {bit}");
+    }
+    // Outside the cover, in the root's own step.
+    assert_eq!(t.lookup(flip(TOP + 2)), RouteAction::MISS);
+    // A neighbour parting in a middle step: both answer, and so does the
+    // cover around them.
+    let neighbour = Ipv6Net::new(Ipv6Addr::from(flip(TOP + 14)), 48).unwrap();
+    t.insert(neighbour, nh(3)).unwrap();
+    assert_eq!(t.lookup(lone | 1), nh(1));
+    assert_eq!(t.lookup(flip(TOP + 14) | 1), nh(3));
+    assert_eq!(t.lookup(flip(TOP + 8)), nh(2));
+    t.remove(cover);
+    assert_eq!(t.lookup(flip(TOP + 8)), RouteAction::MISS);
+    assert_eq!(t.lookup(flip(TOP + 6)), RouteAction::MISS);
+}
+
+#[test]
+fn sparse_tables_with_compressed_chains_match_the_reference_on_near_misses() {
+    let mut rng = Rng(0x5eed_cafe);
+    let mut t = table(1 << 16, 1 << 16);
+    let mut routes = BTreeMap::new();
+    // Few prefixes over wide bits: chains everywhere, cut and grown by the
+    // changes, with covers of every length around them.
+    let lens = [8u8, 20, 26, 33, 40, 47, 48, 48, 48, 53, 60, 64, 96, 128];
+    let random_addr = |rng: &mut Rng| {
+        (0x2001_0db8u128 << 96) | (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 34
+    };
+    for round in 0..200u32 {
+        let mut batch = Vec::new();
+        for i in 0..8u32 {
+            let len = lens[(rng.next() % lens.len() as u64) as usize];
+            let prefix = Ipv6Net::new(Ipv6Addr::from(random_addr(&mut rng)), len)
+                .unwrap()
+                .trunc();
+            if !routes.is_empty() && rng.next().is_multiple_of(3) {
+                let gone = *routes
+                    .keys()
+                    .nth((rng.next() % routes.len() as u64) as usize)
+                    .unwrap();
+                routes.remove(&gone);
+                batch.push((gone, None));
+            } else {
+                let action = nh(round * 100 + i + 1);
+                routes.insert(prefix, action);
+                batch.push((prefix, Some(action)));
+            }
+        }
+        // Half the rounds as one batch, half one change at a time.
+        if round % 2 == 0 {
+            assert!(t.apply(batch).is_empty());
+        } else {
+            for (prefix, action) in batch {
+                match action {
+                    Some(action) => t.insert(prefix, action).unwrap(),
+                    None => t.remove(prefix),
+                }
+            }
+        }
+        t.reclaim();
+        // Each prefix's first address, and addresses that leave its path
+        // at one random bit: the near misses a compressed node must send
+        // to its `miss`.
+        for p in routes.keys() {
+            let a = u128::from(p.network());
+            for probe in [
+                a,
+                a ^ (1u128 << (rng.next() % 128)),
+                a ^ (1u128 << (rng.next() % 64 + 64)),
+            ] {
+                assert_eq!(
+                    t.lookup(probe),
+                    reference(&routes, probe),
+                    "round {round} {p} probe {}",
+                    Ipv6Addr::from(probe)
+                );
+            }
+        }
+    }
+}

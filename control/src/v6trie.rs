@@ -16,9 +16,11 @@
 //! prefix of their own are left out: the node below them checks their
 //! address bits (`skip`, up to four steps) and answers `miss` when they
 //! differ. A lone /48 under a busy /24 is then the top entry, two nodes and
-//! a leaf. Builds compress; an incremental update rebuilds a compressed
-//! node from its prefixes instead of editing it, and leaves an uncompressed
-//! node uncompressed (the answers are the same either way).
+//! a leaf. Builds compress; an incremental update edits the node below a
+//! chain when its changes run through the whole chain, rebuilds the
+//! subtree from its prefixes when a change leaves or ends in the chain, and
+//! leaves an uncompressed node uncompressed (the answers are the same
+//! either way).
 //!
 //! Ordering rules, so the datapath never reads a half-built answer:
 //! - nodes and leaves reachable from a head are never written; an update
@@ -566,9 +568,33 @@ impl<S: V6Store> V6Trie<S> {
         old: V6Node,
         changes: &[(u128, u8)],
     ) -> Result<Option<V6Node>, ()> {
-        // A compressed node stands for a chain with one prefix path; any
-        // change may split or lengthen it, and what is under it is small.
-        if old.skip_strides() != 0 {
+        let strides = old.skip_strides();
+        if strides != 0 {
+            // Changes that run through the whole chain edit the node below
+            // it in place of the chain (no prefix ends in the chain, so its
+            // inherited value is this one's).
+            let key = old.skip_key();
+            let below = offset + strides * V6_STRIDE;
+            let through = changes
+                .iter()
+                .all(|&(a, l)| u32::from(l) > below && skip_key_at(a, offset, strides) == key);
+            if through {
+                let inner = V6Node {
+                    skip: 0,
+                    miss: 0,
+                    ..old
+                };
+                let under = trunc(changes[0].0, below);
+                let node = self.rebuild(txn, under, below, inherit, inner, changes)?;
+                return Ok(node.map(|node| V6Node {
+                    skip: old.skip,
+                    miss: old.miss,
+                    ..node
+                }));
+            }
+            // A change that leaves the chain or ends in it splits it: the
+            // subtree is built again from its prefixes (once; the result
+            // branches where they part).
             self.replace_subtree(txn, &old);
             return self.build_fresh(txn, base, offset, inherit);
         }

@@ -386,3 +386,46 @@ fn sparse_tables_with_compressed_chains_match_the_reference_on_near_misses() {
         }
     }
 }
+
+#[test]
+fn a_change_under_a_compressed_chain_rewrites_its_path_not_the_subtree() {
+    // Every prefix inside one /32: the slot's root skips the steps down to
+    // it, and the busy subtree hangs below.
+    let mut rng = Rng(0x0db8);
+    let mut t = table(1 << 18, 1 << 18);
+    let prefix = |rng: &mut Rng| {
+        let a = addr("2001:db8::") | (u128::from(rng.next()) & 0xffff_ffff) << 64;
+        Ipv6Net::new(Ipv6Addr::from(a), 48).unwrap().trunc()
+    };
+    let batch: Vec<_> = (0..4000)
+        .map(|i| (prefix(&mut rng), Some(nh(i + 1))))
+        .collect();
+    assert!(t.apply(batch).is_empty());
+    let head = RouteAction(t.store().head(slot_of(addr("2001:db8::"))));
+    assert_ne!(t.store().node(head.index()).skip_strides(), 0);
+    t.reclaim();
+    t.reclaim();
+    let replaced = |t: &V6Trie<VecV6Store>| {
+        t.quarantined
+            .iter()
+            .map(|span| match span {
+                Span::Nodes(_, n) => *n,
+                Span::Leaves(..) => 0,
+            })
+            .sum::<u32>()
+    };
+    let in_use = t.nodes_in_use();
+    for i in 0..20 {
+        let p = prefix(&mut rng);
+        t.insert(p, nh(9000 + i)).unwrap();
+        // One path: a child array of at most 64 per level.
+        assert!(
+            replaced(&t) <= 64 * V6_MAX_DEPTH,
+            "{} nodes replaced of {in_use} for {p}",
+            replaced(&t)
+        );
+        assert_eq!(t.lookup(u128::from(p.network())), nh(9000 + i));
+        t.reclaim();
+        t.reclaim();
+    }
+}

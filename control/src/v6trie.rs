@@ -605,14 +605,22 @@ impl<S: V6Store> V6Trie<S> {
         // Prefixes ending in this node: their slots get new leaves, and the
         // tries under them new inherited leaves, so those are built afresh.
         let mut fresh = 0u64;
+        // Slots whose block holds nothing longer than the changed prefix:
+        // one value for the whole block, and no children.
+        let mut uniform: Vec<(u64, u32)> = Vec::new();
         for &(addr, len) in changes.iter().filter(|(_, l)| u32::from(*l) <= end) {
             let first = index_at(addr, offset);
-            for v in first..first + (1usize << (end - u32::from(len))) {
-                fresh |= 1 << v;
+            let block = (u64::MAX >> (64 - (1u32 << (end - u32::from(len))))) << first;
+            if block & !fresh != 0 && !self.has_longer(addr, u32::from(len)) {
+                uniform.push((block, self.probe(base, offset, first, inherit)));
             }
+            fresh |= block;
         }
         for v in (0..64).filter(|v| fresh >> v & 1 != 0) {
-            let value = self.probe(base, offset, v, inherit);
+            let value = match uniform.iter().find(|(block, _)| block >> v & 1 != 0) {
+                Some(&(_, value)) => value,
+                None => self.probe(base, offset, v, inherit),
+            };
             if value != values[v] {
                 values[v] = value;
                 leaves_changed = true;
@@ -620,7 +628,11 @@ impl<S: V6Store> V6Trie<S> {
             if let Some(child) = children[v] {
                 self.replace_subtree(txn, &child);
             }
-            children[v] = self.build_fresh(txn, slot_addr(base, offset, v), end, values[v])?;
+            children[v] = if uniform.iter().any(|(block, _)| block >> v & 1 != 0) {
+                None
+            } else {
+                self.build_fresh(txn, slot_addr(base, offset, v), end, values[v])?
+            };
         }
         // Longer prefixes: each child on their paths is rebuilt once.
         let deeper: Vec<(u128, u8)> = changes

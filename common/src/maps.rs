@@ -69,7 +69,7 @@ pub const V6_TOP_BITS: u32 = 22;
 pub const V6_TOP_SLOTS: u32 = 1 << V6_TOP_BITS;
 /// Address bits each IPv6 trie node consumes (64 children, one `u64` bitmap).
 pub const V6_STRIDE: u32 = 6;
-/// Most nodes an IPv6 lookup visits: ceil((128 - 18) / 6).
+/// Most nodes an IPv6 lookup visits: ceil((128 - V6_TOP_BITS) / 6).
 pub const V6_MAX_DEPTH: u32 = (128 - V6_TOP_BITS).div_ceil(V6_STRIDE);
 /// Leaves packed into one [`V6_LEAVES`] element (8-byte array stride).
 pub const V6_LEAVES_PER_ELEMENT: u32 = 2;

@@ -644,8 +644,10 @@ impl V6Side {
         match self {
             Self::Leaf(raw) => Self::Leaf(raw),
             Self::Node(node, passed) if passed < node.skip_strides() => {
-                let step = node.skip_key() >> (V6_STRIDE * (node.skip_strides() - 1 - passed));
-                if step & 63 == v as u32 {
+                // In u64: a corrupt node may claim up to seven steps.
+                let step =
+                    u64::from(node.skip_key()) >> (V6_STRIDE * (node.skip_strides() - 1 - passed));
+                if step & 63 == v as u64 {
                     Self::Node(node, passed + 1)
                 } else {
                     resolve(node.miss)
@@ -736,6 +738,18 @@ struct V6Walk<'w, 'a, V: MapsView> {
 impl<V: MapsView> V6Walk<'_, '_, V> {
     fn range(&mut self, want: V6Side, got: V6Side, base: u128, len: u32, report: &mut Report) {
         use pf_common::maps::V6_STRIDE;
+        // A node still to descend at the last bit (only in corrupt maps):
+        // the datapath gives up there and asks the kernel.
+        let (want, got) = if len >= 128 {
+            let fib = RouteAction::simple(RouteKind::Fib).0;
+            let settle = |side| match side {
+                V6Side::Node(..) => V6Side::Leaf(fib),
+                leaf => leaf,
+            };
+            (settle(want), settle(got))
+        } else {
+            (want, got)
+        };
         if let (V6Side::Leaf(want), V6Side::Leaf(got)) = (want, got) {
             let want = Behaviours::id_at(want);
             let got = self.resolver.behaviour(got);

@@ -125,6 +125,11 @@ pub fn lookup_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> RouteAction {
     let mut offset = V6_TOP_BITS;
     for _ in 0..V6_MAX_DEPTH {
         let strides = node.skip_strides();
+        // Only a node read while it was being reused (the tools read live
+        // maps with no grace period) points past the address.
+        if offset + strides * V6_STRIDE >= 128 {
+            return RouteAction::simple(RouteKind::Fib);
+        }
         if strides != 0 {
             if skip_key_at(addr, offset, strides) != node.skip_key() {
                 return resolve(node.miss);
@@ -145,7 +150,9 @@ pub fn lookup_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> RouteAction {
 /// The address bits of `strides` six-bit steps from `offset` (zeros past
 /// the address), as [`V6Node::skip_key`] holds them.
 pub fn skip_key_at(addr: u128, offset: u32, strides: u32) -> u32 {
-    ((addr << offset) >> (128 - strides * V6_STRIDE)) as u32
+    (addr << offset)
+        .checked_shr(128 - strides * V6_STRIDE)
+        .unwrap_or(0) as u32
 }
 
 /// Contiguous runs of one of the two arrays: first-fit per size (1 to 64),

@@ -114,7 +114,15 @@ fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
 fn mmap_pinned(dir: &Path, name: &str, element_size: usize) -> anyhow::Result<MmapRegion> {
     let path = dir.join(name);
     let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let entries = data.info()?.max_entries() as usize;
+    let info = data.info()?;
+    let value_size = info.value_size() as usize;
+    anyhow::ensure!(
+        value_size == element_size,
+        "{name} holds {value_size}-byte values where this pf-sidecar expects {element_size}: \
+         the maps were pinned by another version of pf-sidecar; use that version's tools, or \
+         restart the daemon with this one"
+    );
+    let entries = info.max_entries() as usize;
     MmapRegion::map(data.fd().as_fd(), entries * element_size, false)
         .with_context(|| format!("mapping {name} read-only"))
 }

@@ -429,3 +429,27 @@ fn a_change_under_a_compressed_chain_rewrites_its_path_not_the_subtree() {
         t.reclaim();
     }
 }
+
+#[test]
+fn a_node_read_while_reused_that_points_past_the_address_gives_fib_not_a_panic() {
+    // What a tool reading live maps may meet: a reused node whose skip and
+    // child lead back to itself, so the walk would run past bit 128.
+    let mut store = VecV6Store::new(4, 4);
+    let slot = slot_of(addr("2000::"));
+    store.set_head(slot, RouteAction::new(RouteKind::Tbl8, 1).0);
+    store.set_node(
+        1,
+        &pf_common::layout::V6Node {
+            children: u64::MAX,
+            runs: 1,
+            first_child: 1,
+            first_leaf: 1,
+            skip: pf_common::layout::V6Node::skip_of(7, 0),
+            miss: 0,
+        },
+    );
+    assert_eq!(
+        lookup_in(&store, addr("2000::")),
+        RouteAction::simple(RouteKind::Fib)
+    );
+}

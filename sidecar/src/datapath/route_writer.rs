@@ -15,7 +15,7 @@
 //!   may be reused, and the daemon before it tells zebra a route is
 //!   offloaded and before a generation goes live.
 //! - A block or slot a table left to the kernel (an IPv4 /24 without a
-//!   free second-level group, an IPv6 /18 without room in the trie) comes
+//!   free second-level group, an IPv6 /22 without room in the trie) comes
 //!   back from `end_batch` or `flush`, and the programmer counts its
 //!   prefixes as deferred, as when an inline write fails. The tables defer
 //!   such a block or slot to the kernel by themselves, so nothing wrong is

@@ -338,3 +338,51 @@ impl MapsView for PinnedMaps {
         (count > 0).then(|| group.buckets[..count].to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::sys::{map_create, MapSpec, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
+
+    /// Pins an mmapable array of `value_size`-byte values as `name` in `dir`.
+    fn pin_array(dir: &Path, name: &str, value_size: u32) {
+        let fd = map_create(&MapSpec {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size,
+            max_entries: 128,
+            flags: BPF_F_MMAPABLE,
+            name,
+        })
+        .unwrap();
+        MapData::from_fd(fd).unwrap().pin(dir.join(name)).unwrap();
+    }
+
+    #[test]
+    fn maps_another_version_pinned_with_other_value_sizes_are_refused_by_name() {
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("PF_REQUIRE_ROOT").is_none(),
+                "this test needs root (CAP_BPF)"
+            );
+            return;
+        }
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/pf-sidecar-test-pins-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The node layout of the version before path compression: 24 bytes.
+        pin_array(&dir, names::V6_NODES, 24);
+        pin_array(&dir, names::V6_TOP, size_of::<V6TopEntry>() as u32);
+        let old = mmap_pinned(&dir, names::V6_NODES, size_of::<V6Node>());
+        let current = mmap_pinned(&dir, names::V6_TOP, size_of::<V6TopEntry>());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let error = format!("{:#}", old.err().expect("a 24-byte node map is refused"));
+        assert!(
+            error.contains("V6_NODES holds 24-byte values where this pf-sidecar expects 32"),
+            "{error}"
+        );
+        assert!(current.is_ok());
+    }
+}

@@ -15,7 +15,7 @@
 //! /24, the common case in a full table), the nodes with one child and no
 //! prefix of their own are left out: the node below them checks their
 //! address bits (`skip`, up to four steps) and answers `miss` when they
-//! differ. A lone /48 under a busy /24 is then the top entry, two nodes and
+//! differ. A lone /48 in a busy /22 is then the top entry, two nodes and
 //! a leaf. Builds compress; an incremental update edits the node below a
 //! chain when its changes run through the whole chain, rebuilds the
 //! subtree from its prefixes when a change leaves or ends in the chain, and

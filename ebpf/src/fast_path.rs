@@ -422,9 +422,8 @@ fn lookup_v6(daddr: &[u32; 4]) -> u32 {
         // The steps a compressed chain left out must match its key (an
         // uncompressed node: no steps, key 0). `>> x >> 1` shifts by x + 1
         // without ever shifting by 64.
-        let skip = node.skip;
-        let width = (skip & 7) * V6_STRIDE;
-        if (hi >> (63 - width) >> 1) as u32 != skip >> 8 {
+        let width = node.skip_strides() * V6_STRIDE;
+        if (hi >> (63 - width) >> 1) as u32 != node.skip_key() {
             return resolve_v6(node.miss, top);
         }
         hi = hi << width | lo >> (63 - width) >> 1;

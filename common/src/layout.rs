@@ -46,6 +46,13 @@ assert_layout!(V6LeafPair, 8, 4);
 /// six-bit steps it stands for in `skip` ([`V6Node::skip_strides`] of them,
 /// the address bits in [`V6Node::skip_key`]); an address whose bits differ
 /// there ends in `miss`, the action the chain's leaves would all have held.
+///
+/// Leaves in the node: a node with no children whose slots hold at most two
+/// actions keeps them itself, with bit 0 of `runs` clear (a node with a
+/// leaf array always sets it): slots whose bit is set in `runs` answer
+/// `first_child`, the others `first_leaf`. Most lookups end in such a node
+/// (a prefix alone below its branch), and each saves the leaf's dependent
+/// read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct V6Node {
@@ -63,7 +70,70 @@ assert_layout!(V6Node, 32, 8);
 /// Most six-bit steps one node's `skip` stands for (24 key bits).
 pub const V6_MAX_SKIP: u32 = 4;
 
+/// Where a node's slot leads: see [`V6Node::next`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V6Next {
+    /// The node at this index of `V6_NODES`.
+    Child(u32),
+    /// The leaf at this index of `V6_LEAVES`.
+    Leaf(u32),
+    /// This action, held in the node itself.
+    Action(u32),
+}
+
 impl V6Node {
+    /// Whether the node holds its slots' actions itself (see the type).
+    pub const fn holds_leaves(&self) -> bool {
+        self.runs & 1 == 0
+    }
+
+    /// Where slot `v` (below 64) leads, as the datapath reads it. Indexes
+    /// wrap rather than overflow: the tools read nodes another process may
+    /// be rewriting.
+    pub const fn next(&self, v: u32) -> V6Next {
+        let upto = u64::MAX >> (63 - v);
+        if self.children >> v & 1 != 0 {
+            V6Next::Child(
+                self.first_child
+                    .wrapping_add((self.children & upto).count_ones())
+                    .wrapping_sub(1),
+            )
+        } else if self.holds_leaves() {
+            V6Next::Action(if self.runs >> v & 1 != 0 {
+                self.first_child
+            } else {
+                self.first_leaf
+            })
+        } else {
+            V6Next::Leaf(
+                self.first_leaf
+                    .wrapping_add((self.runs & upto).count_ones())
+                    .wrapping_sub(1),
+            )
+        }
+    }
+
+    /// A node holding `values` itself, if they are at most two actions.
+    pub fn holding(values: &[u32; 64]) -> Option<Self> {
+        let first = values[0];
+        let other = values.iter().copied().find(|&value| value != first);
+        let mut runs = 0u64;
+        for (v, &value) in values.iter().enumerate() {
+            if value != first {
+                if Some(value) != other {
+                    return None;
+                }
+                runs |= 1 << v;
+            }
+        }
+        Some(Self {
+            runs,
+            first_leaf: first,
+            first_child: other.unwrap_or(first),
+            ..Self::default()
+        })
+    }
+
     /// The node's words as the datapath's (little-endian) memory holds them.
     pub const fn to_words(&self) -> [u32; 8] {
         [

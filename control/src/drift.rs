@@ -633,7 +633,7 @@ impl V6Side {
     /// What slot `v` of this side holds (a leaf stands for all of its slots;
     /// a step a compressed node left out has one way on, and `miss`).
     fn at(self, store: &dyn V6Read, v: usize, cover: u32) -> Self {
-        use pf_common::maps::V6_STRIDE;
+        use pf_common::{layout::V6Next, maps::V6_STRIDE};
         let resolve = |leaf: u32| {
             Self::Leaf(if leaf == pf_common::route::V6_INHERIT {
                 cover
@@ -653,17 +653,11 @@ impl V6Side {
                     resolve(node.miss)
                 }
             }
-            Self::Node(node, _) => {
-                let upto = u64::MAX >> (63 - v);
-                if node.children >> v & 1 != 0 {
-                    Self::Node(
-                        store.node(node.first_child + (node.children & upto).count_ones() - 1),
-                        0,
-                    )
-                } else {
-                    resolve(store.leaf(node.first_leaf + (node.runs & upto).count_ones() - 1))
-                }
-            }
+            Self::Node(node, _) => match node.next(v as u32) {
+                V6Next::Child(child) => Self::Node(store.node(child), 0),
+                V6Next::Leaf(leaf) => resolve(store.leaf(leaf)),
+                V6Next::Action(raw) => resolve(raw),
+            },
         }
     }
 }

@@ -39,7 +39,7 @@ use std::{
 
 use ipnet::Ipv6Net;
 use pf_common::{
-    layout::{V6Node, V6_MAX_SKIP},
+    layout::{V6Next, V6Node, V6_MAX_SKIP},
     maps::{V6_MAX_DEPTH, V6_STRIDE, V6_TOP_BITS, V6_TOP_SLOTS},
     route::V6_INHERIT,
     RouteAction, RouteKind,
@@ -102,17 +102,24 @@ fn trunc(addr: u128, len: u32) -> u128 {
     }
 }
 
-/// The number of slots up to and including `v` whose bit is set in `bits`.
-fn rank(bits: u64, v: usize) -> u32 {
-    (bits & (u64::MAX >> (63 - v))).count_ones()
-}
-
 /// What the datapath answers for `addr`, reading `store` as it does.
 pub fn lookup_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> RouteAction {
+    walk_in(store, addr).0
+}
+
+/// How many nodes the datapath reads to answer `addr` (the top entry and
+/// the leaf come on top): each is one more dependent map read, which is
+/// what an IPv6 lookup costs beyond IPv4's (`datapath-bench` prints it).
+pub fn nodes_read_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> u32 {
+    walk_in(store, addr).1
+}
+
+/// [`lookup_in`]'s answer and the nodes it read.
+fn walk_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> (RouteAction, u32) {
     let slot = slot_of(addr);
     let head = RouteAction(store.head(slot));
     if head.kind() != Some(RouteKind::Tbl8) {
-        return head;
+        return (head, 0);
     }
     let resolve = |leaf: u32| {
         RouteAction(if leaf == V6_INHERIT {
@@ -123,28 +130,29 @@ pub fn lookup_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> RouteAction {
     };
     let mut node = store.node(head.index());
     let mut offset = V6_TOP_BITS;
-    for _ in 0..V6_MAX_DEPTH {
+    for read in 1..=V6_MAX_DEPTH {
         let strides = node.skip_strides();
         // Only a node read while it was being reused (the tools read live
         // maps with no grace period) points past the address.
         if offset + strides * V6_STRIDE >= 128 {
-            return RouteAction::simple(RouteKind::Fib);
+            return (RouteAction::simple(RouteKind::Fib), read);
         }
         if strides != 0 {
             if skip_key_at(addr, offset, strides) != node.skip_key() {
-                return resolve(node.miss);
+                return (resolve(node.miss), read);
             }
             offset += strides * V6_STRIDE;
         }
-        let v = index_at(addr, offset);
-        if node.children >> v & 1 != 0 {
-            node = store.node(node.first_child + rank(node.children, v) - 1);
-            offset += V6_STRIDE;
-            continue;
+        match node.next(index_at(addr, offset) as u32) {
+            V6Next::Child(child) => {
+                node = store.node(child);
+                offset += V6_STRIDE;
+            }
+            V6Next::Leaf(leaf) => return (resolve(store.leaf(leaf)), read),
+            V6Next::Action(raw) => return (resolve(raw), read),
         }
-        return resolve(store.leaf(node.first_leaf + rank(node.runs, v) - 1));
     }
-    RouteAction::simple(RouteKind::Fib)
+    (RouteAction::simple(RouteKind::Fib), V6_MAX_DEPTH)
 }
 
 /// The address bits of `strides` six-bit steps from `offset` (zeros past
@@ -520,6 +528,13 @@ impl<S: V6Store> V6Trie<S> {
 
     /// The 64 leaf values of a node.
     fn values(&self, node: &V6Node) -> [u32; 64] {
+        if node.holds_leaves() {
+            return std::array::from_fn(|v| match node.next(v as u32) {
+                V6Next::Action(raw) => raw,
+                // A node holding its leaves has no children.
+                V6Next::Child(_) | V6Next::Leaf(_) => node.first_leaf,
+            });
+        }
         let mut values = [0; 64];
         let mut leaf = node.first_leaf;
         for (v, value) in values.iter_mut().enumerate() {
@@ -656,34 +671,28 @@ impl<S: V6Store> V6Trie<S> {
             };
         }
         let old_children = old.children.count_ones();
-        let old_runs = old.runs.count_ones();
         if children.iter().all(Option::is_none) && !self.has_longer(base, offset) {
-            txn.replaced.push(Span::Leaves(old.first_leaf, old_runs));
+            txn.replaced.extend(leaf_span(&old));
             if old_children > 0 {
                 txn.replaced
                     .push(Span::Nodes(old.first_child, old_children));
             }
             return Ok(None);
         }
-        let (first_leaf, runs) = if leaves_changed {
-            txn.replaced.push(Span::Leaves(old.first_leaf, old_runs));
-            self.write_leaves(txn, &values)?
-        } else {
-            (old.first_leaf, old.runs)
+        let old_leaves = match leaf_span(&old) {
+            Some(span) if leaves_changed => {
+                txn.replaced.push(span);
+                None
+            }
+            Some(span) => Some(span),
+            None => None,
         };
         // The child array is always new: the changed path runs through it.
         if old_children > 0 {
             txn.replaced
                 .push(Span::Nodes(old.first_child, old_children));
         }
-        let (first_child, bits) = self.write_children(txn, &children)?;
-        Ok(Some(V6Node {
-            children: bits,
-            runs,
-            first_child,
-            first_leaf,
-            ..V6Node::default()
-        }))
+        self.assemble(txn, &values, &children, old_leaves).map(Some)
     }
 
     /// Builds the node for `base`/`offset` from the prefixes under it.
@@ -772,8 +781,30 @@ impl<S: V6Store> V6Trie<S> {
                 Some(self.build_from(txn, slot_addr(base, offset, v), end, values[v], group)?);
             rest = &rest[group_end..];
         }
-        let (first_leaf, runs) = self.write_leaves(txn, &values)?;
-        let (first_child, bits) = self.write_children(txn, &children)?;
+        self.assemble(txn, &values, &children, None)
+    }
+
+    /// The node over `values` and `children`: holding its leaves when it
+    /// can (see [`V6Node`]), else over a leaf array, `old_leaves` if given
+    /// (a span already holding exactly `values`, replaced when unused).
+    fn assemble(
+        &mut self,
+        txn: &mut Txn,
+        values: &[u32; 64],
+        children: &[Option<V6Node>; 64],
+        old_leaves: Option<Span>,
+    ) -> Result<V6Node, ()> {
+        if children.iter().all(Option::is_none) {
+            if let Some(node) = V6Node::holding(values) {
+                txn.replaced.extend(old_leaves);
+                return Ok(node);
+            }
+        }
+        let (first_leaf, runs) = match old_leaves {
+            Some(Span::Leaves(first, _)) => (first, runs_of(values)),
+            _ => self.write_leaves(txn, values)?,
+        };
+        let (first_child, bits) = self.write_children(txn, children)?;
         Ok(V6Node {
             children: bits,
             runs,
@@ -784,12 +815,7 @@ impl<S: V6Store> V6Trie<S> {
     }
 
     fn write_leaves(&mut self, txn: &mut Txn, values: &[u32; 64]) -> Result<(u32, u64), ()> {
-        let mut runs = 1u64;
-        for v in 1..64 {
-            if values[v] != values[v - 1] {
-                runs |= 1 << v;
-            }
-        }
+        let runs = runs_of(values);
         let first = self.alloc_leaves(txn, runs.count_ones())?;
         let mut leaf = first;
         for (v, value) in values.iter().enumerate() {
@@ -825,8 +851,7 @@ impl<S: V6Store> V6Trie<S> {
 
     /// Queues every span under `node` (not its own record) for reuse.
     fn replace_subtree(&self, txn: &mut Txn, node: &V6Node) {
-        txn.replaced
-            .push(Span::Leaves(node.first_leaf, node.runs.count_ones()));
+        txn.replaced.extend(leaf_span(node));
         let count = node.children.count_ones();
         if count > 0 {
             for index in node.first_child..node.first_child + count {
@@ -835,6 +860,23 @@ impl<S: V6Store> V6Trie<S> {
             txn.replaced.push(Span::Nodes(node.first_child, count));
         }
     }
+}
+
+/// The leaf array a node reads, if it does not hold its leaves.
+fn leaf_span(node: &V6Node) -> Option<Span> {
+    (!node.holds_leaves()).then(|| Span::Leaves(node.first_leaf, node.runs.count_ones()))
+}
+
+/// `runs` of a leaf array over `values`: slot 0 and each slot whose value
+/// differs from the slot before.
+fn runs_of(values: &[u32; 64]) -> u64 {
+    let mut runs = 1u64;
+    for v in 1..64 {
+        if values[v] != values[v - 1] {
+            runs |= 1 << v;
+        }
+    }
+    runs
 }
 
 /// A heap-backed store for tests and for computing tables offline.

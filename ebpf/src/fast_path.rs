@@ -392,8 +392,9 @@ fn lookup_v4(daddr: u32) -> u32 {
 }
 
 /// The IPv6 trie (see `pf_control::v6trie`): the /22's entry, then one
-/// node per six bits until a slot without a child names its leaf; a
-/// compressed node first checks the steps of the chain it replaced. A /48
+/// node per six bits until a slot without a child names its leaf (or its
+/// action, in a node that holds them); a compressed node first checks the
+/// steps of the chain it replaced. A /48
 /// takes the top entry and at most five nodes, a /64 seven, and fewer
 /// where the table branches less.
 #[inline(always)]
@@ -437,6 +438,16 @@ fn lookup_v6(daddr: &[u32; 4]) -> u32 {
             hi = hi << V6_STRIDE | lo >> (64 - V6_STRIDE);
             lo <<= V6_STRIDE;
             continue;
+        }
+        // A childless node with at most two actions holds them itself
+        // (bit 0 of `runs` clear): no leaf to read.
+        if runs & 1 == 0 {
+            let action = if runs >> v & 1 != 0 {
+                first_child
+            } else {
+                first_leaf
+            };
+            return resolve_v6(action, top);
         }
         let leaf = first_leaf + (runs & upto).count_ones() - 1;
         let Some(pair) = V6_LEAVES.get_ptr(leaf >> 1) else {

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use integration_tests::{lab::Lab, require_root};
 use pf_common::{
-    layout::{Tbl24Element, V6LeafPair, V6Node, V6TopEntry},
+    layout::{Tbl24Element, V6LeafPair, V6Next, V6Node, V6TopEntry},
     maps as names, RouteAction, RouteKind,
 };
 use serde_json::Value;
@@ -115,32 +115,43 @@ fn set_v6_top(daemon: &Daemon, slot: u32, entry: V6TopEntry) {
         .unwrap();
 }
 
-/// Overwrites the leaf the IPv6 trie answers `addr` from, found by
-/// walking the pinned arrays as the datapath does.
+/// Overwrites the action the IPv6 trie answers `addr` with (in its leaf,
+/// or in the node that holds it), found by walking the pinned arrays as
+/// the datapath does.
 fn set_v6_leaf(daemon: &Daemon, addr: std::net::Ipv6Addr, action: RouteAction) {
     let addr = u128::from(addr);
     let top = pinned_array::<V6TopEntry>(daemon, names::V6_TOP);
-    let nodes = pinned_array::<V6Node>(daemon, names::V6_NODES);
+    let mut nodes = pinned_array::<V6Node>(daemon, names::V6_NODES);
     let head = RouteAction(top.get(&pf_control::v6trie::slot_of(addr), 0).unwrap()[0]);
     assert_eq!(head.kind(), Some(RouteKind::Tbl8), "the slot has a trie");
-    let mut node = nodes.get(&head.index(), 0).unwrap();
+    let mut index = head.index();
     let mut offset = names::V6_TOP_BITS;
-    let leaf = loop {
+    loop {
+        let mut node = nodes.get(&index, 0).unwrap();
         // A compressed node's left-out steps match: `addr` is in the table.
         offset += node.skip_strides() * names::V6_STRIDE;
-        let v = ((addr << offset) >> 122) as usize;
-        let upto = u64::MAX >> (63 - v);
-        if node.children >> v & 1 == 0 {
-            break node.first_leaf + (node.runs & upto).count_ones() - 1;
+        let v = ((addr << offset) >> 122) as u32;
+        match node.next(v) {
+            V6Next::Child(child) => index = child,
+            V6Next::Leaf(leaf) => {
+                let mut leaves = pinned_array::<V6LeafPair>(daemon, names::V6_LEAVES);
+                let mut pair = leaves.get(&(leaf / 2), 0).unwrap();
+                pair[(leaf % 2) as usize] = action.0;
+                leaves.set(leaf / 2, pair, 0).unwrap();
+                return;
+            }
+            V6Next::Action(_) => {
+                if node.runs >> v & 1 != 0 {
+                    node.first_child = action.0;
+                } else {
+                    node.first_leaf = action.0;
+                }
+                nodes.set(index, node, 0).unwrap();
+                return;
+            }
         }
-        let child = node.first_child + (node.children & upto).count_ones() - 1;
-        node = nodes.get(&child, 0).unwrap();
         offset += names::V6_STRIDE;
-    };
-    let mut leaves = pinned_array::<V6LeafPair>(daemon, names::V6_LEAVES);
-    let mut pair = leaves.get(&(leaf / 2), 0).unwrap();
-    pair[(leaf % 2) as usize] = action.0;
-    leaves.set(leaf / 2, pair, 0).unwrap();
+    }
 }
 
 #[test]

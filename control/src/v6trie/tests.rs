@@ -82,6 +82,9 @@ fn the_last_long_prefix_gone_leaves_the_slot_to_its_cover_and_frees_everything()
 fn replaced_nodes_wait_a_full_grace_period() {
     let mut t = table(64, 64);
     t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    // Four actions in the node: it reads a leaf array.
+    t.insert(net("2001:db8:1:4000::/50"), nh(3)).unwrap();
+    t.insert(net("2001:db8:1:8000::/50"), nh(4)).unwrap();
     let before = (t.nodes.next, t.leaves.next);
     t.insert(net("2001:db8:1::/48"), nh(2)).unwrap();
     t.reclaim();
@@ -452,4 +455,65 @@ fn a_node_read_while_reused_that_points_past_the_address_gives_fib_not_a_panic()
         lookup_in(&store, addr("2000::")),
         RouteAction::simple(RouteKind::Fib)
     );
+}
+
+#[test]
+fn nodes_read_count_the_dependent_reads_a_lookup_makes() {
+    let mut t = table(256, 256);
+    t.insert(net("2000::/16"), nh(9)).unwrap();
+    t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    // Alone in its /22: the slot's root is the compressed node itself.
+    assert_eq!(nodes_read_in(t.store(), addr("2001:db8:1::1")), 1);
+    assert_eq!(nodes_read_in(t.store(), addr("2001:db8:2::1")), 1);
+    // A slot with no longer prefix answers from its head: no node.
+    assert_eq!(nodes_read_in(t.store(), addr("2000:1::1")), 0);
+    // A neighbour in the same /22 that parts at bit 23: a branching root,
+    // then one compressed node each.
+    t.insert(net("2001:c00:1::/48"), nh(2)).unwrap();
+    assert_eq!(slot_of(addr("2001:c00::")), slot_of(addr("2001:db8::")));
+    assert_eq!(nodes_read_in(t.store(), addr("2001:db8:1::1")), 2);
+    assert_eq!(nodes_read_in(t.store(), addr("2001:c00:1::1")), 2);
+    assert_eq!(lookup_in(t.store(), addr("2001:c00:1::1")), nh(2));
+    // A /64 under the /48: the /48's node (bits 46 to 52) now has a child,
+    // compressed over bits 52 to 58, whose own six bits end the /64.
+    t.insert(net("2001:db8:1:2::/64"), nh(3)).unwrap();
+    assert_eq!(nodes_read_in(t.store(), addr("2001:db8:1:2::1")), 3);
+    assert_eq!(nodes_read_in(t.store(), addr("2001:db8:1:8000::1")), 2);
+    assert_eq!(lookup_in(t.store(), addr("2001:db8:1:2::1")), nh(3));
+    assert_eq!(lookup_in(t.store(), addr("2001:db8:1:8000::1")), nh(1));
+}
+
+#[test]
+fn a_node_holds_up_to_two_actions_itself_and_moves_to_a_leaf_array_past_that() {
+    let mut t = table(64, 64);
+    t.insert(net("2001:db8:1::/48"), nh(1)).unwrap();
+    let root = |t: &V6Trie<VecV6Store>| {
+        let head = RouteAction(t.store().head(slot_of(addr("2001:db8:1::"))));
+        t.store().node(head.index())
+    };
+    // The /48 and the slot's cover: held in the root, no leaf allocated.
+    assert!(root(&t).holds_leaves());
+    assert_eq!(t.leaves_in_use(), 0);
+    assert_eq!(t.lookup(addr("2001:db8:1::1")), nh(1));
+    assert_eq!(t.lookup(addr("2001:db8:2::1")), RouteAction::MISS);
+    // A third action in the same six bits: a leaf array.
+    t.insert(net("2001:db8:1:8000::/49"), nh(2)).unwrap();
+    assert!(!root(&t).holds_leaves());
+    assert!(t.leaves_in_use() > 0);
+    assert_eq!(t.lookup(addr("2001:db8:1:8000::1")), nh(2));
+    assert_eq!(t.lookup(addr("2001:db8:1::1")), nh(1));
+    assert_eq!(t.lookup(addr("2001:db8:2::1")), RouteAction::MISS);
+    // Gone again: back to two actions, held, and the leaves are released.
+    t.remove(net("2001:db8:1:8000::/49"));
+    assert!(root(&t).holds_leaves());
+    assert_eq!(t.lookup(addr("2001:db8:1:8000::1")), nh(1));
+    t.reclaim();
+    t.reclaim();
+    assert_eq!(t.leaves_in_use(), 0);
+    // A child under a node that held its leaves: the parent takes an array.
+    t.insert(net("2001:db8:1:2::/64"), nh(3)).unwrap();
+    assert!(!root(&t).holds_leaves());
+    assert_eq!(t.lookup(addr("2001:db8:1:2::1")), nh(3));
+    assert_eq!(t.lookup(addr("2001:db8:1:3::1")), nh(1));
+    assert_eq!(t.lookup(addr("2001:db8:2::1")), RouteAction::MISS);
 }

@@ -7,6 +7,8 @@
 //! case took the path it claims to measure.
 
 use std::{
+    collections::BTreeMap,
+    mem::size_of,
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, BorrowedFd},
     time::Instant,
@@ -19,7 +21,8 @@ use integration_tests::{
     synthetic::{machine, v4_prefix, Rng},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
-use pf_common::{maps as names, Config, Mode, RouteAction, RouteKind};
+use pf_common::{maps as names, Config, Mode, RouteAction, RouteKind, V6Node};
+use pf_control::v6trie::nodes_read_in;
 use pf_sidecar::datapath::{test_run::run_xdp, Capacities, Datapath};
 
 /// Repeated runs reuse the frame as the previous run left it, so forwarded
@@ -274,27 +277,54 @@ fn load_v6_routes(dp: &Datapath, rng: &mut Rng, loaded: &mut Vec<Ipv6Net>, targe
         (target - before) as f64 / took.as_secs_f64(),
         table.nodes_in_use(),
         table.leaves_in_use(),
-        (table.nodes_in_use() * 24 + table.leaves_in_use() * 4) as f64 / table.len() as f64,
+        (table.nodes_in_use() * size_of::<V6Node>() as u64 + table.leaves_in_use() * 4) as f64 / table.len() as f64,
     );
 }
 
-/// `count` frames to random hosts inside random prefixes of `v6`.
-fn v6_hit_frames(rng: &mut Rng, v6: &[Ipv6Net], count: usize) -> Vec<Vec<u8>> {
-    let src6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+/// `count` random hosts inside random prefixes of `v6`.
+fn v6_hits(rng: &mut Rng, v6: &[Ipv6Net], count: usize) -> Vec<Ipv6Addr> {
     (0..count)
         .map(|_| {
             let p = v6[(rng.next_u64() % v6.len() as u64) as usize];
             let host = u128::from(p.network())
                 | (((rng.next_u64() as u128) << 64 | rng.next_u64() as u128)
                     & !u128::from(p.netmask()));
-            frames::udp6(Tagging::Untagged, src6, Ipv6Addr::from(host), TTL, 1000, 53)
+            Ipv6Addr::from(host)
         })
         .collect()
 }
 
+fn v6_frames(hosts: &[Ipv6Addr]) -> Vec<Vec<u8>> {
+    let src6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    hosts
+        .iter()
+        .map(|&host| frames::udp6(Tagging::Untagged, src6, host, TTL, 1000, 53))
+        .collect()
+}
+
+/// How many trie nodes the datapath reads for each of `hosts`, as the
+/// report's line after the cases: the IPv6 hit's cost beyond IPv4's is
+/// these dependent reads (with the top entry and the leaf).
+fn nodes_read(dp: &Datapath, hosts: &[Ipv6Addr]) -> String {
+    let table = dp.maps.v6.lock();
+    let mut by_count = BTreeMap::<u32, usize>::new();
+    for host in hosts {
+        *by_count
+            .entry(nodes_read_in(table.store(), u128::from(*host)))
+            .or_default() += 1;
+    }
+    let total: u32 = by_count.iter().map(|(n, c)| n * *c as u32).sum();
+    let spread: Vec<String> = by_count.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    format!(
+        "mean {:.2} ({})",
+        f64::from(total) / hosts.len() as f64,
+        spread.join(", ")
+    )
+}
+
 /// Every case, in the order of the report. Runs inside the router
 /// namespace, so the fib lookups see its routes.
-fn run_cases(r0: u32, r1: u32) -> Vec<Row> {
+fn run_cases(r0: u32, r1: u32) -> (Vec<Row>, Vec<String>) {
     let dp = load_datapath(r1);
     let fast_path = dp
         .program_fd(names::PROG_FAST_PATH)
@@ -365,16 +395,32 @@ fn run_cases(r0: u32, r1: u32) -> Vec<Row> {
 
     let mut v6: Vec<Ipv6Net> = Vec::new();
     let mut cold6 = Vec::new();
+    let mut depths = Vec::new();
     for target in [1_000usize, 250_000, 1_000_000] {
         load_v6_routes(&dp, &mut rng, &mut v6, target);
-        let hits6 = v6_hit_frames(&mut rng, &v6, WARM_DESTINATIONS);
+        let hosts = v6_hits(&mut rng, &v6, WARM_DESTINATIONS);
         rows.push(Row::new(
             "IPv6 cache hit (trie)",
             &target.to_string(),
-            measure(fast_path, &hits6, None, XDP_REDIRECT, "IPv6 hit"),
+            measure(
+                fast_path,
+                &v6_frames(&hosts),
+                None,
+                XDP_REDIRECT,
+                "IPv6 hit",
+            ),
+        ));
+        depths.push(format!(
+            "trie nodes read per IPv6 hit, {target} routes, the {WARM_DESTINATIONS} warm destinations: {}",
+            nodes_read(&dp, &hosts)
         ));
         if target == 250_000 {
-            cold6 = v6_hit_frames(&mut rng, &v6, COLD_DESTINATIONS);
+            let hosts = v6_hits(&mut rng, &v6, COLD_DESTINATIONS);
+            depths.push(format!(
+                "trie nodes read per IPv6 hit, {target} routes, the {COLD_DESTINATIONS} cold destinations: {}",
+                nodes_read(&dp, &hosts)
+            ));
+            cold6 = v6_frames(&hosts);
         }
     }
     rows.extend(cold_cases(
@@ -384,7 +430,7 @@ fn run_cases(r0: u32, r1: u32) -> Vec<Row> {
         &cold4,
         &cold6,
     ));
-    rows
+    (rows, depths)
 }
 
 /// One run per call over 64k destinations spread over the loaded tables,
@@ -495,6 +541,9 @@ fn main() {
 
     let (router, _peer_in, _peer_out) = wire_router();
     let (r0, r1) = (router.ifindex("r0"), router.ifindex("r1"));
-    let rows = router.enter(|| run_cases(r0, r1));
+    let (rows, depths) = router.enter(|| run_cases(r0, r1));
     print_report(&rows);
+    for line in depths {
+        println!("{line}");
+    }
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::maps::{ECMP_BUCKETS, TBL8_GROUP_SIZE};
+use crate::maps::{ECMP_BUCKETS, TBL8_GROUP_SIZE, V6_STRIDE};
 
 /// Asserts the size and alignment of a shared layout at compile time.
 /// `Pod` already rules out padding; size and alignment pin the layout so
@@ -60,8 +60,9 @@ pub struct V6Node {
     pub runs: u64,
     pub first_child: u32,
     pub first_leaf: u32,
-    /// `key << 8 | strides` (strides in the low three bits): see
-    /// [`V6_MAX_SKIP`].
+    /// `key << 8 | width`: the bits of the steps left out, and how many
+    /// bits that is (six per step, at most [`V6_MAX_SKIP`] steps) in the low
+    /// five bits, the amount the datapath shifts by as it is.
     pub skip: u32,
     pub miss: u32,
 }
@@ -69,6 +70,7 @@ assert_layout!(V6Node, 32, 8);
 
 /// Most six-bit steps one node's `skip` stands for (24 key bits).
 pub const V6_MAX_SKIP: u32 = 4;
+const _: () = assert!(V6_MAX_SKIP * V6_STRIDE < 32, "the width fits in five bits");
 
 /// Where a node's slot leads: see [`V6Node::next`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,10 +161,16 @@ impl V6Node {
         }
     }
 
+    /// How many address bits the steps left out above this node stand
+    /// for: a multiple of six in a node this program wrote.
+    pub const fn skip_width(&self) -> u32 {
+        self.skip & 31
+    }
+
     /// How many six-bit steps above this node were left out (0 to
     /// [`V6_MAX_SKIP`]).
     pub const fn skip_strides(&self) -> u32 {
-        self.skip & 7
+        self.skip_width() / V6_STRIDE
     }
 
     /// The address bits of the steps left out, the first step highest.
@@ -172,7 +180,7 @@ impl V6Node {
 
     /// `skip` for `strides` steps whose address bits are `key`.
     pub const fn skip_of(strides: u32, key: u32) -> u32 {
-        key << 8 | strides
+        (key << 8) | (strides * V6_STRIDE)
     }
 }
 

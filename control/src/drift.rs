@@ -643,8 +643,12 @@ impl V6Side {
         };
         match self {
             Self::Leaf(raw) => Self::Leaf(raw),
+            // Part of a step: only a corrupt node (see `v6trie::lookup_in`).
+            Self::Node(node, _) if !node.skip_width().is_multiple_of(V6_STRIDE) => {
+                Self::Leaf(RouteAction::simple(RouteKind::Fib).0)
+            }
             Self::Node(node, passed) if passed < node.skip_strides() => {
-                // In u64: a corrupt node may claim up to seven steps.
+                // In u64: a corrupt node may claim five steps.
                 let step =
                     u64::from(node.skip_key()) >> (V6_STRIDE * (node.skip_strides() - 1 - passed));
                 if step & 63 == v as u64 {

@@ -131,12 +131,14 @@ fn walk_in<S: V6Read + ?Sized>(store: &S, addr: u128) -> (RouteAction, u32) {
     let mut node = store.node(head.index());
     let mut offset = V6_TOP_BITS;
     for read in 1..=V6_MAX_DEPTH {
-        let strides = node.skip_strides();
+        let width = node.skip_width();
         // Only a node read while it was being reused (the tools read live
-        // maps with no grace period) points past the address.
-        if offset + strides * V6_STRIDE >= 128 {
+        // maps with no grace period) points past the address or skips
+        // part of a step.
+        if offset + width >= 128 || !width.is_multiple_of(V6_STRIDE) {
             return (RouteAction::simple(RouteKind::Fib), read);
         }
+        let strides = width / V6_STRIDE;
         if strides != 0 {
             if skip_key_at(addr, offset, strides) != node.skip_key() {
                 return (resolve(node.miss), read);

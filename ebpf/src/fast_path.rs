@@ -423,18 +423,19 @@ fn lookup_v6(daddr: &[u32; 4]) -> u32 {
         // The steps a compressed chain left out must match its key (an
         // uncompressed node: no steps, key 0). `>> x >> 1` shifts by x + 1
         // without ever shifting by 64.
-        let width = node.skip_strides() * V6_STRIDE;
+        let width = node.skip_width();
         if (hi >> (63 - width) >> 1) as u32 != node.skip_key() {
             return resolve_v6(node.miss, top);
         }
         hi = hi << width | lo >> (63 - width) >> 1;
         lo <<= width;
         let v = (hi >> (64 - V6_STRIDE)) as u32;
-        let upto = u64::MAX >> (63 - v);
+        // Shifted left so slot `v` is the top bit: the set bits up to it.
+        let upto = 63 - v;
         let (children, runs, first_child, first_leaf) =
             (node.children, node.runs, node.first_child, node.first_leaf);
         if children >> v & 1 != 0 {
-            index = first_child + (children & upto).count_ones() - 1;
+            index = first_child + (children << upto).count_ones() - 1;
             hi = hi << V6_STRIDE | lo >> (64 - V6_STRIDE);
             lo <<= V6_STRIDE;
             continue;
@@ -449,7 +450,7 @@ fn lookup_v6(daddr: &[u32; 4]) -> u32 {
             };
             return resolve_v6(action, top);
         }
-        let leaf = first_leaf + (runs & upto).count_ones() - 1;
+        let leaf = first_leaf + (runs << upto).count_ones() - 1;
         let Some(pair) = V6_LEAVES.get_ptr(leaf >> 1) else {
             return FIB;
         };

@@ -6,6 +6,10 @@ mod support;
 use std::{
     io::Write,
     net::TcpStream,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -287,8 +291,8 @@ fn table(count: u32) -> Vec<IpNet> {
 
 /// zebra's replay: the gateway object, the server's route, then the table.
 /// Returns how many of the table's routes were written before the session
-/// broke.
-fn replay(stream: &mut TcpStream, r1: u32, messages: &[Vec<u8>]) -> usize {
+/// broke; `progress` follows the count as it goes.
+fn replay(stream: &mut TcpStream, r1: u32, messages: &[Vec<u8>], progress: &AtomicUsize) -> usize {
     let gateway = nexthop_message(1, r1, Some("198.51.100.2".parse().unwrap()), &[]);
     let server = route_message("203.0.113.0/24".parse().unwrap(), 1);
     stream.write_all(&frame(&[&gateway, &server])).unwrap();
@@ -299,6 +303,7 @@ fn replay(stream: &mut TcpStream, r1: u32, messages: &[Vec<u8>]) -> usize {
             break;
         }
         written += chunk.len();
+        progress.store(written, Ordering::Relaxed);
     }
     written
 }
@@ -320,7 +325,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
         .collect();
 
     let mut zebra = daemon.connect_fpm(&lab.router, port);
-    replay(&mut zebra, r1, &routes);
+    replay(&mut zebra, r1, &routes, &AtomicUsize::new(0));
     wait_for("the first load", &daemon, || {
         read_state(&daemon.pin_dir).is_some_and(|s| {
             s.control.fpm_replay_complete && s.control.programmer.routes_v4 >= 300_000
@@ -356,11 +361,22 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
         read_state(&daemon.pin_dir).is_some_and(|s| !s.control.fpm_connected)
     });
     let mut zebra = daemon.connect_fpm(&lab.router, port);
+    let progress = Arc::new(AtomicUsize::new(0));
     let streamer = {
         let routes = routes.clone();
-        std::thread::spawn(move || replay(&mut zebra, r1, &routes))
+        let progress = Arc::clone(&progress);
+        std::thread::spawn(move || replay(&mut zebra, r1, &routes, &progress))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed a third of the way in, whatever the machine's speed (a fixed
+    // delay let a fast machine finish the table first).
+    let started = Instant::now();
+    while progress.load(Ordering::Relaxed) < routes.len() / 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "zebra's replay did not get a third of the way in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     daemon.kill_and_restart();
     let written = streamer.join().unwrap();
     assert!(
@@ -370,7 +386,7 @@ fn the_sidecar_killed_during_a_full_table_load_loses_no_traffic_and_reconciles_o
 
     // The new daemon adopts the pins; zebra reconnects and replays again.
     let mut zebra = daemon.connect_fpm(&lab.router, port);
-    replay(&mut zebra, r1, &routes[..250_000]);
+    replay(&mut zebra, r1, &routes[..250_000], &AtomicUsize::new(0));
     wait_for("the restarted daemon's replay", &daemon, || {
         read_state(&daemon.pin_dir)
             .is_some_and(|s| s.control.fpm_replay_complete && s.control.taken_over)

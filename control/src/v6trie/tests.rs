@@ -447,10 +447,19 @@ fn a_node_read_while_reused_that_points_past_the_address_gives_fib_not_a_panic()
             runs: 1,
             first_child: 1,
             first_leaf: 1,
-            skip: pf_common::layout::V6Node::skip_of(7, 0),
+            skip: pf_common::layout::V6Node::skip_of(4, 0),
             miss: 0,
         },
     );
+    assert_eq!(
+        lookup_in(&store, addr("2000::")),
+        RouteAction::simple(RouteKind::Fib)
+    );
+    // A width that is not whole steps: only a corrupt node has one.
+    let mut node = store.node(1);
+    node.skip = 10;
+    node.children = 0;
+    store.set_node(1, &node);
     assert_eq!(
         lookup_in(&store, addr("2000::")),
         RouteAction::simple(RouteKind::Fib)
